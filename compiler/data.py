@@ -142,9 +142,11 @@ def load(path: str | Path, resolution: int, limit_train: int | None = None,
         x, y = splits[which]
         if limit is not None and limit < len(y):
             idx = _balanced(y, limit)
-            x, y = [x[i] for i in idx] if isinstance(x, list) else x[idx], y[idx]
+            x = [x[i] for i in idx] if isinstance(x, list) else x[idx]
+            y = y[idx]
         if isinstance(x, list):  # image folder: sizes may differ, resize one by one
-            q = np.concatenate([quantise_images(a[None], resolution) for a in x])
+            q = np.concatenate([quantise_images(a[None], resolution) for a in x]) if x else \
+                np.zeros((0, resolution, resolution, 3), np.int8)
         else:
             q = quantise_images(x, resolution)
         out[which] = Split(q, y)
@@ -156,4 +158,4 @@ def _balanced(y: np.ndarray, n: int) -> np.ndarray:
     per = [np.flatnonzero(y == c) for c in np.unique(y)]
     order = [i for group in zip(*[list(p) for p in per], strict=False) for i in group]
     rest = sorted(set(range(len(y))) - set(order))
-    return np.array(sorted((order + rest)[:n]))
+    return np.array(sorted((order + rest)[:n]), dtype=np.int64)

@@ -1,0 +1,145 @@
+"""Stage 8, command line: `trady` (also `python -m compiler`).
+
+Every command returns 0 on success; a `TradyError` becomes one line on stderr and exit code 2;
+a verification that finds a difference exits 1. `-v/-vv/-vvv` print the IR / plan / emitted C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from compiler.errors import TradyError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def shared_dir() -> Path:
+    """Models and data: $TRADY_SHARED, else ../shared next to the repository."""
+    return Path(os.environ.get("TRADY_SHARED", ROOT.parent / "shared"))
+
+
+def default_model() -> Path:
+    return shared_dir() / "models" / "mcunet-5fps.pkl"
+
+
+def default_data() -> Path:
+    return shared_dir() / "data" / "cifar10-subset.npz"
+
+
+def positive_int(text: str) -> int:
+    try:
+        v = int(text.replace(",", "").replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
+
+
+def cmd_compile(a: argparse.Namespace) -> int:
+    from compiler import pipeline
+    from compiler.report import print_summary
+
+    opt = pipeline.Options(budget=a.budget, classes=a.classes, resolution=a.resolution, seed=a.seed,
+                           target=a.target)
+    project = pipeline.build(Path(a.model), opt)
+    total = project.plan_json["total_units"]
+    if a.budget > total:
+        pipeline.warn(f"--budget {a.budget:,} exceeds the model's total of {total:,} units (everything fits)")
+    _dump(a.verbose, project)
+    out = pipeline.write(project, Path(a.out))
+    print_summary(project.plan_json)
+    print(f"wrote {out}")
+    return 0
+
+
+def _dump(level: int, project) -> None:
+    if level >= 1:
+        for i, op in enumerate(project.graph.ops):
+            print(f"ir op {i}: {type(op).__name__} {op.name} -> {op.output} "
+                  f"{project.graph.tensors[op.output].shape}", file=sys.stderr)
+    if level >= 2:
+        for p in project.plan.placements:
+            print(f"plan {p.name}: offset {p.offset} size {p.size} steps {p.first}..{p.last}", file=sys.stderr)
+    if level >= 3:
+        from compiler import emit
+
+        name = emit.model_c_name(project.graph)
+        files = emit.render(project.graph, project.quant, project.plan, project.options.budget)
+        print(files[f"{name}.c"], file=sys.stderr)
+
+
+def cmd_verify(a: argparse.Namespace) -> int:
+    from compiler import data, host, pipeline, verify
+
+    project = pipeline.load_project(Path(a.dir), a.model)
+    res = project.graph.tensors[project.graph.input].shape[0]
+    ds = data.load(a.data, res, limit_train=0, limit_test=a.images)
+    images = ds.test.x[:a.images]
+    if a.tflm:
+        from compiler import tflm
+
+        result = tflm.verify(project, images)
+    else:
+        exe = host.build(Path(a.dir), sanitize=a.sanitize)
+        result = verify.compare_forward(project, exe, images)
+    kind = "TFLite Micro" if a.tflm else "host C"
+    if result.ok:
+        print(f"verify: OK {kind} vs reference: {result.message}")
+        return 0
+    print(f"verify: FAIL {kind} vs reference: first difference at {result.message}")
+    return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="trady", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("compile", help="import a model and emit a C project")
+    c.add_argument("model", type=Path, help="tiny-training .pkl model")
+    c.add_argument("--budget", type=positive_int, required=True, help="update budget B_mem in units (SPEC 6)")
+    c.add_argument("--out", type=Path, required=True, help="output folder (replaced atomically)")
+    c.add_argument("--classes", type=positive_int, default=10, help="classes of the new fp32 head (default 10)")
+    c.add_argument("--resolution", type=positive_int, default=None, help="input resolution (default: the model's)")
+    c.add_argument("--seed", type=int, default=0, help="seed for the head initialisation")
+    c.add_argument("--target", default="host", help="host (Cortex-M images: trady firmware)")
+    c.add_argument("-v", "--verbose", action="count", default=0, help="-v IR, -vv plan, -vvv emitted C")
+    c.set_defaults(func=cmd_compile)
+
+    v = sub.add_parser("verify", help="compare the C build (or TFLite Micro) with the reference")
+    v.add_argument("dir", type=Path, help="compiled project folder")
+    v.add_argument("--data", type=Path, default=None, help="data set (.npz or image folder); default: shared CIFAR-10")
+    v.add_argument("--images", type=positive_int, default=8, help="test images to run (default 8)")
+    v.add_argument("--steps", type=int, default=0, help="training steps (0: forward only)")
+    v.add_argument("--tflm", action="store_true", help="compare against the TFLite Micro interpreter instead")
+    v.add_argument("--sanitize", action="store_true", help="build with -fsanitize=address,undefined")
+    v.add_argument("--model", type=Path, default=None, help="model file, if moved since compile")
+    v.set_defaults(func=cmd_verify)
+
+    from compiler import commands  # report, bench, demo
+
+    commands.register(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "data", "unset") is None:
+        args.data = default_data()
+    if getattr(args, "steps", 0) not in (0, None):
+        print("trady verify: --steps > 0 needs the training runtime (not built yet)", file=sys.stderr)
+        return 2
+    try:
+        return args.func(args)
+    except TradyError as e:
+        print(f"trady {args.command}: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""Host simulator driver: build a compiled project with gcc (its Makefile) and run `host_sim`.
+
+Outputs are parsed back into numpy arrays in the layout the reference executor returns, so
+`verify` can compare them element by element.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from compiler.errors import TradyError
+
+
+def build(folder: Path, sanitize: bool = False) -> Path:
+    target = "host_sim_san" if sanitize else "host_sim"
+    r = subprocess.run(["make", "-s", "-C", str(folder), target], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise TradyError(f"{folder}: C build failed:\n{r.stdout}{r.stderr}".rstrip())
+    return Path(folder) / target
+
+
+def run_forward(exe: Path, images: np.ndarray, op_sizes: list[int], classes: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """Run `host_sim forward`; return per-op int8 outputs ([N, size] each) and logits [N, classes]."""
+    n = len(images)
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "images.bin", Path(tmp) / "out.bin"
+        np.ascontiguousarray(images, np.int8).tofile(src)
+        r = subprocess.run([str(exe), "forward", str(src), str(n), str(dst)], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise TradyError(f"{exe.name} forward failed (exit {r.returncode}): {r.stderr.strip()}")
+        raw = np.fromfile(dst, np.uint8)
+    per_image = sum(op_sizes) + 4 * classes
+    if raw.size != n * per_image:
+        raise TradyError(f"{exe.name}: wrote {raw.size} bytes, expected {n} x {per_image}")
+    raw = raw.reshape(n, per_image)
+    outs, pos = [], 0
+    for size in op_sizes:
+        outs.append(raw[:, pos:pos + size].view(np.int8))
+        pos += size
+    logits = np.ascontiguousarray(raw[:, pos:]).view(np.float32)
+    return outs, logits
+
+
+def run_bench(exe: Path, images: np.ndarray) -> float:
+    """Forward time per image in seconds (best of three passes over the images)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "images.bin"
+        np.ascontiguousarray(images, np.int8).tofile(src)
+        r = subprocess.run([str(exe), "bench", str(src), str(len(images))], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise TradyError(f"{exe.name} bench failed: {r.stderr.strip()}")
+    return float(r.stdout.split()[-1]) * 1e-6

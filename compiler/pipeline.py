@@ -1,0 +1,165 @@
+"""Stage 7, compile: model file + options -> a self-contained C project in a folder.
+
+Pure steps: import -> replace the head -> prepare quantisation -> plan memory -> emit. The folder
+is written to a temporary sibling and renamed into place, so a failure leaves nothing behind.
+`load_project` re-creates the same graph from a compiled folder's plan (for verify and report).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from compiler import __version__, emit, planner, quant
+from compiler.costs import layer_costs
+from compiler.errors import TradyError
+from compiler.importers import tiny_training
+from compiler.ir import Conv, Graph, Head
+
+MAX_TAPS = 66_000  # 127 * 255 * taps < 2^31 keeps the int32 conv accumulator exact
+
+
+@dataclass(frozen=True)
+class Options:
+    budget: int  # B_mem in units (SPEC 6); recorded, sizes nothing yet
+    classes: int = 10
+    resolution: int | None = None  # None: the model's native resolution
+    seed: int = 0
+    target: str = "host"
+
+
+@dataclass(frozen=True, eq=False)
+class Project:
+    graph: Graph
+    quant: dict
+    plan: planner.Plan
+    options: Options
+    plan_json: dict
+
+
+def init_head(graph: Graph, classes: int, seed: int) -> Head:
+    """A fresh fp32 head: weights uniform in +-1/sqrt(features) from numpy's PCG64(seed), bias 0."""
+    f = graph.tensors[graph.head.input].shape[2]
+    rng = np.random.default_rng(seed)
+    bound = 1.0 / np.sqrt(f)
+    return Head(graph.head.input, rng.uniform(-bound, bound, (classes, f)).astype(np.float32),
+                np.zeros(classes, np.float32))
+
+
+def check_options(graph: Graph, opt: Options) -> None:
+    if opt.classes < 2 or opt.classes > 100_000:
+        raise TradyError(f"--classes {opt.classes}: expected an integer in 2..100000")
+    if opt.budget < 1:
+        raise TradyError(f"--budget {opt.budget}: expected a positive number of units")
+    if opt.target != "host":
+        raise TradyError(f"--target {opt.target}: only 'host' is available (Cortex-M targets: trady firmware)")
+    for conv in graph.convs:
+        taps = conv.kernel * conv.kernel * (1 if conv.depthwise else conv.in_channels)
+        if taps >= MAX_TAPS:
+            raise TradyError(f"layer {conv.name}: {taps} taps per output would overflow the int32 accumulator")
+
+
+def build(model: Path, opt: Options) -> Project:
+    graph = tiny_training.load(model, opt.resolution)
+    check_options(graph, opt)
+    graph = dataclasses.replace(graph, head=init_head(graph, opt.classes, opt.seed)).verify()
+    q = quant.prepare(graph)
+    mem = planner.plan(planner.forward_requests(graph))
+    return Project(graph, q, mem, opt, plan_json(graph, mem, opt, model))
+
+
+def plan_json(graph: Graph, mem: planner.Plan, opt: Options, model: Path) -> dict:
+    costs = layer_costs(graph)
+    convs = graph.convs
+    h = graph.head
+    weights = sum(c.weight.size for c in convs)
+    biases = 4 * sum(c.out_channels for c in convs)
+    qparams = 8 * sum(c.out_channels for c in convs)
+    head_init = 4 * (h.weight.size + h.bias.size)
+    head_ram = head_init + 4 * h.features  # trainable copy + dequantised features
+    return {
+        "generator": f"trady {__version__}",
+        "model": graph.name,
+        "model_path": str(Path(model).resolve()),
+        "source_sha256": graph.source_sha256,
+        "options": dataclasses.asdict(opt),
+        "resolution": graph.tensors[graph.input].shape[0],
+        "classes": h.classes,
+        "total_units": sum(c.units for c in costs),
+        "budget_units": opt.budget,
+        "macs": sum(c.macs for c in costs),
+        "layers": [c.as_dict() | {"dead_out_channels": [int(i) for i in np.flatnonzero(conv.dead)]}
+                   for c, conv in zip(costs, convs, strict=True)],
+        "ops": [{"index": i, "name": op.name, "type": type(op).__name__, "output": op.output,
+                 "size": graph.tensors[op.output].size} for i, op in enumerate(graph.ops)],
+        "buffers": [dataclasses.asdict(p) for p in mem.placements],
+        "sram_bytes": {"activation_arena": mem.arena_size, "head": head_ram,
+                       "total": mem.arena_size + head_ram},
+        "flash_bytes": {"weights": weights, "biases": biases, "quant_params": qparams, "head_init": head_init,
+                        "total": weights + biases + qparams + head_init},
+    }
+
+
+def write(project: Project, out: Path) -> Path:
+    """Write the project into `out` atomically (temporary sibling, then rename)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    files = emit.render(project.graph, project.quant, project.plan, project.options.budget)
+    name = emit.model_c_name(project.graph)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        for rel, text in files.items():
+            (tmp / rel).write_text(text)
+        (tmp / "runtime").mkdir()
+        for rel, src in emit.support_files().items():
+            shutil.copyfile(src, tmp / rel)
+        (tmp / f"{name}_plan.json").write_text(json.dumps(project.plan_json, indent=1) + "\n")
+        if out.exists():
+            old = out.with_name(f".{out.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def plan_path(folder: Path) -> Path:
+    folder = Path(folder)
+    found = sorted(folder.glob("*_plan.json")) if folder.is_dir() else []
+    if len(found) != 1:
+        raise TradyError(f"{folder}: not a compiled project (expected one *_plan.json, found {len(found)})")
+    return found[0]
+
+
+def load_project(folder: Path, model: Path | None = None) -> Project:
+    """Rebuild the compiled graph from a project folder's plan (same model file, same options)."""
+    pj = plan_path(folder)
+    try:
+        meta = json.loads(pj.read_text())
+        opt = Options(**meta["options"])
+        model = Path(model or meta["model_path"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise TradyError(f"{pj}: unreadable plan ({e})") from None
+    if not model.is_file():
+        raise TradyError(f"{pj}: model file {model} not found (pass --model)")
+    if hashlib.sha256(model.read_bytes()).hexdigest() != meta.get("source_sha256"):
+        raise TradyError(f"{model}: sha256 differs from the one recorded in {pj.name}")
+    return build(model, opt)
+
+
+def warn(msg: str) -> None:
+    print(f"warning: {msg}", file=sys.stderr)

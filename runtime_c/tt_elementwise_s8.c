@@ -1,0 +1,76 @@
+/* trady runtime: residual add, global average pool, dequantise, fp32 head (reference C99). */
+#include <stddef.h>
+
+#include "tt_kernels.h"
+#include "tt_requant.h"
+
+tt_status tt_add_s8(const tt_add_params *params, const int8_t *in1, const int8_t *in2, int32_t size, int8_t *out)
+{
+    if (params == NULL || in1 == NULL || in2 == NULL || out == NULL || size < 0) {
+        return TT_ERR_ARG;
+    }
+    if (params->left_shift < 0 || params->left_shift > 20 || params->input1_shift > 0 ||
+        params->input2_shift > 0 || params->output_shift > 0) {
+        return TT_ERR_RANGE;
+    }
+    for (int32_t i = 0; i < size; i++) {
+        /* |x + offset| <= 255, so the shifted value is below 255 * 2^20 < 2^28: no overflow. */
+        const int32_t a = ((int32_t)in1[i] + params->input1_offset) * (1 << params->left_shift);
+        const int32_t b = ((int32_t)in2[i] + params->input2_offset) * (1 << params->left_shift);
+        /* Each scaled input is at most half of its shifted value (multiplier < 1): the sum fits. */
+        const int32_t sum = tt_requantize(a, params->input1_multiplier, params->input1_shift) +
+                            tt_requantize(b, params->input2_multiplier, params->input2_shift);
+        out[i] = tt_clamp_s8(tt_requantize(sum, params->output_multiplier, params->output_shift) +
+                             params->output_offset);
+    }
+    return TT_OK;
+}
+
+tt_status tt_avgpool_global_s8(const tt_dims *in_dims, const int8_t *in, int8_t *out)
+{
+    if (in_dims == NULL || in == NULL || out == NULL || in_dims->n != 1 || in_dims->h < 1 || in_dims->w < 1) {
+        return TT_ERR_ARG;
+    }
+    const int32_t n = in_dims->h * in_dims->w;
+    if (n > (1 << 23)) {
+        return TT_ERR_RANGE; /* keeps |sum| <= 128 * n below 2^31 */
+    }
+    for (int32_t c = 0; c < in_dims->c; c++) {
+        int32_t acc = 0;
+        for (int32_t i = 0; i < n; i++) {
+            acc += in[(size_t)i * in_dims->c + c];
+        }
+        /* Round half away from zero (TFLite AVERAGE_POOL_2D); C division truncates toward zero. */
+        acc = acc > 0 ? (acc + n / 2) / n : (acc - n / 2) / n;
+        out[c] = tt_clamp_s8(acc);
+    }
+    return TT_OK;
+}
+
+tt_status tt_dequantize_s8_f32(const int8_t *in, int32_t size, int32_t zero, float scale, float *out)
+{
+    if (in == NULL || out == NULL || size < 0) {
+        return TT_ERR_ARG;
+    }
+    for (int32_t i = 0; i < size; i++) {
+        out[i] = (float)((int32_t)in[i] - zero) * scale;
+    }
+    return TT_OK;
+}
+
+tt_status tt_fully_connected_f32(const float *in, const float *weight, const float *bias, int32_t features,
+                                 int32_t classes, float *out)
+{
+    if (in == NULL || weight == NULL || bias == NULL || out == NULL || features < 1 || classes < 1) {
+        return TT_ERR_ARG;
+    }
+    for (int32_t k = 0; k < classes; k++) {
+        const float *wk = weight + (size_t)k * features;
+        float acc = bias[k];
+        for (int32_t i = 0; i < features; i++) {
+            acc += wk[i] * in[i];
+        }
+        out[k] = acc;
+    }
+    return TT_OK;
+}
