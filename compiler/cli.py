@@ -44,7 +44,8 @@ def cmd_compile(a: argparse.Namespace) -> int:
     from compiler.report import print_summary
 
     opt = pipeline.Options(budget=a.budget, classes=a.classes, resolution=a.resolution, seed=a.seed,
-                           target=a.target)
+                           target=a.target, strategy=a.strategy,
+                           topk=a.topk if a.topk == "all" else str(Path(a.topk).resolve()))
     project = pipeline.build(Path(a.model), opt)
     total = project.plan_json["total_units"]
     if a.budget > total:
@@ -68,7 +69,7 @@ def _dump(level: int, project) -> None:
         from compiler import emit
 
         name = emit.model_c_name(project.graph)
-        files = emit.render(project.graph, project.quant, project.plan, project.options.budget)
+        files = emit.render(project.graph, project.quant, project.plan, project.spec)
         print(files[f"{name}.c"], file=sys.stderr)
 
 
@@ -79,6 +80,10 @@ def cmd_verify(a: argparse.Namespace) -> int:
     res = project.graph.tensors[project.graph.input].shape[0]
     ds = data.load(a.data, res, limit_train=0, limit_test=a.images)
     images = ds.test.x[:a.images]
+    if a.export_tflite is not None:
+        from compiler import tflm
+
+        print(f"wrote {tflm.export_file(project, a.export_tflite)}")
     if a.tflm:
         from compiler import tflm
 
@@ -106,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--resolution", type=positive_int, default=None, help="input resolution (default: the model's)")
     c.add_argument("--seed", type=int, default=0, help="seed for the head initialisation")
     c.add_argument("--target", default="host", help="host (Cortex-M images: trady firmware)")
+    c.add_argument("--strategy", default="trady", help="trady (default), static-topk, dynamic-full, static-full, "
+                   "su, head-only (SPEC 7)")
+    c.add_argument("--topk", default="all", help="TopK file from `trady rank` (SPEC 6), or 'all' layers (default)")
     c.add_argument("-v", "--verbose", action="count", default=0, help="-v IR, -vv plan, -vvv emitted C")
     c.set_defaults(func=cmd_compile)
 
@@ -116,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--steps", type=int, default=0, help="training steps (0: forward only)")
     v.add_argument("--tflm", action="store_true", help="compare against the TFLite Micro interpreter instead")
     v.add_argument("--sanitize", action="store_true", help="build with -fsanitize=address,undefined")
+    v.add_argument("--export-tflite", type=Path, default=None, metavar="PATH",
+                   help="also write the int8 network as a .tflite file (what --tflm runs)")
     v.add_argument("--model", type=Path, default=None, help="model file, if moved since compile")
     v.set_defaults(func=cmd_verify)
 

@@ -18,6 +18,7 @@ from compiler.costs import layer_costs
 from compiler.ir import Add, AvgPool, Conv, Graph
 from compiler.planner import Plan
 from compiler.quant import AddQuant, ConvQuant, f32
+from compiler.training import TrainSpec, train_constants
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = ROOT / "templates"
@@ -66,8 +67,18 @@ def timeline(plan: Plan, steps: int, rows: int = 16) -> list[str]:
     return lines
 
 
-def render(graph: Graph, quant: dict[str, ConvQuant | AddQuant], plan: Plan, budget_units: int) -> dict[str, str]:
+def c_weight(conv: Conv) -> np.ndarray:
+    """A conv's weights in the C layout: OHWI (dense), [C_out, C_in] (pointwise), KKC (depthwise)."""
+    if conv.depthwise:
+        return conv.weight[:, 0].transpose(1, 2, 0)
+    if conv.kernel == 1:
+        return conv.weight[:, :, 0, 0]
+    return conv.weight.transpose(0, 2, 3, 1)
+
+
+def render(graph: Graph, quant: dict[str, ConvQuant | AddQuant], plan: Plan, spec: TrainSpec) -> dict[str, str]:
     """Return {file name: text} for the generated project (runtime sources excluded)."""
+    budget_units = spec.budget_units
     name = model_c_name(graph)
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
@@ -92,15 +103,14 @@ def render(graph: Graph, quant: dict[str, ConvQuant | AddQuant], plan: Plan, bud
             x = graph.tensors[op.input]
             q = quant[op.name]
             cost = costs[op.name]
+            w = c_weight(op)
             if op.depthwise:
-                w, layout, kernel_fn = op.weight[:, 0].transpose(1, 2, 0), "KKC (1HWC)", "tt_depthwise_conv2d_s8"
-                f_n, f_c = 1, op.out_channels
+                layout, kernel_fn, f_n, f_c = "KKC (1HWC)", "tt_depthwise_conv2d_s8", 1, op.out_channels
             elif op.kernel == 1:
-                w, layout, kernel_fn = op.weight[:, :, 0, 0], "[C_out, C_in]", "tt_pointwise_conv2d_s8"
+                layout, kernel_fn = "[C_out, C_in]", "tt_pointwise_conv2d_s8"
                 f_n, f_c = op.out_channels, op.in_channels
             else:
-                w, layout, kernel_fn = op.weight.transpose(0, 2, 3, 1), "OHWI", "tt_conv2d_s8"
-                f_n, f_c = op.out_channels, op.in_channels
+                layout, kernel_fn, f_n, f_c = "OHWI", "tt_conv2d_s8", op.out_channels, op.in_channels
             L.update(op="conv", kernel_fn=kernel_fn, layout=layout, weight_shape=_shape(w.shape), weight_size=w.size,
                      weight=c_array(w), bias=c_array(op.bias, 8), multiplier=c_array(q.multiplier, 8),
                      shift=c_array(q.shift), input_offset=q.input_offset, output_offset=q.output_offset,
@@ -118,6 +128,7 @@ def render(graph: Graph, quant: dict[str, ConvQuant | AddQuant], plan: Plan, bud
                      comment=f"global average pool, [{_shape(x.shape)}] -> [{_shape(y.shape)}]")
         layers.append(L)
     feat = graph.tensors[graph.head.input]
+    T = _train_context(graph, plan, spec, layers)
     inp = graph.tensors[graph.input]
     ctx = dict(banner=f"/* {banner_line} */", banner_line=banner_line, name=name, NAME=name.upper(),
                arena_size=plan.arena_size, buffers=buffers, layers=layers,
@@ -127,7 +138,7 @@ def render(graph: Graph, quant: dict[str, ConvQuant | AddQuant], plan: Plan, bud
                feat_cname=c_name(graph.head.input), feat_zero=feat.zero, feat_scale=c_float(f32(feat.scale)),
                input_cname=c_name(graph.input), input_h=inp.shape[0], input_w=inp.shape[1], input_c=inp.shape[2],
                input_scale=c_float(f32(inp.scale)), input_zero=inp.zero, num_ops=len(graph.ops),
-               budget_units=budget_units,
+               budget_units=budget_units, T=T, num_convs=len(graph.convs),
                op_sizes=", ".join(str(graph.tensors[op.output].size) for op in graph.ops))
     return {
         f"{name}.c": env.get_template("model.c.j2").render(ctx),
@@ -142,3 +153,80 @@ def support_files() -> dict[str, Path]:
     files = {f"runtime/{p.name}": p for p in sorted(RUNTIME.glob("*.[ch]"))}
     files["host_main.c"] = HOST_TOOLS / "host_main.c"
     return files
+
+
+def _train_context(graph: Graph, plan: Plan, spec: TrainSpec, layers: list[dict]) -> dict:
+    """Training constants and the static backward schedule; adds per-layer training fields to `layers`."""
+    pool = spec.pool
+    placed = plan.by_name()
+    n = len(graph.ops)
+    first = spec.first_op
+    conv_index = {c.name: i for i, c in enumerate(graph.convs)}
+    producer = {op.output: i for i, op in enumerate(graph.ops)}
+    producer[graph.input] = -1
+    consts = train_constants(graph)
+    trainable = {graph.convs[i].name for i in pool.layers}
+    masks, mask_off = [], 0
+    for L, op in zip(layers, graph.ops, strict=True):
+        L["trainable"] = op.name in trainable
+        L["conv_index"] = conv_index.get(op.name, -1)
+        L["mask"] = L["index"] >= first and not isinstance(op, AvgPool)
+        L["train"] = None
+        if L["index"] >= first:
+            c = consts[op.name]
+            if isinstance(op, Conv):
+                L["train"] = dict(eff_scale=c_array(c.eff_scale, 8, c_float), inv_sw2=c_array(c.inv_sw2, 8, c_float))
+            elif isinstance(op, Add):
+                L["train"] = dict(ratio1=c_float(c[0]), ratio2=c_float(c[1]))
+            else:
+                L["train"] = dict(inv_hw=c_float(c))
+        if L["mask"]:
+            size = graph.tensors[op.output].size
+            masks.append(dict(c=L["c"], offset=mask_off, index=L["index"], name=op.name, size=size))
+            mask_off += (size + 7) // 8
+    grads = [dict(name=t, cname=c_name(t), offset=placed[f"grad:{t}"].offset, shape=_shape(graph.tensors[t].shape))
+             for t in graph.tensors if f"grad:{t}" in placed]
+    gradqs = [dict(c=L["c"], index=L["index"], offset=placed[f"gradq:{op.name}"].offset,
+                   shape=_shape(graph.tensors[op.output].shape))
+              for L, op in zip(layers, graph.ops, strict=True) if f"gradq:{op.name}" in placed]
+    has_grad = {g["name"] for g in grads}
+    written: set[str] = set()
+
+    def give(tensor: str) -> dict | None:
+        if tensor not in has_grad:
+            return None
+        acc = 1 if tensor in written else 0
+        written.add(tensor)
+        return dict(cname=c_name(tensor), acc=acc, producer=producer[tensor])
+
+    written.add(graph.head.input)
+    backward = []
+    for k in range(n - 1, first - 1, -1):
+        op, L = graph.ops[k], layers[k]
+        B = dict(index=k, name=op.name, c=L["c"], out=c_name(op.output), size=graph.tensors[op.output].size)
+        if isinstance(op, AvgPool):
+            B.update(op="pool", give=give(op.input))
+        elif isinstance(op, Add):
+            B.update(op="add", give1=give(op.inputs[0]), give2=give(op.inputs[1]))
+        else:
+            dw = op.depthwise
+            B.update(op="conv", give=give(op.input) if k > first else None, trainable=L["trainable"],
+                     conv_index=conv_index[op.name],
+                     bwd_input="tt_depthwise_conv2d_s8_bwd_input" if dw else "tt_conv2d_s8_bwd_input",
+                     bwd_weight=("tt_depthwise_conv2d_s8_bwd_weight_update" if dw
+                                 else "tt_conv2d_s8_bwd_weight_update"))
+        backward.append(B)
+    costs = layer_costs(graph)
+    fixed = None if pool.fixed is None else c_array(np.array(pool.fixed, np.uint16))
+    return dict(strategy=pool.strategy, note=pool.note, num_convs=len(graph.convs), pool_size=pool.size,
+                pool_layers=list(pool.layers), sel_capacity=spec.sel_capacity, budget_units=spec.budget_units,
+                update_arena_bytes=spec.update_arena_bytes,
+                bytes_per_activation_slot=spec.bytes_per_activation_slot, mask_bytes=mask_off, masks=masks,
+                grads=grads, gradqs=gradqs, first_op=first,
+                entry_layer=c_array(pool.entry_layer) if pool.size else "    0,",
+                entry_channel=c_array(pool.entry_channel) if pool.size else "    0,",
+                layer_cost=c_array(np.array([c.c_w + c.c_a for c in costs])),
+                layer_act=c_array(np.array([c.c_a * spec.bytes_per_activation_slot for c in costs])),
+                conv_op=c_array(np.array([producer[c.output] for c in graph.convs])),
+                min_cost=pool.min_cost(), fixed=fixed, fixed_count=0 if pool.fixed is None else len(pool.fixed),
+                dynamic=pool.dynamic, backward=backward)

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from compiler import __version__, emit, planner, quant
+from compiler import __version__, emit, planner, quant, sampler, training
 from compiler.costs import layer_costs
 from compiler.errors import TradyError
 from compiler.importers import tiny_training
-from compiler.ir import Conv, Graph, Head
+from compiler.ir import AvgPool, Graph, Head
 
 MAX_TAPS = 66_000  # 127 * 255 * taps < 2^31 keeps the int32 conv accumulator exact
 
@@ -35,6 +35,8 @@ class Options:
     resolution: int | None = None  # None: the model's native resolution
     seed: int = 0
     target: str = "host"
+    strategy: str = "trady"
+    topk: str = "all"  # "all" or a TopK file (SPEC 6)
 
 
 @dataclass(frozen=True, eq=False)
@@ -44,6 +46,7 @@ class Project:
     plan: planner.Plan
     options: Options
     plan_json: dict
+    spec: training.TrainSpec
 
 
 def init_head(graph: Graph, classes: int, seed: int) -> Head:
@@ -73,11 +76,22 @@ def build(model: Path, opt: Options) -> Project:
     check_options(graph, opt)
     graph = dataclasses.replace(graph, head=init_head(graph, opt.classes, opt.seed)).verify()
     q = quant.prepare(graph)
-    mem = planner.plan(planner.forward_requests(graph))
-    return Project(graph, q, mem, opt, plan_json(graph, mem, opt, model))
+    topk = None if opt.topk == "all" else sampler.read_topk(Path(opt.topk), graph)
+    pool = sampler.build_pool(graph, opt.strategy, topk, opt.budget)
+    if pool.size and opt.budget < pool.min_cost():
+        raise TradyError(f"--budget {opt.budget}: smaller than the cheapest channel of the pool "
+                         f"({pool.min_cost()} units)")
+    pool_units = sum(pool.cost(i) for i in range(pool.size))
+    if pool.size and opt.strategy not in ("su",) and opt.budget >= pool_units:
+        warn(f"--budget {opt.budget:,} covers the whole pool ({pool_units:,} units): every epoch selects everything")
+    spec = training.train_spec(graph, pool, opt.budget)
+    fwd = planner.plan(planner.forward_requests(graph))
+    mem = planner.plan(planner.training_requests(graph, spec.first_op))
+    return Project(graph, q, mem, opt, plan_json(graph, fwd, mem, opt, model, spec), spec)
 
 
-def plan_json(graph: Graph, mem: planner.Plan, opt: Options, model: Path) -> dict:
+def plan_json(graph: Graph, fwd: planner.Plan, mem: planner.Plan, opt: Options, model: Path,
+              spec: training.TrainSpec) -> dict:
     costs = layer_costs(graph)
     convs = graph.convs
     h = graph.head
@@ -85,7 +99,17 @@ def plan_json(graph: Graph, mem: planner.Plan, opt: Options, model: Path) -> dic
     biases = 4 * sum(c.out_channels for c in convs)
     qparams = 8 * sum(c.out_channels for c in convs)
     head_init = 4 * (h.weight.size + h.bias.size)
-    head_ram = head_init + 4 * h.features  # trainable copy + dequantised features
+    head_ram = head_init + 3 * 4 * h.features + 2 * 4 * h.classes  # weights, features, grads, logits
+    pool = spec.pool
+    trainable = sum(graph.convs[i].weight.size for i in pool.layers)
+    first = spec.first_op
+    mask_bytes = sum((graph.tensors[op.output].size + 7) // 8 for k, op in enumerate(graph.ops)
+                     if k >= first and not isinstance(op, AvgPool))
+    p8 = (pool.size + 7) // 8
+    sampler_bytes = 2 * p8 + spec.sel_capacity * (2 + 4) + 4 * (len(convs) + 1) + 2 * 4
+    sram = {"activation_arena": fwd.arena_size, "backward_scratch": mem.arena_size - fwd.arena_size,
+            "update_arena": spec.update_arena_bytes, "masks": mask_bytes, "head": head_ram,
+            "sampler": sampler_bytes, "trainable_weights": trainable}
     return {
         "generator": f"trady {__version__}",
         "model": graph.name,
@@ -101,10 +125,21 @@ def plan_json(graph: Graph, mem: planner.Plan, opt: Options, model: Path) -> dic
                    for c, conv in zip(costs, convs, strict=True)],
         "ops": [{"index": i, "name": op.name, "type": type(op).__name__, "output": op.output,
                  "size": graph.tensors[op.output].size} for i, op in enumerate(graph.ops)],
+        "strategy": pool.strategy,
+        "strategy_note": pool.note,
+        "topk_layers": [graph.convs[i].name for i in pool.layers] if opt.topk != "all" else "all",
+        "pool_layers": [graph.convs[i].name for i in pool.layers],
+        "pool_channels": pool.size,
+        "budget_bytes": spec.update_arena_bytes,
+        "bytes_per_activation_slot": spec.bytes_per_activation_slot,
+        "bytes_per_weight_slot": spec.bytes_per_weight_slot,
+        "selection_capacity": spec.sel_capacity,
+        "backward_first_op": first,
+        "arena_bytes": mem.arena_size,
         "buffers": [dataclasses.asdict(p) for p in mem.placements],
-        "sram_bytes": {"activation_arena": mem.arena_size, "head": head_ram,
-                       "total": mem.arena_size + head_ram},
-        "flash_bytes": {"weights": weights, "biases": biases, "quant_params": qparams, "head_init": head_init,
+        "sram_bytes": sram | {"total": sum(sram.values())},
+        "flash_bytes": {"weights": weights - trainable, "biases": biases, "quant_params": qparams,
+                        "head_init": head_init, "trainable_weights_init": trainable,
                         "total": weights + biases + qparams + head_init},
     }
 
@@ -113,7 +148,7 @@ def write(project: Project, out: Path) -> Path:
     """Write the project into `out` atomically (temporary sibling, then rename)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    files = emit.render(project.graph, project.quant, project.plan, project.options.budget)
+    files = emit.render(project.graph, project.quant, project.plan, project.spec)
     name = emit.model_c_name(project.graph)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:

@@ -110,3 +110,41 @@ def forward_requests(graph: Graph) -> list[BufferRequest]:
                     break
     return [BufferRequest(name, t.size, first[name], last.get(name, first[name]), alias.get(name))
             for name, t in graph.tensors.items()]
+
+
+def _consumers(graph: Graph) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for i, op in enumerate(graph.ops):
+        for name in op.inputs if isinstance(op, Add) else (op.input,):
+            out.setdefault(name, []).append(i)
+    return out
+
+
+def grad_tensors(graph: Graph, first_op: int) -> list[str]:
+    """Tensors that carry a gradient when backward may reach op `first_op`: produced at or after it."""
+    producer = {op.output: i for i, op in enumerate(graph.ops)}
+    return [name for name in graph.tensors if producer.get(name, -1) >= first_op]
+
+
+def training_requests(graph: Graph, first_op: int) -> list[BufferRequest]:
+    """Forward requests plus the backward's fp32 gradients and int16 quantised conv gradients.
+
+    Schedule: forward op i at step i, the head (forward and backward) at step n, the backward of
+    op k at step 2n - k. Backward buffers therefore reuse the bytes of forward activations,
+    which are all dead by step n (saved inputs and masks live outside this arena).
+    """
+    from compiler.ir import Conv
+
+    n = len(graph.ops)
+    reqs = forward_requests(graph)
+    if first_op >= n:
+        return reqs
+    producer = {op.output: i for i, op in enumerate(graph.ops)}
+    consumers = _consumers(graph)
+    for name in grad_tensors(graph, first_op):
+        first = n if name == graph.head.input else 2 * n - max(consumers[name])
+        reqs.append(BufferRequest(f"grad:{name}", 4 * graph.tensors[name].size, first, 2 * n - producer[name]))
+    for k, op in enumerate(graph.ops):
+        if k >= first_op and isinstance(op, Conv):
+            reqs.append(BufferRequest(f"gradq:{op.name}", 2 * graph.tensors[op.output].size, 2 * n - k, 2 * n - k))
+    return reqs

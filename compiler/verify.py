@@ -6,6 +6,7 @@ sums in the same order in both), and names the first difference: op, image, (h, 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,3 +57,73 @@ def compare_forward(project: Project, exe, images: np.ndarray, batch: int = 32) 
     return ForwardResult(True, len(g.ops), len(images), values,
                          f"{len(g.ops)} ops x {len(images)} images bit-exact ({values:,} int8 values), "
                          f"fp32 logits bit-identical")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    ok: bool
+    steps: int
+    message: str
+
+
+def compare_training(project: Project, exe, images: np.ndarray, labels: np.ndarray, steps: int, seed: int = 0,
+                     lr: float = 0.01, loss_rtol: float = 1e-5) -> TrainResult:
+    """N training steps in C and in the reference, compared after every step.
+
+    Selections and int8 weights must be identical; head weights, logits are compared bitwise too
+    (every fp32 operation has the same order in both); the loss within `loss_rtol` (C uses logf,
+    the reference float64 log). Epochs are ceil(N / 2) steps long, so N >= 2 crosses a boundary.
+    """
+    from compiler import training
+    from compiler.emit import c_weight
+
+    g, spec = project.graph, project.spec
+    per_epoch = max(1, -(-steps // 2))
+    warmup = max(1, steps // 4)
+    trainer = training.Trainer(g, spec.pool, spec.budget_units, seed, training.Schedule(lr, steps, warmup))
+    raw = host.run_trace(exe, images[:steps], labels[:steps], per_epoch, seed, lr, warmup, steps)
+    convs = g.convs
+    trainable = [i for i in range(len(convs)) if i in set(spec.pool.layers)]
+    classes, feats = g.head.classes, g.head.features
+    pos = 0
+
+    def take(dtype, count: int) -> np.ndarray:
+        nonlocal pos
+        a = np.frombuffer(raw, dtype, count, pos)
+        pos += a.nbytes
+        return a
+
+    for s in range(steps):
+        if s % per_epoch == 0:
+            trainer.epoch_begin()
+        res = trainer.train_step(images[s], int(labels[s]))
+        count = int(take(np.int32, 1)[0])
+        sel = take(np.uint16, count).tolist()
+        if sel != trainer.selection:
+            return TrainResult(False, s, f"step {s}: selection differs: C {len(sel)} channels {sel[:8]}..., "
+                                         f"reference {len(trainer.selection)} channels {trainer.selection[:8]}...")
+        for i in trainable:
+            conv = convs[i]
+            want = c_weight(dataclasses.replace(conv, weight=trainer.weights[conv.name]))
+            got = take(np.int8, want.size).reshape(want.shape)
+            where = first_difference(got, want)
+            if where is not None:
+                return TrainResult(False, s, f"step {s}: layer {i} ({conv.name}) weight index {where} "
+                                             f"(C layout {conv.kind}): C {int(got[where])} != reference {int(want[where])}")
+        hw = take(np.float32, classes * feats).reshape(classes, feats)
+        hb = take(np.float32, classes)
+        for name, got, want in (("head weight", hw, trainer.head_w), ("head bias", hb, trainer.head_b)):
+            where = first_difference(got.view(np.int32), want.view(np.int32))
+            if where is not None:
+                return TrainResult(False, s, f"step {s}: {name} {where}: C {got[where]!r} != reference {want[where]!r}")
+        loss = float(take(np.float32, 1)[0])
+        logits = take(np.float32, classes)
+        where = first_difference(logits.view(np.int32), res.logits.view(np.int32))
+        if where is not None:
+            return TrainResult(False, s, f"step {s}: logit {where}: C {logits[where]!r} != reference {res.logits[where]!r}")
+        if abs(loss - res.loss) > loss_rtol * max(1.0, abs(res.loss)):
+            return TrainResult(False, s, f"step {s}: loss C {loss!r} != reference {res.loss!r} (rtol {loss_rtol})")
+    changed = sum(int((trainer.weights[convs[i].name] != convs[i].weight).sum()) for i in trainable)
+    return TrainResult(True, steps, f"{steps} training steps ({-(-steps // per_epoch)} epochs, strategy "
+                                    f"{spec.pool.strategy}): identical selections, int8 weights ({changed:,} changed), "
+                                    f"head and logits bit-identical, loss within {loss_rtol:g}")

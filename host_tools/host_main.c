@@ -4,6 +4,17 @@
  *   host_sim forward IMAGES N OUT   run N int8 images (file of N * input size bytes); write, per
  *                                   image, every op's int8 output in op order, then the fp32 logits
  *   host_sim bench IMAGES N         time the forward pass; prints "forward_us_per_image <float>"
+ *   host_sim trace IMAGES LABELS N STEPS_PER_EPOCH SEED LR WARMUP TOTAL OUT
+ *                                   N training steps on the images in file order; after each step write
+ *                                   the selection (int32 count, uint16 pool indices), the loss and
+ *                                   logits (fp32), every trainable conv's weights (int8, conv order) and
+ *                                   the head (fp32 weights then bias)
+ *   host_sim train TRAIN_IMAGES TRAIN_LABELS N TEST_IMAGES TEST_LABELS M EPOCHS SEED LR WARMUP_EPOCHS
+ *                                   train for EPOCHS epochs (order shuffled per epoch with the PRNG's
+ *                                   shuffle stream); prints "step i n" progress and one "epoch {json}"
+ *                                   line per epoch with train loss, test accuracy and the selection size
+ *   host_sim bench-train IMAGES LABELS N
+ *                                   time training steps; prints "train_us_per_step <float>"
  *
  * Exit status: 0 ok, 1 kernel error, 2 bad usage or I/O error (one line on stderr).
  */
@@ -14,33 +25,12 @@
 #include <time.h>
 
 #include "model.h"
+#include "tt_prng.h"
 
 static int fail(const char *what, const char *detail)
 {
     fprintf(stderr, "host_sim: %s: %s\n", what, detail);
     return 2;
-}
-
-static int8_t *read_images(const char *path, long n)
-{
-    FILE *f = fopen(path, "rb");
-    if (f == NULL) {
-        return NULL;
-    }
-    int8_t *buf = malloc((size_t)n * MODEL_INPUT_SIZE);
-    if (buf != NULL && fread(buf, MODEL_INPUT_SIZE, (size_t)n, f) != (size_t)n) {
-        free(buf);
-        buf = NULL;
-    }
-    fclose(f);
-    return buf;
-}
-
-static void write_output(int32_t op, const int8_t *data, int32_t size, void *user)
-{
-    (void)op;
-    FILE *f = user;
-    fwrite(data, 1, (size_t)size, f);
 }
 
 static double now_s(void)
@@ -50,10 +40,215 @@ static double now_s(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+static void *read_file(const char *path, size_t item, long n)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        return NULL;
+    }
+    void *buf = malloc(item * (size_t)n);
+    if (buf != NULL && fread(buf, item, (size_t)n, f) != (size_t)n) {
+        free(buf);
+        buf = NULL;
+    }
+    fclose(f);
+    return buf;
+}
+
+static int8_t *read_images(const char *path, long n)
+{
+    return read_file(path, MODEL_INPUT_SIZE, n);
+}
+
+static int32_t *read_labels(const char *path, long n)
+{
+    int32_t *labels = read_file(path, sizeof(int32_t), n);
+    for (long i = 0; labels != NULL && i < n; i++) {
+        if (labels[i] < 0 || labels[i] >= MODEL_NUM_CLASSES) {
+            fprintf(stderr, "host_sim: %s: label %d of sample %ld is out of range 0..%d\n", path, (int)labels[i], i,
+                    MODEL_NUM_CLASSES - 1);
+            free(labels);
+            return NULL;
+        }
+    }
+    return labels;
+}
+
+static void write_state(FILE *out)
+{
+    const uint16_t *layers, *channels, *entries;
+    const int32_t count = model_selection(&layers, &channels, &entries);
+    fwrite(&count, sizeof count, 1, out);
+    fwrite(entries, sizeof entries[0], (size_t)count, out);
+    for (int32_t conv = 0; conv < MODEL_NUM_CONVS; conv++) {
+        int8_t *w;
+        const int32_t size = model_trainable_weights(conv, &w);
+        if (size > 0) {
+            fwrite(w, 1, (size_t)size, out);
+        }
+    }
+    float *hw, *hb;
+    model_head(&hw, &hb);
+    fwrite(hw, sizeof hw[0], (size_t)MODEL_NUM_CLASSES * MODEL_FEATURES, out);
+    fwrite(hb, sizeof hb[0], MODEL_NUM_CLASSES, out);
+}
+
+static int trace(char **argv)
+{
+    const long n = strtol(argv[4], NULL, 10), per_epoch = strtol(argv[5], NULL, 10);
+    int8_t *images = read_images(argv[2], n);
+    int32_t *labels = read_labels(argv[3], n);
+    FILE *out = fopen(argv[10], "wb");
+    int status = 0;
+    if (images == NULL || labels == NULL || out == NULL || per_epoch < 1) {
+        status = fail("trace", "cannot read the images/labels or open the output");
+    }
+    model_train_init((uint32_t)strtoul(argv[6], NULL, 10), strtof(argv[7], NULL), (int32_t)strtol(argv[8], NULL, 10),
+                     (int32_t)strtol(argv[9], NULL, 10));
+    for (long i = 0; i < n && status == 0; i++) {
+        float loss, logits[MODEL_NUM_CLASSES];
+        tt_status st = i % per_epoch == 0 ? model_epoch_begin() : TT_OK;
+        memcpy(model_input(), images + (size_t)i * MODEL_INPUT_SIZE, MODEL_INPUT_SIZE);
+        st = st == TT_OK ? model_train_step(labels[i], &loss, logits) : st;
+        if (st != TT_OK) {
+            fprintf(stderr, "host_sim: step %ld: %s\n", i, tt_status_name(st));
+            status = 1;
+            break;
+        }
+        const uint16_t *layers, *channels, *entries;
+        (void)model_selection(&layers, &channels, &entries);
+        write_state(out);
+        fwrite(&loss, sizeof loss, 1, out);
+        fwrite(logits, sizeof logits[0], MODEL_NUM_CLASSES, out);
+    }
+    if (out != NULL && fclose(out) != 0) {
+        status = fail(argv[10], "write failed");
+    }
+    free(images);
+    free(labels);
+    return status;
+}
+
+static int argmax(const float *v, int32_t n)
+{
+    int best = 0;
+    for (int32_t k = 1; k < n; k++) {
+        best = v[k] > v[best] ? k : best;
+    }
+    return best;
+}
+
+static int train(char **argv)
+{
+    const long n = strtol(argv[4], NULL, 10), m = strtol(argv[7], NULL, 10);
+    const long epochs = strtol(argv[8], NULL, 10), warmup_epochs = strtol(argv[11], NULL, 10);
+    const uint32_t seed = (uint32_t)strtoul(argv[9], NULL, 10);
+    int8_t *images = read_images(argv[2], n), *test = read_images(argv[5], m);
+    int32_t *labels = read_labels(argv[3], n), *test_labels = read_labels(argv[6], m);
+    long *order = malloc(sizeof(long) * (size_t)(n > 0 ? n : 1));
+    int status = 0;
+    if (images == NULL || labels == NULL || test == NULL || test_labels == NULL || order == NULL || epochs < 1) {
+        status = fail("train", "cannot read the train/test images and labels");
+    }
+    model_train_init(seed, strtof(argv[10], NULL), (int32_t)(warmup_epochs * n), (int32_t)(epochs * n));
+    tt_prng shuffle;
+    tt_prng_seed(&shuffle, seed, TT_STREAM_SHUFFLE);
+    for (long i = 0; i < n; i++) {
+        order[i] = i;
+    }
+    for (long e = 0; e < epochs && status == 0; e++) {
+        tt_status st = model_epoch_begin();
+        for (long i = n - 1; i > 0; i--) { /* Fisher-Yates */
+            const long j = (long)tt_prng_bounded(&shuffle, (uint32_t)(i + 1));
+            const long t = order[i];
+            order[i] = order[j];
+            order[j] = t;
+        }
+        double loss_sum = 0.0;
+        long correct_train = 0;
+        for (long i = 0; i < n && st == TT_OK; i++) {
+            float loss, logits[MODEL_NUM_CLASSES];
+            memcpy(model_input(), images + (size_t)order[i] * MODEL_INPUT_SIZE, MODEL_INPUT_SIZE);
+            st = model_train_step(labels[order[i]], &loss, logits);
+            loss_sum += loss;
+            correct_train += argmax(logits, MODEL_NUM_CLASSES) == labels[order[i]];
+            if ((i + 1) % 50 == 0 || i + 1 == n) {
+                printf("step %ld %ld\n", e * n + i + 1, epochs * n);
+                fflush(stdout);
+            }
+        }
+        long correct = 0;
+        for (long i = 0; i < m && st == TT_OK; i++) {
+            float logits[MODEL_NUM_CLASSES];
+            memcpy(model_input(), test + (size_t)i * MODEL_INPUT_SIZE, MODEL_INPUT_SIZE);
+            st = model_forward(logits, NULL, NULL);
+            correct += argmax(logits, MODEL_NUM_CLASSES) == test_labels[i];
+        }
+        if (st != TT_OK) {
+            fprintf(stderr, "host_sim: epoch %ld: %s\n", e, tt_status_name(st));
+            status = 1;
+            break;
+        }
+        const uint16_t *layers, *channels, *entries;
+        const int32_t count = model_selection(&layers, &channels, &entries);
+        printf("epoch {\"epoch\": %ld, \"train_loss\": %.6f, \"train_acc\": %.6f, \"test_acc\": %.6f, "
+               "\"channels\": %d}\n", e + 1, loss_sum / (double)n, (double)correct_train / (double)n,
+               m > 0 ? (double)correct / (double)m : 0.0, (int)count);
+        fflush(stdout);
+    }
+    free(images);
+    free(test);
+    free(labels);
+    free(test_labels);
+    free(order);
+    return status;
+}
+
+static int bench_train(char **argv)
+{
+    const long n = strtol(argv[4], NULL, 10);
+    int8_t *images = read_images(argv[2], n);
+    int32_t *labels = read_labels(argv[3], n);
+    if (images == NULL || labels == NULL) {
+        free(images);
+        free(labels);
+        return fail("bench-train", "cannot read the images and labels");
+    }
+    model_train_init(1, 0.01f, 1, (int32_t)n);
+    tt_status st = model_epoch_begin();
+    const double t0 = now_s();
+    for (long i = 0; i < n && st == TT_OK; i++) {
+        float loss, logits[MODEL_NUM_CLASSES];
+        memcpy(model_input(), images + (size_t)i * MODEL_INPUT_SIZE, MODEL_INPUT_SIZE);
+        st = model_train_step(labels[i], &loss, logits);
+    }
+    printf("train_us_per_step %.1f\n", (now_s() - t0) / (double)n * 1e6);
+    free(images);
+    free(labels);
+    return st == TT_OK ? 0 : 1;
+}
+
+static void write_output(int32_t op, const int8_t *data, int32_t size, void *user)
+{
+    (void)op;
+    FILE *f = user;
+    fwrite(data, 1, (size_t)size, f);
+}
+
+
 int main(int argc, char **argv)
 {
     if (argc < 4) {
-        return fail("usage", "host_sim forward IMAGES N OUT | host_sim bench IMAGES N");
+        return fail("usage", "host_sim forward|bench|trace|train|bench-train ... (see host_main.c)");
+    }
+    if (strcmp(argv[1], "trace") == 0) {
+        return argc == 11 ? trace(argv) : fail("trace", "wrong argument count");
+    }
+    if (strcmp(argv[1], "train") == 0) {
+        return argc == 12 ? train(argv) : fail("train", "wrong argument count");
+    }
+    if (strcmp(argv[1], "bench-train") == 0) {
+        return argc == 5 ? bench_train(argv) : fail("bench-train", "wrong argument count");
     }
     const long n = strtol(argv[3], NULL, 10);
     if (n < 1) {

@@ -1,0 +1,333 @@
+/* trady runtime: training kernels, reference C99 (see tt_train.h). */
+#include <math.h>
+#include <stddef.h>
+
+#include "tt_fmath.h"
+#include "tt_train.h"
+
+static inline float mask_at(const uint8_t *mask, int32_t i)
+{
+    return (float)((mask[i >> 3] >> (i & 7)) & 1);
+}
+
+tt_status tt_clamp_mask_s8(const int8_t *q, int32_t size, uint8_t *mask)
+{
+    if (q == NULL || mask == NULL || size < 0) {
+        return TT_ERR_ARG;
+    }
+    for (int32_t i = 0; i < (size + 7) / 8; i++) {
+        mask[i] = 0;
+    }
+    for (int32_t i = 0; i < size; i++) {
+        if (q[i] > -128 && q[i] < 127) {
+            mask[i >> 3] = (uint8_t)(mask[i >> 3] | (1u << (i & 7)));
+        }
+    }
+    return TT_OK;
+}
+
+tt_status tt_save_channel_s8(const tt_dims *dims, const int8_t *in, int32_t c, int8_t *out)
+{
+    if (dims == NULL || in == NULL || out == NULL || c < 0 || c >= dims->c) {
+        return TT_ERR_ARG;
+    }
+    const int32_t n = dims->h * dims->w;
+    for (int32_t i = 0; i < n; i++) {
+        out[i] = in[(size_t)i * dims->c + c];
+    }
+    return TT_OK;
+}
+
+tt_status tt_softmax_xent_f32(const float *logits, int32_t classes, int32_t label, float *grad, float *loss)
+{
+    if (logits == NULL || grad == NULL || loss == NULL || classes < 1) {
+        return TT_ERR_ARG;
+    }
+    if (label < 0 || label >= classes) {
+        return TT_ERR_RANGE;
+    }
+    float m = logits[0];
+    for (int32_t k = 1; k < classes; k++) {
+        m = logits[k] > m ? logits[k] : m;
+    }
+    float sum = 0.0f;
+    for (int32_t k = 0; k < classes; k++) {
+        grad[k] = tt_expf(logits[k] - m);
+        sum = sum + grad[k];
+    }
+    for (int32_t k = 0; k < classes; k++) {
+        grad[k] = grad[k] / sum;
+    }
+    grad[label] = grad[label] - 1.0f;
+    *loss = logf(sum) - (logits[label] - m);
+    return TT_OK;
+}
+
+tt_status tt_fully_connected_f32_bwd_update(const float *in, const float *grad, int32_t features, int32_t classes,
+                                            float lr, float in_scale, float *weight, float *bias, float *g_in)
+{
+    if (in == NULL || grad == NULL || weight == NULL || bias == NULL || g_in == NULL || features < 1 ||
+        classes < 1) {
+        return TT_ERR_ARG;
+    }
+    for (int32_t i = 0; i < features; i++) {
+        float acc = 0.0f;
+        for (int32_t k = 0; k < classes; k++) {
+            acc = acc + weight[(size_t)k * features + i] * grad[k];
+        }
+        g_in[i] = acc * in_scale;
+    }
+    for (int32_t k = 0; k < classes; k++) {
+        float *wk = weight + (size_t)k * features;
+        for (int32_t i = 0; i < features; i++) {
+            wk[i] = wk[i] - lr * (grad[k] * in[i]);
+        }
+        bias[k] = bias[k] - lr * grad[k];
+    }
+    return TT_OK;
+}
+
+tt_status tt_avgpool_global_bwd_f32(const tt_dims *in_dims, const float *g_out, float inv_hw, int32_t accumulate,
+                                    float *g_in)
+{
+    if (in_dims == NULL || g_out == NULL || g_in == NULL) {
+        return TT_ERR_ARG;
+    }
+    const int32_t n = in_dims->h * in_dims->w;
+    for (int32_t i = 0; i < n; i++) {
+        for (int32_t c = 0; c < in_dims->c; c++) {
+            const float v = g_out[c] * inv_hw;
+            float *dst = g_in + (size_t)i * in_dims->c + c;
+            *dst = accumulate ? *dst + v : v;
+        }
+    }
+    return TT_OK;
+}
+
+tt_status tt_add_bwd_f32(const float *g_out, const uint8_t *mask, int32_t size, float ratio1, float ratio2,
+                         int32_t accumulate1, float *g_1, int32_t accumulate2, float *g_2)
+{
+    if (g_out == NULL || mask == NULL || size < 0) {
+        return TT_ERR_ARG;
+    }
+    for (int32_t i = 0; i < size; i++) {
+        const float g = g_out[i] * mask_at(mask, i);
+        if (g_1 != NULL) {
+            g_1[i] = accumulate1 ? g_1[i] + g * ratio1 : g * ratio1;
+        }
+        if (g_2 != NULL) {
+            g_2[i] = accumulate2 ? g_2[i] + g * ratio2 : g * ratio2;
+        }
+    }
+    return TT_OK;
+}
+
+tt_status tt_grad_quantize_s16(const tt_dims *out_dims, const float *g_out, const uint8_t *mask,
+                               const float *eff_scale, int16_t *grad_q, float *sigma)
+{
+    if (out_dims == NULL || g_out == NULL || mask == NULL || eff_scale == NULL || grad_q == NULL || sigma == NULL) {
+        return TT_ERR_ARG;
+    }
+    const int32_t c_out = out_dims->c;
+    const int32_t size = out_dims->h * out_dims->w * c_out;
+    float amax = 0.0f;
+    for (int32_t i = 0; i < size; i++) {
+        const float v = fabsf((g_out[i] * mask_at(mask, i)) * eff_scale[i % c_out]);
+        amax = v > amax ? v : amax;
+    }
+    if (amax == 0.0f) {
+        for (int32_t i = 0; i < size; i++) {
+            grad_q[i] = 0;
+        }
+        *sigma = 0.0f;
+        return TT_OK;
+    }
+    const float inv = (float)TT_GRAD_LEVELS / amax;
+    for (int32_t i = 0; i < size; i++) {
+        float q = rintf(((g_out[i] * mask_at(mask, i)) * eff_scale[i % c_out]) * inv);
+        q = q > (float)TT_GRAD_LEVELS ? (float)TT_GRAD_LEVELS : (q < -(float)TT_GRAD_LEVELS ? -(float)TT_GRAD_LEVELS : q);
+        grad_q[i] = (int16_t)q;
+    }
+    *sigma = amax / (float)TT_GRAD_LEVELS;
+    return TT_OK;
+}
+
+/* Output row/column oy that tap k of input position i reads from, or -1 (stride/padding geometry). */
+static inline int32_t source_index(int32_t i, int32_t k, int32_t stride, int32_t padding, int32_t out_size)
+{
+    const int32_t num = i + padding - k;
+    if (num < 0 || num % stride != 0) {
+        return -1;
+    }
+    const int32_t o = num / stride;
+    return o < out_size ? o : -1;
+}
+
+tt_status tt_conv2d_s8_bwd_input(const tt_conv_params *conv, const tt_dims *filter_dims, const int8_t *filter,
+                                 const tt_dims *out_dims, const int16_t *grad_q, float sigma,
+                                 const tt_dims *in_dims, int32_t accumulate, float *g_in)
+{
+    if (conv == NULL || filter_dims == NULL || filter == NULL || out_dims == NULL || grad_q == NULL ||
+        in_dims == NULL || g_in == NULL || conv->stride < 1) {
+        return TT_ERR_ARG;
+    }
+    const int32_t k = filter_dims->h, c_in = in_dims->c, c_out = out_dims->c;
+    if (filter_dims->c != c_in || filter_dims->n != c_out) {
+        return TT_ERR_ARG;
+    }
+    for (int32_t iy = 0; iy < in_dims->h; iy++) {
+        for (int32_t ix = 0; ix < in_dims->w; ix++) {
+            for (int32_t c = 0; c < c_in; c++) {
+                /* |w * G| <= 127 * 32767 < 2^22 fits int32; the sum over up to 2^41 taps fits int64. */
+                int64_t acc = 0;
+                for (int32_t ky = 0; ky < k; ky++) {
+                    const int32_t oy = source_index(iy, ky, conv->stride, conv->padding, out_dims->h);
+                    if (oy < 0) {
+                        continue;
+                    }
+                    for (int32_t kx = 0; kx < k; kx++) {
+                        const int32_t ox = source_index(ix, kx, conv->stride, conv->padding, out_dims->w);
+                        if (ox < 0) {
+                            continue;
+                        }
+                        const int16_t *g = grad_q + ((size_t)oy * out_dims->w + ox) * c_out;
+                        for (int32_t o = 0; o < c_out; o++) {
+                            acc += (int32_t)filter[(((size_t)o * k + ky) * k + kx) * c_in + c] * (int32_t)g[o];
+                        }
+                    }
+                }
+                const float v = (float)acc * sigma;
+                float *dst = g_in + ((size_t)iy * in_dims->w + ix) * c_in + c;
+                *dst = accumulate ? *dst + v : v;
+            }
+        }
+    }
+    return TT_OK;
+}
+
+tt_status tt_depthwise_conv2d_s8_bwd_input(const tt_conv_params *conv, const tt_dims *filter_dims,
+                                           const int8_t *filter, const tt_dims *out_dims, const int16_t *grad_q,
+                                           float sigma, const tt_dims *in_dims, int32_t accumulate, float *g_in)
+{
+    if (conv == NULL || filter_dims == NULL || filter == NULL || out_dims == NULL || grad_q == NULL ||
+        in_dims == NULL || g_in == NULL || conv->stride < 1) {
+        return TT_ERR_ARG;
+    }
+    const int32_t k = filter_dims->h, ch = in_dims->c;
+    if (filter_dims->c != ch || out_dims->c != ch) {
+        return TT_ERR_ARG;
+    }
+    for (int32_t iy = 0; iy < in_dims->h; iy++) {
+        for (int32_t ix = 0; ix < in_dims->w; ix++) {
+            for (int32_t c = 0; c < ch; c++) {
+                int64_t acc = 0;
+                for (int32_t ky = 0; ky < k; ky++) {
+                    const int32_t oy = source_index(iy, ky, conv->stride, conv->padding, out_dims->h);
+                    if (oy < 0) {
+                        continue;
+                    }
+                    for (int32_t kx = 0; kx < k; kx++) {
+                        const int32_t ox = source_index(ix, kx, conv->stride, conv->padding, out_dims->w);
+                        if (ox < 0) {
+                            continue;
+                        }
+                        acc += (int32_t)filter[((size_t)ky * k + kx) * ch + c] *
+                               (int32_t)grad_q[((size_t)oy * out_dims->w + ox) * ch + c];
+                    }
+                }
+                const float v = (float)acc * sigma;
+                float *dst = g_in + ((size_t)iy * in_dims->w + ix) * ch + c;
+                *dst = accumulate ? *dst + v : v;
+            }
+        }
+    }
+    return TT_OK;
+}
+
+/* One stochastic-rounding SGD step of a single int8 weight. */
+static inline int8_t sgd_round(int8_t w, int64_t sum, const tt_sgd_params *sgd, int32_t o)
+{
+    const float dw = (float)sum * sgd->sigma;
+    const float t = (dw * sgd->inv_sw2[o]) * sgd->lr;
+    const float v = (float)w - t;
+    const float r = floorf(v + tt_prng_uniform(sgd->rng));
+    return (int8_t)(r < -127.0f ? -127 : (r > 127.0f ? 127 : (int32_t)r));
+}
+
+/* sum over output positions of (A[iy, ix] + input_offset) * G[oy, ox, o] for tap (ky, kx). */
+static int64_t weight_grad_sum(const tt_conv_params *conv, const tt_dims *in_dims, const int8_t *saved,
+                               const tt_dims *out_dims, const int16_t *grad_q, int32_t o, int32_t ky, int32_t kx)
+{
+    int64_t acc = 0;
+    for (int32_t oy = 0; oy < out_dims->h; oy++) {
+        const int32_t iy = oy * conv->stride - conv->padding + ky;
+        if (iy < 0 || iy >= in_dims->h) {
+            continue;
+        }
+        for (int32_t ox = 0; ox < out_dims->w; ox++) {
+            const int32_t ix = ox * conv->stride - conv->padding + kx;
+            if (ix < 0 || ix >= in_dims->w) {
+                continue;
+            }
+            /* |(A - z) * G| <= 255 * 32767 < 2^23 */
+            acc += ((int32_t)saved[(size_t)iy * in_dims->w + ix] + conv->input_offset) *
+                   (int32_t)grad_q[((size_t)oy * out_dims->w + ox) * out_dims->c + o];
+        }
+    }
+    return acc;
+}
+
+tt_status tt_conv2d_s8_bwd_weight_update(const tt_conv_params *conv, const tt_sgd_params *sgd,
+                                         const tt_dims *in_dims, const int8_t *saved, int32_t c,
+                                         const tt_dims *out_dims, const int16_t *grad_q,
+                                         const tt_dims *filter_dims, int8_t *filter)
+{
+    if (conv == NULL || sgd == NULL || sgd->rng == NULL || sgd->inv_sw2 == NULL || in_dims == NULL ||
+        saved == NULL || out_dims == NULL || grad_q == NULL || filter_dims == NULL || filter == NULL ||
+        c < 0 || c >= filter_dims->c) {
+        return TT_ERR_ARG;
+    }
+    const int32_t k = filter_dims->h, c_in = filter_dims->c;
+    for (int32_t o = 0; o < filter_dims->n; o++) {
+        for (int32_t ky = 0; ky < k; ky++) {
+            for (int32_t kx = 0; kx < k; kx++) {
+                int8_t *w = filter + (((size_t)o * k + ky) * k + kx) * c_in + c;
+                *w = sgd_round(*w, weight_grad_sum(conv, in_dims, saved, out_dims, grad_q, o, ky, kx), sgd, o);
+            }
+        }
+    }
+    return TT_OK;
+}
+
+tt_status tt_depthwise_conv2d_s8_bwd_weight_update(const tt_conv_params *conv, const tt_sgd_params *sgd,
+                                                   const tt_dims *in_dims, const int8_t *saved, int32_t c,
+                                                   const tt_dims *out_dims, const int16_t *grad_q,
+                                                   const tt_dims *filter_dims, int8_t *filter)
+{
+    if (conv == NULL || sgd == NULL || sgd->rng == NULL || sgd->inv_sw2 == NULL || in_dims == NULL ||
+        saved == NULL || out_dims == NULL || grad_q == NULL || filter_dims == NULL || filter == NULL ||
+        c < 0 || c >= filter_dims->c) {
+        return TT_ERR_ARG;
+    }
+    const int32_t k = filter_dims->h, ch = filter_dims->c;
+    for (int32_t ky = 0; ky < k; ky++) {
+        for (int32_t kx = 0; kx < k; kx++) {
+            int8_t *w = filter + ((size_t)ky * k + kx) * ch + c;
+            *w = sgd_round(*w, weight_grad_sum(conv, in_dims, saved, out_dims, grad_q, c, ky, kx), sgd, c);
+        }
+    }
+    return TT_OK;
+}
+
+float tt_lr_cosine(float base, int32_t step, int32_t warmup_steps, int32_t total_steps)
+{
+    if (step < warmup_steps) {
+        return base * ((float)(step + 1) / (float)warmup_steps);
+    }
+    int32_t span = total_steps - warmup_steps;
+    span = span > 1 ? span : 1;
+    int32_t done = step - warmup_steps;
+    done = done < span ? done : span;
+    const float frac = (float)done / (float)span;
+    return (base * 0.5f) * (1.0f + tt_cosf(3.14159274f * frac));
+}

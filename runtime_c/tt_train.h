@@ -1,0 +1,138 @@
+/*
+ * trady runtime: training kernels (SPEC 5) and the TraDy sampler (SPEC 7), bit-exact with
+ * compiler/training.py and compiler/sampler.py.
+ *
+ * Gradients travel between layers as fp32 g = dL/dq (with respect to each tensor's integer value),
+ * laid out like the tensor ([H, W, C]). Inside a conv, g' = g * mask * M[o] is quantised to int16
+ * with one per-tensor scale sigma (tt_grad_quantize_s16); all sums over g' are then integer sums
+ * (int32 products, int64 accumulators: exact, so the summation order does not matter) and are
+ * scaled back to fp32 by one multiply with sigma.
+ */
+#ifndef TT_TRAIN_H
+#define TT_TRAIN_H
+
+#include <stdint.h>
+
+#include "tt_prng.h"
+#include "tt_types.h"
+
+#define TT_GRAD_LEVELS 32767
+
+/** mask bit i (LSB first within each byte) = 1 where -128 < q[i] < 127 (the output was not clamped). */
+tt_status tt_clamp_mask_s8(const int8_t *q, int32_t size, uint8_t *mask);
+
+/** Copy channel c of an [H, W, C] int8 tensor into a contiguous [H, W] plane (saved activation A[c]). */
+tt_status tt_save_channel_s8(const tt_dims *dims, const int8_t *in, int32_t c, int8_t *out);
+
+/**
+ * Softmax cross-entropy: grad[k] = p[k] - (k == label), loss = log(sum exp(l - max)) - (l[label] - max).
+ * exp is tt_expf; the sum runs over k in order.
+ */
+tt_status tt_softmax_xent_f32(const float *logits, int32_t classes, int32_t label, float *grad, float *loss);
+
+/**
+ * fp32 head backward and SGD: g_in[i] = sum_k W[k, i] g[k] (k in order, with the old weights), then
+ * W[k, i] -= lr * (g[k] * in[i]) and bias[k] -= lr * g[k]. g_in is scaled by `in_scale` (dL/dq).
+ */
+tt_status tt_fully_connected_f32_bwd_update(const float *in, const float *grad, int32_t features, int32_t classes,
+                                            float lr, float in_scale, float *weight, float *bias, float *g_in);
+
+/** Global average pool backward: g_in[h, w, c] (+)= g_out[c] * inv_hw. */
+tt_status tt_avgpool_global_bwd_f32(const tt_dims *in_dims, const float *g_out, float inv_hw, int32_t accumulate,
+                                    float *g_in);
+
+/** Residual add backward: g = g_out * mask; g_1 (+)= g * ratio1; g_2 (+)= g * ratio2 (either may be NULL). */
+tt_status tt_add_bwd_f32(const float *g_out, const uint8_t *mask, int32_t size, float ratio1, float ratio2,
+                         int32_t accumulate1, float *g_1, int32_t accumulate2, float *g_2);
+
+/**
+ * g'[h, w, o] = g_out * mask * eff_scale[o], quantised: G = rint(g' * (32767 / max|g'|)), sigma = max|g'| / 32767
+ * (G = 0, sigma = 0 when g' is all zero).
+ */
+tt_status tt_grad_quantize_s16(const tt_dims *out_dims, const float *g_out, const uint8_t *mask,
+                               const float *eff_scale, int16_t *grad_q, float *sigma);
+
+/**
+ * Input gradient of a dense or pointwise conv (transposed conv with the int8 weights):
+ * g_in[iy, ix, c] (+)= sigma * sum over o, ky, kx of w[o, ky, kx, c] * G[oy, ox, o].
+ * filter [C_out, K, K, C_in] (OHWI; pointwise: [C_out, C_in]).
+ */
+tt_status tt_conv2d_s8_bwd_input(const tt_conv_params *conv, const tt_dims *filter_dims, const int8_t *filter,
+                                 const tt_dims *out_dims, const int16_t *grad_q, float sigma,
+                                 const tt_dims *in_dims, int32_t accumulate, float *g_in);
+
+/** Depthwise version: filter [K, K, C]; g_in[iy, ix, c] (+)= sigma * sum over ky, kx of w[ky, kx, c] G[oy, ox, c]. */
+tt_status tt_depthwise_conv2d_s8_bwd_input(const tt_conv_params *conv, const tt_dims *filter_dims,
+                                           const int8_t *filter, const tt_dims *out_dims, const int16_t *grad_q,
+                                           float sigma, const tt_dims *in_dims, int32_t accumulate, float *g_in);
+
+/** QAS SGD step for one weight slice; see tt_sgd_update_s8. */
+typedef struct {
+    float lr;
+    float sigma;           /**< scale of grad_q */
+    const float *inv_sw2;  /**< [C_out] 1 / s_w^2, 0 for dead channels */
+    tt_prng *rng;          /**< stochastic rounding stream */
+} tt_sgd_params;
+
+/**
+ * Weight gradient and update of input channel c of a dense/pointwise conv (the slice W[:, c]):
+ * dW[o, ky, kx] = sigma * sum over (oy, ox) of (A[iy, ix] + input_offset) * G[oy, ox, o], then
+ * w = clamp(floor(w - (dW * inv_sw2[o]) * lr + u), -127, 127) with u from the PRNG, in (o, ky, kx) order.
+ * A is the saved [H, W] plane of channel c.
+ */
+tt_status tt_conv2d_s8_bwd_weight_update(const tt_conv_params *conv, const tt_sgd_params *sgd,
+                                         const tt_dims *in_dims, const int8_t *saved, int32_t c,
+                                         const tt_dims *out_dims, const int16_t *grad_q,
+                                         const tt_dims *filter_dims, int8_t *filter);
+
+/** Depthwise version: the slice is w[:, :, c] and only G[:, :, c] contributes; draws in (ky, kx) order. */
+tt_status tt_depthwise_conv2d_s8_bwd_weight_update(const tt_conv_params *conv, const tt_sgd_params *sgd,
+                                                   const tt_dims *in_dims, const int8_t *saved, int32_t c,
+                                                   const tt_dims *out_dims, const int16_t *grad_q,
+                                                   const tt_dims *filter_dims, int8_t *filter);
+
+/** Learning rate at `step`: linear warm-up over warmup_steps, then cosine to 0 at total_steps. */
+float tt_lr_cosine(float base, int32_t step, int32_t warmup_steps, int32_t total_steps);
+
+/* ---- sampler ---- */
+
+/** The sampling pool (compile-time constant tables). Entries are sorted by (layer, channel). */
+typedef struct {
+    const uint16_t *entry_layer;    /**< [size] conv index */
+    const uint16_t *entry_channel;  /**< [size] input channel */
+    const uint32_t *layer_cost;     /**< [num_layers] C_W + C_A units per channel */
+    int32_t size;
+    int32_t num_layers;
+    uint32_t min_cost;              /**< cheapest entry */
+} tt_pool;
+
+/** A selection: pool indices in ascending order, and where each one's input plane lives. */
+typedef struct {
+    uint16_t *entries;   /**< [capacity] */
+    uint32_t *offsets;   /**< [capacity] byte offset of A[c] in the update arena */
+    int32_t *layer_begin;  /**< [num_layers + 1] entries of layer l: layer_begin[l] .. layer_begin[l+1]-1 */
+    int32_t capacity;
+    int32_t count;
+    uint32_t units;      /**< C_W + C_A of the selection */
+    uint32_t bytes;      /**< update-arena bytes of the selection */
+} tt_selection;
+
+/**
+ * Draw a selection (SPEC 7): uniform without replacement over the pool (drawn bitset), accept an entry if
+ * its cost fits the remaining budget, stop when the pool is exhausted or the remaining budget is below
+ * the cheapest entry. `drawn` and `chosen` are bitsets of (size + 7) / 8 bytes.
+ */
+tt_status tt_sampler_select(const tt_pool *pool, uint32_t budget, tt_prng *rng, uint8_t *drawn, uint8_t *chosen,
+                            tt_selection *sel);
+
+/** Set a fixed selection (pool indices, ascending), e.g. the su strategy's. */
+tt_status tt_selection_set(const tt_pool *pool, const uint16_t *entries, int32_t count, tt_selection *sel);
+
+/**
+ * Lay out the selection's input planes in the update arena (A[c] of layer l takes act_bytes[l]
+ * bytes) and fill layer_begin. Fails with TT_ERR_RANGE if they exceed arena_bytes.
+ */
+tt_status tt_selection_layout(const tt_pool *pool, const uint32_t *act_bytes, uint32_t arena_bytes,
+                              tt_selection *sel);
+
+#endif /* TT_TRAIN_H */
