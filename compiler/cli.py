@@ -78,6 +78,18 @@ def cmd_verify(a: argparse.Namespace) -> int:
 
     project = pipeline.load_project(Path(a.dir), a.model)
     res = project.graph.tensors[project.graph.input].shape[0]
+    if a.steps > 0:
+        ds = data.load(a.data, res, limit_train=a.steps, limit_test=0)
+        if len(ds.train.y) < a.steps:
+            raise TradyError(f"{a.data}: {len(ds.train.y)} training images, --steps {a.steps} needs as many")
+        if int(ds.train.y.max()) >= project.graph.head.classes:
+            raise TradyError(f"{a.data}: label {int(ds.train.y.max())} out of range for "
+                             f"{project.graph.head.classes} classes")
+        exe = host.build(Path(a.dir), sanitize=a.sanitize)
+        tr = verify.compare_training(project, exe, ds.train.x, ds.train.y, a.steps, seed=a.seed, lr=a.lr)
+        print(f"verify: {'OK' if tr.ok else 'FAIL'} host C vs reference training: "
+              f"{tr.message if tr.ok else 'first divergence at ' + tr.message}")
+        return 0 if tr.ok else 1
     ds = data.load(a.data, res, limit_train=0, limit_test=a.images)
     images = ds.test.x[:a.images]
     if a.export_tflite is not None:
@@ -97,6 +109,22 @@ def cmd_verify(a: argparse.Namespace) -> int:
         return 0
     print(f"verify: FAIL {kind} vs reference: first difference at {result.message}")
     return 1
+
+
+def cmd_sim(a: argparse.Namespace) -> int:
+    from compiler import pipeline, simulate
+
+    project = pipeline.load_project(Path(a.dir), a.model)
+    opt = simulate.SimOptions(epochs=a.epochs, seed=a.seed, lr=a.lr, warmup_epochs=a.warmup_epochs,
+                              limit_train=a.train, limit_test=a.test)
+    metrics = a.metrics or Path(a.dir) / "metrics.jsonl"
+    rows = simulate.run(project, Path(a.dir), a.data, opt, metrics)
+    last = rows[-1]
+    print(f"wrote {metrics} and {metrics.with_suffix('.png')}")
+    print(f"sim: {project.graph.name} strategy {project.spec.pool.strategy} budget {project.spec.budget_units:,} "
+          f"units: {a.epochs} epochs, final train loss {last['train_loss']:.4f}, test accuracy "
+          f"{100 * last['test_acc']:.2f}%")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,13 +149,28 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("dir", type=Path, help="compiled project folder")
     v.add_argument("--data", type=Path, default=None, help="data set (.npz or image folder); default: shared CIFAR-10")
     v.add_argument("--images", type=positive_int, default=8, help="test images to run (default 8)")
-    v.add_argument("--steps", type=int, default=0, help="training steps (0: forward only)")
+    v.add_argument("--steps", type=int, default=0, help="training steps to compare (0: forward only)")
+    v.add_argument("--seed", type=int, default=0, help="sampler / rounding seed for --steps")
+    v.add_argument("--lr", type=float, default=0.01, help="learning rate for --steps")
     v.add_argument("--tflm", action="store_true", help="compare against the TFLite Micro interpreter instead")
     v.add_argument("--sanitize", action="store_true", help="build with -fsanitize=address,undefined")
     v.add_argument("--export-tflite", type=Path, default=None, metavar="PATH",
                    help="also write the int8 network as a .tflite file (what --tflm runs)")
     v.add_argument("--model", type=Path, default=None, help="model file, if moved since compile")
     v.set_defaults(func=cmd_verify)
+
+    s = sub.add_parser("sim", help="train a compiled project on the host (gcc build) over a data set")
+    s.add_argument("dir", type=Path, help="compiled project folder")
+    s.add_argument("--data", type=Path, default=None, help="data set (.npz or image folder); default: shared CIFAR-10")
+    s.add_argument("--epochs", type=positive_int, default=3)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--lr", type=float, default=0.01, help="base learning rate (cosine schedule, batch 1)")
+    s.add_argument("--warmup-epochs", type=int, default=1)
+    s.add_argument("--train", type=positive_int, default=None, help="use the first N training images (class-balanced)")
+    s.add_argument("--test", type=positive_int, default=None, help="use the first N test images (class-balanced)")
+    s.add_argument("--metrics", type=Path, default=None, help="JSON-lines metrics file (default DIR/metrics.jsonl)")
+    s.add_argument("--model", type=Path, default=None, help="model file, if moved since compile")
+    s.set_defaults(func=cmd_sim)
 
     from compiler import commands  # report, bench, demo
 
@@ -139,8 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "data", "unset") is None:
         args.data = default_data()
-    if getattr(args, "steps", 0) not in (0, None):
-        print("trady verify: --steps > 0 needs the training runtime (not built yet)", file=sys.stderr)
+    if getattr(args, "steps", 0) < 0:
+        print(f"trady {args.command}: --steps {args.steps}: expected >= 0", file=sys.stderr)
         return 2
     try:
         return args.func(args)

@@ -227,6 +227,9 @@ def _train_context(graph: Graph, plan: Plan, spec: TrainSpec, layers: list[dict]
                 entry_channel=c_array(pool.entry_channel) if pool.size else "    0,",
                 layer_cost=c_array(np.array([c.c_w + c.c_a for c in costs])),
                 layer_act=c_array(np.array([c.c_a * spec.bytes_per_activation_slot for c in costs])),
+                layer_block=c_array(np.array([c.c_a * spec.bytes_per_activation_slot + c.c_w * spec.bytes_per_weight_slot
+                                              for c in costs])),
+                bytes_per_weight_slot=spec.bytes_per_weight_slot,
                 conv_op=c_array(np.array([producer[c.output] for c in graph.convs])),
                 min_cost=pool.min_cost(), fixed=fixed, fixed_count=0 if pool.fixed is None else len(pool.fixed),
                 dynamic=pool.dynamic, backward=backward)

@@ -17,7 +17,8 @@ from compiler.errors import TradyError
 
 def build(folder: Path, sanitize: bool = False) -> Path:
     target = "host_sim_san" if sanitize else "host_sim"
-    r = subprocess.run(["make", "-s", "-C", str(folder), target], capture_output=True, text=True)
+    r = subprocess.run(["make", "-s", "-C", str(folder), target], check=False, capture_output=True,
+                       text=True)
     if r.returncode != 0:
         raise TradyError(f"{folder}: C build failed:\n{r.stdout}{r.stderr}".rstrip())
     return Path(folder) / target
@@ -29,7 +30,8 @@ def run_forward(exe: Path, images: np.ndarray, op_sizes: list[int], classes: int
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "images.bin", Path(tmp) / "out.bin"
         np.ascontiguousarray(images, np.int8).tofile(src)
-        r = subprocess.run([str(exe), "forward", str(src), str(n), str(dst)], capture_output=True, text=True)
+        r = subprocess.run([str(exe), "forward", str(src), str(n), str(dst)], check=False,
+                           capture_output=True, text=True)
         if r.returncode != 0:
             raise TradyError(f"{exe.name} forward failed (exit {r.returncode}): {r.stderr.strip()}")
         raw = np.fromfile(dst, np.uint8)
@@ -50,7 +52,8 @@ def run_bench(exe: Path, images: np.ndarray) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "images.bin"
         np.ascontiguousarray(images, np.int8).tofile(src)
-        r = subprocess.run([str(exe), "bench", str(src), str(len(images))], capture_output=True, text=True)
+        r = subprocess.run([str(exe), "bench", str(src), str(len(images))], check=False,
+                           capture_output=True, text=True)
     if r.returncode != 0:
         raise TradyError(f"{exe.name} bench failed: {r.stderr.strip()}")
     return float(r.stdout.split()[-1]) * 1e-6
@@ -65,7 +68,7 @@ def run_trace(exe: Path, images: np.ndarray, labels: np.ndarray, per_epoch: int,
         np.ascontiguousarray(labels, np.int32).tofile(lab)
         args = [str(exe), "trace", str(src), str(lab), str(len(images)), str(per_epoch), str(seed), repr(float(lr)),
                 str(warmup), str(total), str(dst)]
-        r = subprocess.run(args, capture_output=True, text=True)
+        r = subprocess.run(args, check=False, capture_output=True, text=True)
         if r.returncode != 0:
             raise TradyError(f"{exe.name} trace failed (exit {r.returncode}): {r.stderr.strip()}")
         return dst.read_bytes()

@@ -14,10 +14,15 @@ One step on one image (batch 1):
      sum (exact, so any summation order gives the same value): the input gradient
      g_x = sigma * sum_o,k w * G' (transposed conv), and for each selected channel c
      dW[o, c, k] = sigma * sum (A[c] - x_zero) * G'[o];
-5. QAS SGD: W <- clamp(floor(W - lr * dW / s_w[o]^2 + u), -127, 127), u uniform [0, 1) from the
-   on-device PRNG (stochastic rounding: no sub-LSB update is lost on average); dead output
-   channels have 1/s_w^2 := 0 and never change. The input gradient of a layer is computed before
-   its weights are updated.
+5. QAS SGD on a master copy with 8 fractional bits: each selected slice keeps an int8 residual
+   r (in 1/256 LSB) next to its saved input plane in the update arena, so the master value is
+   W + r/256. A step adds d = floor(-lr * (dW / s_w[o]^2) * 256 + u) (u uniform [0, 1) from the
+   on-device PRNG: stochastic rounding, so even updates below 1/256 LSB are kept on average), then
+   W = clamp(round_half_up(m / 256), -127, 127) and r = clamp(m - 256 W, -128, 127) for
+   m = 256 W + r + d. The forward always uses the int8 W. When the selection changes (an epoch
+   boundary of a dynamic strategy), every slice's residual is folded back stochastically
+   (W += floor(r / 256 + u)) before the new selection starts with r = 0. Dead output channels have
+   1/s_w^2 := 0 and never change. A layer's input gradient is computed before its weights change.
 Every fp32 operation is elementwise or an ordered loop that the C code performs identically, so
 int8 weights, head and losses agree bit for bit with C built with -ffp-contract=off.
 """
@@ -38,6 +43,8 @@ from compiler.sampler import Pool, Sampler
 
 F32 = np.float32
 GRAD_LEVELS = 32767  # int16 gradient quantisation
+RESIDUAL_ONE = 256  # residual units per weight LSB
+STEP_LIMIT = F32(1 << 20)  # |d| bound in 1/256 LSB before the int conversion (an update > 4096 LSB saturates anyway)
 
 
 # ---- float32 math with a fixed operation sequence (the C twins are in runtime_c/tt_fmath.h) ----
@@ -150,6 +157,7 @@ class Trainer:
         self.head_w = graph.head.weight.copy()
         self.head_b = graph.head.bias.copy()
         self.selection: list[int] = []
+        self.residuals: dict[tuple[int, int], np.ndarray] = {}  # (conv, channel) -> int32 slice, 1/256 LSB
         self.conv_index = {c.name: i for i, c in enumerate(graph.convs)}
         self.op_index = {op.name: i for i, op in enumerate(graph.ops)}
 
@@ -161,8 +169,36 @@ class Trainer:
         return dataclasses.replace(self.graph, ops=ops, head=head)
 
     def epoch_begin(self) -> list[int]:
+        """Draw the epoch's selection; fold back the residuals first when the selection may change."""
+        changes = self.pool.dynamic or self.sampler.epochs == 0
+        if changes:
+            self.write_back()
         self.selection = self.sampler.epoch_begin()
+        if changes:
+            self.residuals = {(int(self.pool.entry_layer[i]), int(self.pool.entry_channel[i])):
+                              np.zeros(self._slice_shape(int(self.pool.entry_layer[i])), np.int32)
+                              for i in self.selection}
         return self.selection
+
+    def _slice_shape(self, conv_index: int) -> tuple[int, ...]:
+        conv = self.graph.convs[conv_index]
+        return (1, conv.kernel, conv.kernel) if conv.depthwise else (conv.out_channels, conv.kernel, conv.kernel)
+
+    def _slice_index(self, conv_index: int, c: int) -> tuple:
+        return (c, 0) if self.graph.convs[conv_index].depthwise else (slice(None), c)
+
+    def write_back(self) -> None:
+        """Fold each selected slice's residual into its int8 weights (stochastic rounding, slice order)."""
+        for i in self.selection:
+            layer, c = int(self.pool.entry_layer[i]), int(self.pool.entry_channel[i])
+            r = self.residuals[(layer, c)]
+            w = self.weights[self.graph.convs[layer].name]
+            index = self._slice_index(layer, c)
+            old = w[index].reshape(r.shape).astype(np.int32)
+            u = self.sr.uniforms(r.size).reshape(r.shape)
+            step = np.floor((r.astype(F32) * F32(1 / RESIDUAL_ONE) + u).astype(F32)).astype(np.int32)
+            w[index] = np.clip(old + step, -127, 127).astype(np.int8).reshape(w[index].shape)
+        self.residuals = {}
 
     def selected_by_layer(self) -> dict[int, list[int]]:
         out: dict[int, list[int]] = {}
@@ -263,7 +299,7 @@ class Trainer:
     def _update(self, op: Conv, ci: int, channels: list[int], G: np.ndarray, sigma: F32, a: np.ndarray,
                 lr: F32, ct: ConvTrain) -> None:
         zx = self.graph.tensors[op.input].zero
-        A = torch.from_numpy((a[:, :, channels].astype(np.float64) - zx)).permute(2, 0, 1)[None]
+        A = torch.from_numpy(a[:, :, channels].astype(np.float64) - zx).permute(2, 0, 1)[None]
         Gt = torch.from_numpy(G).permute(2, 0, 1)[None]
         w = self.weights[op.name]
         k = op.kernel
@@ -273,23 +309,26 @@ class Trainer:
                                             padding=op.padding, groups=len(channels))
             dW = (S.numpy()[:, 0].astype(F32) * sigma).astype(F32)  # [n, K, K]
             for j, c in enumerate(channels):
-                self._apply(w, (c, 0), dW[j][None], ct.inv_sw2[c:c + 1], lr)
+                self._apply(w, (c, 0), dW[j][None], ct.inv_sw2[c:c + 1], lr, self.residuals[(ci, c)])
         else:
             S = torch.nn.grad.conv2d_weight(A, (op.out_channels, len(channels), k, k), Gt, stride=op.stride,
                                             padding=op.padding)
             dW = (S.numpy().astype(F32) * sigma).astype(F32)  # [O, n, K, K]
             for j, c in enumerate(channels):
-                self._apply(w, (slice(None), c), dW[:, j], ct.inv_sw2, lr)
+                self._apply(w, (slice(None), c), dW[:, j], ct.inv_sw2, lr, self.residuals[(ci, c)])
 
-    def _apply(self, w: np.ndarray, index: tuple, dW: np.ndarray, inv_sw2: np.ndarray, lr: F32) -> None:
-        """QAS SGD with stochastic rounding on one slice; draws follow (o, ky, kx) order."""
+    def _apply(self, w: np.ndarray, index: tuple, dW: np.ndarray, inv_sw2: np.ndarray, lr: F32,
+               residual: np.ndarray) -> None:
+        """QAS SGD on the master copy (W, residual) of one slice; draws follow (o, ky, kx) order."""
         t = ((dW * inv_sw2[:, None, None]).astype(F32) * lr).astype(F32)
-        old = w[index]  # [O, K, K] (dense) or [1, K, K] (depthwise, via the (c, 0) index)
-        old = old.reshape(dW.shape)
-        v = (old.astype(F32) - t).astype(F32)
-        u = self.sr.uniforms(v.size).reshape(v.shape)
-        new = np.clip(np.floor((v + u).astype(F32)), -127, 127).astype(np.int8)
-        w[index] = new.reshape(w[index].shape)
+        x = np.clip((-t * F32(RESIDUAL_ONE)).astype(F32), -STEP_LIMIT, STEP_LIMIT)
+        u = self.sr.uniforms(x.size).reshape(x.shape)
+        d = np.floor((x + u).astype(F32)).astype(np.int32)
+        old = w[index].reshape(dW.shape).astype(np.int32)
+        m = old * RESIDUAL_ONE + residual + d
+        new = np.clip(np.floor_divide(m + RESIDUAL_ONE // 2, RESIDUAL_ONE), -127, 127)
+        residual[...] = np.clip(m - new * RESIDUAL_ONE, -128, 127)
+        w[index] = new.astype(np.int8).reshape(w[index].shape)
 
 
 @dataclass(frozen=True, eq=False)
@@ -300,8 +339,8 @@ class TrainSpec:
     budget_units: int
     first_op: int  # the deepest op backward can reach (len(ops) if none)
     sel_capacity: int
-    bytes_per_activation_slot: int = 1
-    bytes_per_weight_slot: int = 0  # in-place stochastic-rounding update, batch 1
+    bytes_per_activation_slot: int = 1  # saved input plane A[c], int8
+    bytes_per_weight_slot: int = 1  # sub-LSB residual of the master copy, int8 in 1/256 LSB
 
     @property
     def update_arena_bytes(self) -> int:

@@ -74,10 +74,10 @@ tt_status tt_selection_set(const tt_pool *pool, const uint16_t *entries, int32_t
     return TT_OK;
 }
 
-tt_status tt_selection_layout(const tt_pool *pool, const uint32_t *act_bytes, uint32_t arena_bytes,
+tt_status tt_selection_layout(const tt_pool *pool, const uint32_t *block_bytes, uint32_t arena_bytes,
                               tt_selection *sel)
 {
-    if (pool == NULL || act_bytes == NULL || sel == NULL) {
+    if (pool == NULL || block_bytes == NULL || sel == NULL) {
         return TT_ERR_ARG;
     }
     uint32_t offset = 0;
@@ -88,7 +88,7 @@ tt_status tt_selection_layout(const tt_pool *pool, const uint32_t *act_bytes, ui
             sel->layer_begin[layer++] = j;
         }
         sel->offsets[j] = offset;
-        offset += act_bytes[l];
+        offset += block_bytes[l];
     }
     while (layer <= pool->num_layers) {
         sel->layer_begin[layer++] = sel->count;

@@ -244,14 +244,32 @@ tt_status tt_depthwise_conv2d_s8_bwd_input(const tt_conv_params *conv, const tt_
     return TT_OK;
 }
 
-/* One stochastic-rounding SGD step of a single int8 weight. */
-static inline int8_t sgd_round(int8_t w, int64_t sum, const tt_sgd_params *sgd, int32_t o)
+/* floor(a / b) for b > 0 (C division truncates toward zero). */
+static inline int32_t floor_div(int32_t a, int32_t b)
+{
+    const int32_t q = a / b;
+    return (a % b != 0 && a < 0) ? q - 1 : q;
+}
+
+/*
+ * One QAS SGD step of a single weight on its master copy w + r / 256 (see tt_train.h):
+ * d = floor(clamp(-(dW * inv_sw2[o]) * lr * 256) + u); m = 256 w + r + d; w = clamp(round_half_up(m / 256));
+ * r = clamp(m - 256 w). |d| <= 2^20 and |m| < 2^21: no int32 overflow.
+ */
+static inline void sgd_master(int8_t *w, int8_t *r, int64_t sum, const tt_sgd_params *sgd, int32_t o)
 {
     const float dw = (float)sum * sgd->sigma;
     const float t = (dw * sgd->inv_sw2[o]) * sgd->lr;
-    const float v = (float)w - t;
-    const float r = floorf(v + tt_prng_uniform(sgd->rng));
-    return (int8_t)(r < -127.0f ? -127 : (r > 127.0f ? 127 : (int32_t)r));
+    float x = -t * (float)TT_RESIDUAL_ONE;
+    x = x > TT_STEP_LIMIT ? TT_STEP_LIMIT : (x < -TT_STEP_LIMIT ? -TT_STEP_LIMIT : x);
+    const int32_t d = (int32_t)floorf(x + tt_prng_uniform(sgd->rng));
+    const int32_t m = (int32_t)*w * TT_RESIDUAL_ONE + (int32_t)*r + d;
+    int32_t nw = floor_div(m + TT_RESIDUAL_ONE / 2, TT_RESIDUAL_ONE);
+    nw = nw < -127 ? -127 : (nw > 127 ? 127 : nw);
+    int32_t nr = m - nw * TT_RESIDUAL_ONE;
+    nr = nr < -128 ? -128 : (nr > 127 ? 127 : nr);
+    *w = (int8_t)nw;
+    *r = (int8_t)nr;
 }
 
 /* sum over output positions of (A[iy, ix] + input_offset) * G[oy, ox, o] for tap (ky, kx). */
@@ -280,11 +298,11 @@ static int64_t weight_grad_sum(const tt_conv_params *conv, const tt_dims *in_dim
 tt_status tt_conv2d_s8_bwd_weight_update(const tt_conv_params *conv, const tt_sgd_params *sgd,
                                          const tt_dims *in_dims, const int8_t *saved, int32_t c,
                                          const tt_dims *out_dims, const int16_t *grad_q,
-                                         const tt_dims *filter_dims, int8_t *filter)
+                                         const tt_dims *filter_dims, int8_t *filter, int8_t *residual)
 {
     if (conv == NULL || sgd == NULL || sgd->rng == NULL || sgd->inv_sw2 == NULL || in_dims == NULL ||
         saved == NULL || out_dims == NULL || grad_q == NULL || filter_dims == NULL || filter == NULL ||
-        c < 0 || c >= filter_dims->c) {
+        residual == NULL || c < 0 || c >= filter_dims->c) {
         return TT_ERR_ARG;
     }
     const int32_t k = filter_dims->h, c_in = filter_dims->c;
@@ -292,7 +310,8 @@ tt_status tt_conv2d_s8_bwd_weight_update(const tt_conv_params *conv, const tt_sg
         for (int32_t ky = 0; ky < k; ky++) {
             for (int32_t kx = 0; kx < k; kx++) {
                 int8_t *w = filter + (((size_t)o * k + ky) * k + kx) * c_in + c;
-                *w = sgd_round(*w, weight_grad_sum(conv, in_dims, saved, out_dims, grad_q, o, ky, kx), sgd, o);
+                sgd_master(w, residual + ((size_t)o * k + ky) * k + kx,
+                           weight_grad_sum(conv, in_dims, saved, out_dims, grad_q, o, ky, kx), sgd, o);
             }
         }
     }
@@ -302,19 +321,38 @@ tt_status tt_conv2d_s8_bwd_weight_update(const tt_conv_params *conv, const tt_sg
 tt_status tt_depthwise_conv2d_s8_bwd_weight_update(const tt_conv_params *conv, const tt_sgd_params *sgd,
                                                    const tt_dims *in_dims, const int8_t *saved, int32_t c,
                                                    const tt_dims *out_dims, const int16_t *grad_q,
-                                                   const tt_dims *filter_dims, int8_t *filter)
+                                                   const tt_dims *filter_dims, int8_t *filter, int8_t *residual)
 {
     if (conv == NULL || sgd == NULL || sgd->rng == NULL || sgd->inv_sw2 == NULL || in_dims == NULL ||
         saved == NULL || out_dims == NULL || grad_q == NULL || filter_dims == NULL || filter == NULL ||
-        c < 0 || c >= filter_dims->c) {
+        residual == NULL || c < 0 || c >= filter_dims->c) {
         return TT_ERR_ARG;
     }
     const int32_t k = filter_dims->h, ch = filter_dims->c;
     for (int32_t ky = 0; ky < k; ky++) {
         for (int32_t kx = 0; kx < k; kx++) {
             int8_t *w = filter + ((size_t)ky * k + kx) * ch + c;
-            *w = sgd_round(*w, weight_grad_sum(conv, in_dims, saved, out_dims, grad_q, c, ky, kx), sgd, c);
+            sgd_master(w, residual + (size_t)ky * k + kx,
+                       weight_grad_sum(conv, in_dims, saved, out_dims, grad_q, c, ky, kx), sgd, c);
         }
+    }
+    return TT_OK;
+}
+
+tt_status tt_residual_writeback_s8(const tt_dims *filter_dims, int32_t depthwise, int32_t c, const int8_t *residual,
+                                   tt_prng *rng, int8_t *filter)
+{
+    if (filter_dims == NULL || residual == NULL || rng == NULL || filter == NULL || c < 0 || c >= filter_dims->c) {
+        return TT_ERR_ARG;
+    }
+    const int32_t k = filter_dims->h, ch = filter_dims->c;
+    const int32_t rows = depthwise ? 1 : filter_dims->n;
+    for (int32_t i = 0; i < rows * k * k; i++) {
+        /* slice element i: (o, ky, kx) of OHWI, or (ky, kx) of KKC */
+        int8_t *w = filter + (size_t)i * ch + c;
+        const float step = floorf((float)residual[i] * (1.0f / (float)TT_RESIDUAL_ONE) + tt_prng_uniform(rng));
+        int32_t v = (int32_t)*w + (int32_t)step;
+        *w = (int8_t)(v < -127 ? -127 : (v > 127 ? 127 : v));
     }
     return TT_OK;
 }

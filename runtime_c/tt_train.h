@@ -17,6 +17,8 @@
 #include "tt_types.h"
 
 #define TT_GRAD_LEVELS 32767
+#define TT_RESIDUAL_ONE 256        /**< residual units per weight LSB (8 fractional bits) */
+#define TT_STEP_LIMIT 1048576.0f   /**< |update| bound in residual units before the int conversion */
 
 /** mask bit i (LSB first within each byte) = 1 where -128 < q[i] < 127 (the output was not clamped). */
 tt_status tt_clamp_mask_s8(const int8_t *q, int32_t size, uint8_t *mask);
@@ -76,20 +78,29 @@ typedef struct {
 
 /**
  * Weight gradient and update of input channel c of a dense/pointwise conv (the slice W[:, c]):
- * dW[o, ky, kx] = sigma * sum over (oy, ox) of (A[iy, ix] + input_offset) * G[oy, ox, o], then
- * w = clamp(floor(w - (dW * inv_sw2[o]) * lr + u), -127, 127) with u from the PRNG, in (o, ky, kx) order.
- * A is the saved [H, W] plane of channel c.
+ * dW[o, ky, kx] = sigma * sum over (oy, ox) of (A[iy, ix] + input_offset) * G[oy, ox, o], then a QAS SGD
+ * step on the master copy w + r/256 (r: `residual`, one int8 per slice element in (o, ky, kx) order):
+ * d = floor(-(dW * inv_sw2[o]) * lr * 256 + u) with u from the PRNG (stochastic rounding),
+ * m = 256 w + r + d, w = clamp(round_half_up(m / 256), -127, 127), r = clamp(m - 256 w, -128, 127).
+ * A is the saved [H, W] plane of channel c. Elements are visited in (o, ky, kx) order.
  */
 tt_status tt_conv2d_s8_bwd_weight_update(const tt_conv_params *conv, const tt_sgd_params *sgd,
                                          const tt_dims *in_dims, const int8_t *saved, int32_t c,
                                          const tt_dims *out_dims, const int16_t *grad_q,
-                                         const tt_dims *filter_dims, int8_t *filter);
+                                         const tt_dims *filter_dims, int8_t *filter, int8_t *residual);
 
-/** Depthwise version: the slice is w[:, :, c] and only G[:, :, c] contributes; draws in (ky, kx) order. */
+/** Depthwise version: the slice is w[:, :, c] and only G[:, :, c] contributes; (ky, kx) order. */
 tt_status tt_depthwise_conv2d_s8_bwd_weight_update(const tt_conv_params *conv, const tt_sgd_params *sgd,
                                                    const tt_dims *in_dims, const int8_t *saved, int32_t c,
                                                    const tt_dims *out_dims, const int16_t *grad_q,
-                                                   const tt_dims *filter_dims, int8_t *filter);
+                                                   const tt_dims *filter_dims, int8_t *filter, int8_t *residual);
+
+/**
+ * Fold a slice's residual back into its int8 weights when the selection changes (SPEC 8 write-back):
+ * w = clamp(w + floor(r / 256 + u), -127, 127), u from the PRNG, in slice order.
+ */
+tt_status tt_residual_writeback_s8(const tt_dims *filter_dims, int32_t depthwise, int32_t c, const int8_t *residual,
+                                   tt_prng *rng, int8_t *filter);
 
 /** Learning rate at `step`: linear warm-up over warmup_steps, then cosine to 0 at total_steps. */
 float tt_lr_cosine(float base, int32_t step, int32_t warmup_steps, int32_t total_steps);
@@ -109,7 +120,7 @@ typedef struct {
 /** A selection: pool indices in ascending order, and where each one's input plane lives. */
 typedef struct {
     uint16_t *entries;   /**< [capacity] */
-    uint32_t *offsets;   /**< [capacity] byte offset of A[c] in the update arena */
+    uint32_t *offsets;   /**< [capacity] byte offset of the entry's block (A[c], then the residual) */
     int32_t *layer_begin;  /**< [num_layers + 1] entries of layer l: layer_begin[l] .. layer_begin[l+1]-1 */
     int32_t capacity;
     int32_t count;
@@ -129,10 +140,10 @@ tt_status tt_sampler_select(const tt_pool *pool, uint32_t budget, tt_prng *rng, 
 tt_status tt_selection_set(const tt_pool *pool, const uint16_t *entries, int32_t count, tt_selection *sel);
 
 /**
- * Lay out the selection's input planes in the update arena (A[c] of layer l takes act_bytes[l]
- * bytes) and fill layer_begin. Fails with TT_ERR_RANGE if they exceed arena_bytes.
+ * Lay out the selection in the update arena: each entry of layer l takes block_bytes[l] bytes (its saved
+ * input plane, then its weight-slice residual) and fill layer_begin. TT_ERR_RANGE if they exceed arena_bytes.
  */
-tt_status tt_selection_layout(const tt_pool *pool, const uint32_t *act_bytes, uint32_t arena_bytes,
+tt_status tt_selection_layout(const tt_pool *pool, const uint32_t *block_bytes, uint32_t arena_bytes,
                               tt_selection *sel);
 
 #endif /* TT_TRAIN_H */
