@@ -95,6 +95,12 @@ def render(graph: Graph, quant: dict[str, ConvQuant | AddQuant], plan: Plan, spe
     buffers = [dict(name=n, cname=c_name(n), offset=placed[n].offset, size=placed[n].size,
                     shape=_shape(t.shape), first=placed[n].first, last=placed[n].last, alias=alias.get(n))
                for n, t in graph.tensors.items()]
+    for p in plan.placements:  # backward buffers: fp32 gradients and int16 quantised conv gradients
+        kind, _, of = p.name.partition(":")
+        if of:
+            t = graph.tensors[of if kind == "grad" else graph.ops[[o.name for o in graph.ops].index(of)].output]
+            buffers.append(dict(name=p.name, cname=None, offset=p.offset, size=p.size, shape=_shape(t.shape),
+                                first=p.first, last=p.last, alias=None))
     layers = []
     for i, op in enumerate(graph.ops):
         y = graph.tensors[op.output]
@@ -132,7 +138,7 @@ def render(graph: Graph, quant: dict[str, ConvQuant | AddQuant], plan: Plan, spe
     inp = graph.tensors[graph.input]
     ctx = dict(banner=f"/* {banner_line} */", banner_line=banner_line, name=name, NAME=name.upper(),
                arena_size=plan.arena_size, buffers=buffers, layers=layers,
-               timeline=timeline(plan, len(graph.ops) + 1),
+               timeline=timeline(plan, max((p.last for p in plan.placements), default=0) + 1),
                classes=graph.head.classes, features=graph.head.features,
                head_weight=c_array(graph.head.weight, 8, c_float), head_bias=c_array(graph.head.bias, 8, c_float),
                feat_cname=c_name(graph.head.input), feat_zero=feat.zero, feat_scale=c_float(f32(feat.scale)),

@@ -151,6 +151,9 @@ def write(project: Project, out: Path) -> Path:
     files = emit.render(project.graph, project.quant, project.plan, project.spec)
     name = emit.model_c_name(project.graph)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it 0700; the result should look like any new folder
     try:
         for rel, text in files.items():
             (tmp / rel).write_text(text)

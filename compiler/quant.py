@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from compiler.errors import TradyError
 from compiler.ir import Conv, Tensor
 
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
@@ -39,7 +40,7 @@ def quantize_multiplier(real: float) -> tuple[int, int]:
     if shift < -31:
         return 0, 0
     if shift > 30:
-        raise ValueError(f"multiplier {real} too large for int32 requantisation")
+        raise TradyError(f"requantisation multiplier {real} is too large for int32 arithmetic")
     return q_fixed, shift
 
 
@@ -49,7 +50,10 @@ def wrap32(x: int) -> int:
 
 
 def srdhm(a: int, b: int) -> int:
-    """SaturatingRoundingDoublingHighMul: round(a * b / 2^31), ties away from zero, saturating."""
+    """SaturatingRoundingDoublingHighMul: (a * b + nudge) / 2^31 truncated, saturating (gemmlowp).
+
+    Positive ties round up; negative exact ties round toward zero (the nudge is 1 - 2^30).
+    """
     if a == b == INT32_MIN:
         return INT32_MAX
     ab = a * b
@@ -133,7 +137,8 @@ def add_quant(a: Tensor, b: Tensor, y: Tensor) -> AddQuant:
     mo, so = quantize_multiplier(twice_max / ((1 << ADD_LEFT_SHIFT) * sy))
     for s, what in ((s1, "input1"), (s2, "input2"), (so, "output")):
         if s > 0:
-            raise ValueError(f"add {what} multiplier must be < 1 (TFLite QuantizeMultiplierSmallerThanOneExp)")
+            raise TradyError(f"add of {a.name} and {b.name}: {what} multiplier must be < 1 "
+                             "(TFLite QuantizeMultiplierSmallerThanOneExp)")
     return AddQuant(-a.zero, m1, s1, -b.zero, m2, s2, y.zero, mo, so)
 
 

@@ -20,6 +20,10 @@ static inline tt_status tt_check_conv(const tt_conv_params *conv, const tt_per_c
         out_dims->c != c_out) {
         return TT_ERR_ARG;
     }
+    if (in_dims->h < 1 || in_dims->w < 1 || in_dims->c < 1 || filter_dims->n < 1 || filter_dims->c < 1 || k < 1 ||
+        out_dims->h < 1 || out_dims->w < 1 || c_out < 1) {
+        return TT_ERR_ARG;
+    }
     if (out_dims->h != (in_dims->h + 2 * conv->padding - k) / conv->stride + 1 ||
         out_dims->w != (in_dims->w + 2 * conv->padding - k) / conv->stride + 1) {
         return TT_ERR_ARG;

@@ -31,10 +31,10 @@ tt_status tt_avgpool_global_s8(const tt_dims *in_dims, const int8_t *in, int8_t 
     if (in_dims == NULL || in == NULL || out == NULL || in_dims->n != 1 || in_dims->h < 1 || in_dims->w < 1) {
         return TT_ERR_ARG;
     }
-    const int32_t n = in_dims->h * in_dims->w;
-    if (n > (1 << 23)) {
-        return TT_ERR_RANGE; /* keeps |sum| <= 128 * n below 2^31 */
+    if (in_dims->c < 1 || in_dims->h > (1 << 23) / in_dims->w) {
+        return TT_ERR_RANGE; /* keeps |sum| <= 128 * H * W below 2^31 */
     }
+    const int32_t n = in_dims->h * in_dims->w;
     for (int32_t c = 0; c < in_dims->c; c++) {
         int32_t acc = 0;
         for (int32_t i = 0; i < n; i++) {

@@ -10,7 +10,10 @@
 
 #include <stdint.h>
 
-/** round(a * b / 2^31), ties away from zero; saturates the one overflowing case. */
+/**
+ * (a * b + nudge) / 2^31, truncated (gemmlowp): positive ties round up, negative exact ties toward zero;
+ * saturates the one overflowing case.
+ */
 static inline int32_t tt_srdhm(int32_t a, int32_t b)
 {
     if (a == b && a == INT32_MIN) {
