@@ -44,7 +44,7 @@ def cmd_compile(a: argparse.Namespace) -> int:
     from compiler.report import print_summary
 
     opt = pipeline.Options(budget=a.budget, classes=a.classes, resolution=a.resolution, seed=a.seed,
-                           target=a.target, strategy=a.strategy,
+                           target=a.target, strategy=a.strategy, keep_head=a.keep_head,
                            topk=a.topk if a.topk == "all" else str(Path(a.topk).resolve()))
     project = pipeline.build(Path(a.model), opt)
     total = project.plan_json["total_units"]
@@ -116,7 +116,8 @@ def cmd_sim(a: argparse.Namespace) -> int:
 
     project = pipeline.load_project(Path(a.dir), a.model)
     opt = simulate.SimOptions(epochs=a.epochs, seed=a.seed, lr=a.lr, warmup_epochs=a.warmup_epochs,
-                              limit_train=a.train, limit_test=a.test)
+                              limit_train=a.train, limit_test=a.test, save_state=a.save_state,
+                              load_state=a.load_state)
     metrics = a.metrics or Path(a.dir) / "metrics.jsonl"
     rows = simulate.run(project, Path(a.dir), a.data, opt, metrics)
     last = rows[-1]
@@ -135,6 +136,21 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+def cmd_export(a: argparse.Namespace) -> int:
+    from compiler import pipeline, state
+
+    project = pipeline.load_project(Path(a.dir), a.model)
+    st = state.read(a.state, project)
+    model = Path(project.plan_json["model_path"]) if a.model is None else Path(a.model)
+    out = state.export_model(project, st, model, a.out)
+    changed = sum(int((w != project.graph.convs[i].weight).sum())
+                  for i, w in state.folded_weights(project, st).items())
+    print(f"export: wrote {out}: {len(st.weights)} trainable convs ({changed:,} weights changed after "
+          f"{st.step} steps, {st.epoch} epochs), head {project.graph.head.classes} classes; "
+          f"compile it with --keep-head to keep the trained head")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="trady", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -150,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--strategy", default="trady", help="trady (default), static-topk, dynamic-full, static-full, "
                    "su, head-only (SPEC 7)")
     c.add_argument("--topk", default="all", help="TopK file from `trady rank` (SPEC 6), or 'all' layers (default)")
+    c.add_argument("--keep-head", action="store_true",
+                   help="keep the model file's classifier (dequantised) instead of a fresh head, e.g. after export")
     c.add_argument("-v", "--verbose", action="count", default=0, help="-v IR, -vv plan, -vvv emitted C")
     c.set_defaults(func=cmd_compile)
 
@@ -179,6 +197,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--metrics", type=Path, default=None, help="JSON-lines metrics file (default DIR/metrics.jsonl)")
     s.add_argument("--model", type=Path, default=None, help="model file, if moved since compile")
     s.set_defaults(func=cmd_sim)
+
+    s.add_argument("--save-state", type=Path, default=None, help="write the trained state file at the end")
+    s.add_argument("--load-state", type=Path, default=None, help="start from a trained state file")
+
+    e = sub.add_parser("export", help="turn a trained state file into an updated model file")
+    e.add_argument("dir", type=Path, help="compiled project folder the state belongs to")
+    e.add_argument("state", type=Path, help="trained state file (trady sim --save-state)")
+    e.add_argument("--out", type=Path, required=True, help="model file to write (.pkl)")
+    e.add_argument("--model", type=Path, default=None, help="model file, if moved since compile")
+    e.set_defaults(func=cmd_export)
 
     from compiler import commands  # report, bench, demo
 

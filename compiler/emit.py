@@ -8,6 +8,7 @@ Output is deterministic: no timestamps, iteration in graph order.
 from __future__ import annotations
 
 import re
+import zlib
 from pathlib import Path
 
 import jinja2
@@ -224,6 +225,11 @@ def _train_context(graph: Graph, plan: Plan, spec: TrainSpec, layers: list[dict]
         backward.append(B)
     costs = layer_costs(graph)
     fixed = None if pool.fixed is None else c_array(np.array(pool.fixed, np.uint16))
+    id_text = model_id_text(graph, spec)
+    trainable_bytes = sum(8 + graph.convs[i].weight.size for i in pool.layers)
+    head = graph.head
+    state_max = (16 + 7 * 4 + trainable_bytes + 8 + 4 * (head.weight.size + head.bias.size) + 4
+                 + 4 * spec.sel_capacity + spec.budget_units * spec.bytes_per_weight_slot + 4)
     return dict(strategy=pool.strategy, note=pool.note, num_convs=len(graph.convs), pool_size=pool.size,
                 pool_layers=list(pool.layers), sel_capacity=spec.sel_capacity, budget_units=spec.budget_units,
                 update_arena_bytes=spec.update_arena_bytes,
@@ -238,4 +244,13 @@ def _train_context(graph: Graph, plan: Plan, spec: TrainSpec, layers: list[dict]
                 bytes_per_weight_slot=spec.bytes_per_weight_slot,
                 conv_op=c_array(np.array([producer[c.output] for c in graph.convs])),
                 min_cost=pool.min_cost(), fixed=fixed, fixed_count=0 if pool.fixed is None else len(pool.fixed),
-                dynamic=pool.dynamic, backward=backward)
+                dynamic=pool.dynamic, backward=backward, model_id=zlib.crc32(id_text.encode()),
+                model_id_text=id_text, state_max_bytes=state_max)
+
+
+def model_id_text(graph: Graph, spec: TrainSpec) -> str:
+    """What a trained-state file is bound to: the model, its head and the training layout."""
+    pool = spec.pool
+    res = graph.tensors[graph.input].shape[0]
+    layers = ",".join(str(i) for i in pool.layers)
+    return (f"{graph.source_sha256[:16]}|{pool.strategy}|{spec.budget_units}|{graph.head.classes}|{res}|{layers}")

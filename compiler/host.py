@@ -60,14 +60,14 @@ def run_bench(exe: Path, images: np.ndarray) -> float:
 
 
 def run_trace(exe: Path, images: np.ndarray, labels: np.ndarray, per_epoch: int, seed: int, lr: float,
-              warmup: int, total: int) -> bytes:
+              warmup: int, total: int, options: tuple[str, ...] = ()) -> bytes:
     """Run `host_sim trace`; return the raw per-step state records (parsed by verify)."""
     with tempfile.TemporaryDirectory() as tmp:
         src, lab, dst = Path(tmp) / "images.bin", Path(tmp) / "labels.bin", Path(tmp) / "trace.bin"
         np.ascontiguousarray(images, np.int8).tofile(src)
         np.ascontiguousarray(labels, np.int32).tofile(lab)
         args = [str(exe), "trace", str(src), str(lab), str(len(images)), str(per_epoch), str(seed), repr(float(lr)),
-                str(warmup), str(total), str(dst)]
+                str(warmup), str(total), str(dst), *options]
         r = subprocess.run(args, check=False, capture_output=True, text=True)
         if r.returncode != 0:
             raise TradyError(f"{exe.name} trace failed (exit {r.returncode}): {r.stderr.strip()}")

@@ -37,6 +37,7 @@ class Options:
     target: str = "host"
     strategy: str = "trady"
     topk: str = "all"  # "all" or a TopK file (SPEC 6)
+    keep_head: bool = False  # keep the file's classifier (e.g. an exported trained model)
 
 
 @dataclass(frozen=True, eq=False)
@@ -74,7 +75,13 @@ def check_options(graph: Graph, opt: Options) -> None:
 def build(model: Path, opt: Options) -> Project:
     graph = tiny_training.load(model, opt.resolution)
     check_options(graph, opt)
-    graph = dataclasses.replace(graph, head=init_head(graph, opt.classes, opt.seed)).verify()
+    if opt.keep_head:
+        if graph.head.classes != opt.classes:
+            raise TradyError(f"{model}: --keep-head: the classifier has {graph.head.classes} classes, "
+                             f"--classes is {opt.classes}")
+    else:
+        graph = dataclasses.replace(graph, head=init_head(graph, opt.classes, opt.seed))
+    graph = graph.verify()
     q = quant.prepare(graph)
     topk = None if opt.topk == "all" else sampler.read_topk(Path(opt.topk), graph)
     pool = sampler.build_pool(graph, opt.strategy, topk, opt.budget)

@@ -29,6 +29,8 @@ class SimOptions:
     warmup_epochs: int = 1
     limit_train: int | None = None
     limit_test: int | None = None
+    save_state: Path | None = None
+    load_state: Path | None = None
 
 
 def run(project: Project, folder: Path, data_path: Path, opt: SimOptions, metrics: Path | None,
@@ -54,6 +56,13 @@ def run(project: Project, folder: Path, data_path: Path, opt: SimOptions, metric
         args = [str(exe), "train", str(t / "train.bin"), str(t / "train_labels.bin"), str(len(ds.train.y)),
                 str(t / "test.bin"), str(t / "test_labels.bin"), str(len(ds.test.y)), str(opt.epochs),
                 str(opt.seed), repr(float(opt.lr)), str(opt.warmup_epochs)]
+        if opt.load_state is not None:
+            if not Path(opt.load_state).is_file():
+                raise TradyError(f"{opt.load_state}: state file not found")
+            args.append(f"load={Path(opt.load_state).resolve()}")
+        if opt.save_state is not None:
+            Path(opt.save_state).parent.mkdir(parents=True, exist_ok=True)
+            args.append(f"save={Path(opt.save_state).resolve()}")
         bar = None
         if progress:
             from tqdm import tqdm

@@ -13,6 +13,9 @@
  *                                   train for EPOCHS epochs (order shuffled per epoch with the PRNG's
  *                                   shuffle stream); prints "step i n" progress and one "epoch {json}"
  *                                   line per epoch with train loss, test accuracy and the selection size
+ *   Both trace and train accept trailing options: load=STATE (restore a trained state after init),
+ *   save=STATE (write the trained state at the end), start=S (trace only: the global step of the first
+ *   image, for epoch boundaries when resuming).
  *   host_sim bench-train IMAGES LABELS N
  *                                   time training steps; prints "train_us_per_step <float>"
  *
@@ -93,7 +96,56 @@ static void write_state(FILE *out)
     fwrite(hb, sizeof hb[0], MODEL_NUM_CLASSES, out);
 }
 
-static int trace(char **argv)
+/* The value of option `key=` among argv[first..argc-1], or NULL. */
+static const char *option(int argc, char **argv, int first, const char *key)
+{
+    const size_t n = strlen(key);
+    for (int i = first; i < argc; i++) {
+        if (strncmp(argv[i], key, n) == 0 && argv[i][n] == '=') {
+            return argv[i] + n + 1;
+        }
+    }
+    return NULL;
+}
+
+static int load_state(const char *path)
+{
+    if (path == NULL) {
+        return 0;
+    }
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        return fail(path, "cannot open the state file");
+    }
+    uint8_t *buf = malloc(MODEL_STATE_MAX_BYTES + 1);
+    const size_t n = buf != NULL ? fread(buf, 1, MODEL_STATE_MAX_BYTES + 1, f) : 0;
+    fclose(f);
+    const tt_status st = buf != NULL && n <= MODEL_STATE_MAX_BYTES ? model_state_load(buf, (int32_t)n) : TT_ERR_ARG;
+    free(buf);
+    return st == TT_OK ? 0 : fail(path, "not a trained state of this compiled model (version, model id, size or CRC)");
+}
+
+static int save_state(const char *path)
+{
+    if (path == NULL) {
+        return 0;
+    }
+    uint8_t *buf = malloc(MODEL_STATE_MAX_BYTES);
+    int32_t n = 0;
+    const tt_status st = buf != NULL ? model_state_save(buf, MODEL_STATE_MAX_BYTES, &n) : TT_ERR_ARG;
+    FILE *f = st == TT_OK ? fopen(path, "wb") : NULL;
+    int status = 0;
+    if (f == NULL || fwrite(buf, 1, (size_t)n, f) != (size_t)n) {
+        status = fail(path, "cannot write the state file");
+    }
+    if (f != NULL && fclose(f) != 0) {
+        status = fail(path, "cannot write the state file");
+    }
+    free(buf);
+    return status;
+}
+
+static int trace(int argc, char **argv)
 {
     const long n = strtol(argv[4], NULL, 10), per_epoch = strtol(argv[5], NULL, 10);
     int8_t *images = read_images(argv[2], n);
@@ -105,9 +157,12 @@ static int trace(char **argv)
     }
     model_train_init((uint32_t)strtoul(argv[6], NULL, 10), strtof(argv[7], NULL), (int32_t)strtol(argv[8], NULL, 10),
                      (int32_t)strtol(argv[9], NULL, 10));
+    const char *start_opt = option(argc, argv, 11, "start");
+    const long start = start_opt != NULL ? strtol(start_opt, NULL, 10) : 0;
+    status = status == 0 ? load_state(option(argc, argv, 11, "load")) : status;
     for (long i = 0; i < n && status == 0; i++) {
         float loss, logits[MODEL_NUM_CLASSES];
-        tt_status st = i % per_epoch == 0 ? model_epoch_begin() : TT_OK;
+        tt_status st = (start + i) % per_epoch == 0 ? model_epoch_begin() : TT_OK;
         memcpy(model_input(), images + (size_t)i * MODEL_INPUT_SIZE, MODEL_INPUT_SIZE);
         st = st == TT_OK ? model_train_step(labels[i], &loss, logits) : st;
         if (st != TT_OK) {
@@ -115,8 +170,6 @@ static int trace(char **argv)
             status = 1;
             break;
         }
-        const uint16_t *layers, *channels, *entries;
-        (void)model_selection(&layers, &channels, &entries);
         write_state(out);
         fwrite(&loss, sizeof loss, 1, out);
         fwrite(logits, sizeof logits[0], MODEL_NUM_CLASSES, out);
@@ -124,6 +177,7 @@ static int trace(char **argv)
     if (out != NULL && fclose(out) != 0) {
         status = fail(argv[10], "write failed");
     }
+    status = status == 0 ? save_state(option(argc, argv, 11, "save")) : status;
     free(images);
     free(labels);
     return status;
@@ -138,7 +192,7 @@ static int argmax(const float *v, int32_t n)
     return best;
 }
 
-static int train(char **argv)
+static int train(int argc, char **argv)
 {
     const long n = strtol(argv[4], NULL, 10), m = strtol(argv[7], NULL, 10);
     const long epochs = strtol(argv[8], NULL, 10), warmup_epochs = strtol(argv[11], NULL, 10);
@@ -151,6 +205,7 @@ static int train(char **argv)
         status = fail("train", "cannot read the train/test images and labels");
     }
     model_train_init(seed, strtof(argv[10], NULL), (int32_t)(warmup_epochs * n), (int32_t)(epochs * n));
+    status = status == 0 ? load_state(option(argc, argv, 12, "load")) : status;
     tt_prng shuffle;
     tt_prng_seed(&shuffle, seed, TT_STREAM_SHUFFLE);
     for (long i = 0; i < n; i++) {
@@ -196,6 +251,7 @@ static int train(char **argv)
                m > 0 ? (double)correct / (double)m : 0.0, (int)count);
         fflush(stdout);
     }
+    status = status == 0 ? save_state(option(argc, argv, 12, "save")) : status;
     free(images);
     free(test);
     free(labels);
@@ -242,10 +298,10 @@ int main(int argc, char **argv)
         return fail("usage", "host_sim forward|bench|trace|train|bench-train ... (see host_main.c)");
     }
     if (strcmp(argv[1], "trace") == 0) {
-        return argc == 11 ? trace(argv) : fail("trace", "wrong argument count");
+        return argc >= 11 ? trace(argc, argv) : fail("trace", "wrong argument count");
     }
     if (strcmp(argv[1], "train") == 0) {
-        return argc == 12 ? train(argv) : fail("train", "wrong argument count");
+        return argc >= 12 ? train(argc, argv) : fail("train", "wrong argument count");
     }
     if (strcmp(argv[1], "bench-train") == 0) {
         return argc == 5 ? bench_train(argv) : fail("bench-train", "wrong argument count");
