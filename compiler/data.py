@@ -45,7 +45,7 @@ def quantise_images(x: np.ndarray, resolution: int, batch: int = 512) -> np.ndar
     """uint8 [N, h, w, 3] -> int8 [N, R, R, 3] (bilinear resize, then q = round(v) - 128)."""
     out = np.empty((len(x), resolution, resolution, x.shape[3]), np.int8)
     for i in range(0, len(x), batch):
-        t = torch.from_numpy(x[i:i + batch]).permute(0, 3, 1, 2).float()
+        t = torch.from_numpy(np.array(x[i:i + batch])).permute(0, 3, 1, 2).float()  # a writable copy
         if t.shape[2:] != (resolution, resolution):
             t = F.interpolate(t, size=(resolution, resolution), mode="bilinear", align_corners=False,
                               antialias=False)
