@@ -137,7 +137,7 @@ class Graph:
                 return op
         return None
 
-    def verify(self) -> "Graph":
+    def verify(self) -> Graph:
         """Check the graph; raise IRError naming op, index and shapes; return self."""
         t = self.tensors
         if self.input not in t:
@@ -197,6 +197,8 @@ def _verify_conv(where: str, op: Conv, x: Tensor, y: Tensor) -> None:
         raise IRError(f"{where}: bias {op.bias.shape} {op.bias.dtype}: expected int32 [{op.out_channels}]")
     if op.w_scales.shape != (op.out_channels,) or not np.all(op.w_scales > 0):
         raise IRError(f"{where}: w_scales {op.w_scales.shape}: expected [{op.out_channels}] positive")
+    if op.stride < 1:
+        raise IRError(f"{where}: stride {op.stride}: expected >= 1")
     if x.shape[2] != op.in_channels:
         raise IRError(f"{where}: input {x.shape} has {x.shape[2]} channels, weight {w.shape} wants {op.in_channels}")
     ho = (x.shape[0] + 2 * op.padding - op.kernel) // op.stride + 1

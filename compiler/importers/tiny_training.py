@@ -121,6 +121,18 @@ class _Reader:
             self.fail(f"{where}.{key}", "finite number", v)
         return v
 
+    def scale(self, d: dict, key: str, where: str) -> float:
+        v = self.float_(d, key, where)
+        if not v > 0:
+            self.fail(f"{where}.{key}", "a positive scale", v)
+        return v
+
+    def zero(self, d: dict, key: str, where: str) -> int:
+        v = self.int_(d, key, where)
+        if not -128 <= v <= 127:
+            self.fail(f"{where}.{key}", "an int8 zero point in [-128, 127]", v)
+        return v
+
     def array(self, d: dict, key: str, where: str, dtype: type, shape: tuple) -> np.ndarray:
         v = self.get(d, key, where)
         if not isinstance(v, np.ndarray) or v.dtype != dtype or v.shape != shape:
@@ -146,38 +158,44 @@ def load(path: str | Path, resolution: int | None = None) -> Graph:
     in_ch = r.int_(first, "in_channel", "first_conv")
     tensors: dict[str, Tensor] = {}
     ops: list = []
-    tensors["input"] = Tensor("input", (res, res, in_ch), r.float_(fp, "x_scale", "first_conv.params"),
-                              r.int_(fp, "x_zero", "first_conv.params"))
+    tensors["input"] = Tensor("input", (res, res, in_ch), r.scale(fp, "x_scale", "first_conv.params"),
+                              r.zero(fp, "x_zero", "first_conv.params"))
 
-    def conv(spec: dict, name: str, x: str) -> str:
-        p = r.get(spec, "params", name)
-        cin, cout = r.int_(spec, "in_channel", name), r.int_(spec, "out_channel", name)
-        k, stride, groups = r.int_(spec, "kernel_size", name), r.int_(spec, "stride", name), r.int_(spec, "groups", name)
+    def conv(spec: dict, name: str, x: str, where: str) -> str:
+        """Import one conv; `name` is the IR op name, `where` its key path in the file for messages."""
+        p = r.get(spec, "params", where)
+        cin, cout = r.int_(spec, "in_channel", where), r.int_(spec, "out_channel", where)
+        k, stride, groups = (r.int_(spec, key, where) for key in ("kernel_size", "stride", "groups"))
+        if k < 1 or k % 2 != 1:
+            r.fail(f"{where}.kernel_size", "an odd integer >= 1", spec["kernel_size"])
+        if stride < 1:
+            r.fail(f"{where}.stride", "an integer >= 1", spec["stride"])
         if groups not in (1, cin) or (groups == cin != 1 and cin != cout):
-            r.fail(f"{name}.groups", f"1 or {cin} (depthwise)", groups)
+            r.fail(f"{where}.groups", f"1 or {cin} (depthwise)", groups)
         dw = groups == cin and groups > 1
-        w = r.array(p, "weight", f"{name}.params", np.int8, (cout, 1 if dw else cin, k, k))
-        b = r.array(p, "bias", f"{name}.params", np.int32, (cout,))
-        ws = r.array(p, "w_scales", f"{name}.params", np.float32, (cout,))
+        w = r.array(p, "weight", f"{where}.params", np.int8, (cout, 1 if dw else cin, k, k))
+        b = r.array(p, "bias", f"{where}.params", np.int32, (cout,))
+        ws = r.array(p, "w_scales", f"{where}.params", np.float32, (cout,))
         if not np.all(np.isfinite(ws)) or np.any(ws <= 0):
-            r.fail(f"{name}.params.w_scales", "finite positive scales", ws)
+            r.fail(f"{where}.params.w_scales", "finite positive scales", ws)
         xin = tensors[x]
         for key, want in (("x_scale", xin.scale), ("x_zero", xin.zero)):
-            got = r.float_(p, key, f"{name}.params")
+            got = r.float_(p, key, f"{where}.params")
             if abs(got - want) > 1e-6 * abs(want):
-                r.fail(f"{name}.params.{key}", f"{want} (the producer's output quantisation)", got)
-        if spec.get("in_shape") is not None and res == native and r.int_(spec, "in_shape", name) != xin.shape[0]:
-            r.fail(f"{name}.in_shape", str(xin.shape[0]), spec["in_shape"])
+                r.fail(f"{where}.params.{key}", f"{want} (the producer's output quantisation)", got)
+        in_shape = spec.get("in_shape")
+        if in_shape is not None and res == native and r.int_(spec, "in_shape", where) != xin.shape[0]:
+            r.fail(f"{where}.in_shape", str(xin.shape[0]), spec["in_shape"])
         kind = "depthwise" if dw else ("pointwise" if k == 1 else "conv")
         pad = (k - 1) // 2
         ho = (xin.shape[0] + 2 * pad - k) // stride + 1
         wo = (xin.shape[1] + 2 * pad - k) // stride + 1
-        tensors[name] = Tensor(name, (ho, wo, cout), r.float_(p, "y_scale", f"{name}.params"),
-                               r.int_(p, "y_zero", f"{name}.params"))
+        tensors[name] = Tensor(name, (ho, wo, cout), r.scale(p, "y_scale", f"{where}.params"),
+                               r.zero(p, "y_zero", f"{where}.params"))
         ops.append(Conv(name, kind, x, name, w, b, ws, stride))
         return name
 
-    x = conv(first, "first_conv", "input")
+    x = conv(first, "first_conv", "input", "first_conv")
     blocks = r.get(d, "blocks", "model")
     if not isinstance(blocks, list) or not blocks:
         r.fail("blocks", "non-empty list", blocks)
@@ -190,7 +208,7 @@ def load(path: str | Path, resolution: int | None = None) -> Graph:
         block_in = x
         for part in ("pointwise1", "depthwise", "pointwise2"):
             if blk.get(part) is not None:
-                x = conv(blk[part], f"blocks.{i}.{part}", x)
+                x = conv(blk[part], f"blocks.{i}.{part}", x, f"{where}.{part}")
         res_spec = blk.get("residual")
         if res_spec is not None:
             p = r.get(res_spec, "params", f"{where}.residual")
@@ -199,14 +217,15 @@ def load(path: str | Path, resolution: int | None = None) -> Graph:
             if abs(got - sc.scale) > 1e-6 * sc.scale or r.int_(p, "x_zero", f"{where}.residual.params") != sc.zero:
                 r.fail(f"{where}.residual.params.x_scale", f"{sc.scale} (the block input's)", got)
             if tensors[block_in].shape != tensors[x].shape:
-                r.fail(f"{where}.residual", f"block input shape {tensors[x].shape}", tensors[block_in].shape)
+                r.fail(f"{where}.residual", f"the block output shape {tensors[x].shape} on the block input",
+                       tensors[block_in].shape)
             name = f"blocks.{i}.residual"
-            tensors[name] = Tensor(name, tensors[x].shape, r.float_(p, "y_scale", f"{where}.residual.params"),
-                                   r.int_(p, "y_zero", f"{where}.residual.params"))
+            tensors[name] = Tensor(name, tensors[x].shape, r.scale(p, "y_scale", f"{where}.residual.params"),
+                                   r.zero(p, "y_zero", f"{where}.residual.params"))
             ops.append(Add(name, (block_in, x), name))
             x = name
     if d.get("feature_mix") is not None:
-        x = conv(d["feature_mix"], "feature_mix", x)
+        x = conv(d["feature_mix"], "feature_mix", x, "feature_mix")
     feat = tensors[x]
     tensors["pool"] = Tensor("pool", (1, 1, feat.shape[2]), feat.scale, feat.zero)
     ops.append(AvgPool("pool", x, "pool"))
@@ -217,7 +236,7 @@ def load(path: str | Path, resolution: int | None = None) -> Graph:
     cw = r.array(cp, "weight", "classifier.params", np.int8, (n_cls, feat.shape[2], 1, 1))
     cb = r.array(cp, "bias", "classifier.params", np.int32, (n_cls,))
     cs = r.array(cp, "w_scales", "classifier.params", np.float32, (n_cls,))
-    xs = r.float_(cp, "x_scale", "classifier.params")
+    xs = r.scale(cp, "x_scale", "classifier.params")
     # The int8 classifier, dequantised: logits (in real units) = (w * s_w) . f + bias * x_scale * s_w.
     head = Head("pool", (cw[:, :, 0, 0] * cs[:, None]).astype(np.float32),
                 (cb.astype(np.float64) * xs * cs).astype(np.float32))
