@@ -40,7 +40,7 @@ import numpy as np
 from compiler import quant, reference
 from compiler.errors import TradyError
 from compiler.ir import Add, AvgPool, Conv, Graph, Tensor
-from compiler.verify import ForwardResult, first_difference
+from compiler.verify import ForwardResult, op_difference
 
 PAD_SUFFIX = "/pad"
 
@@ -263,15 +263,10 @@ def verify(project, images: np.ndarray, batch: int = 32) -> ForwardResult:
         chunk = images[start:start + batch]
         ref, _ = reference.forward(g, chunk, project.quant)
         got = [np.stack(per_op) for per_op in zip(*(runner.run(img) for img in chunk), strict=True)]
-        for i, op in enumerate(g.ops):
-            r, t = ref[op.output], got[i]
-            values += r.size
-            where = first_difference(t, r)
-            if where is not None:
-                img, hh, ww, cc = where
-                return ForwardResult(False, len(g.ops), len(images), values,
-                                     f"op {i} ({op.name}) image {start + img} at (h={hh}, w={ww}, c={cc}): "
-                                     f"TFLM {int(t[where])} != reference {int(r[where])}")
+        values += sum(ref[op.output].size for op in g.ops)
+        diff = op_difference(g, ref, got, start, "TFLM")
+        if diff is not None:
+            return ForwardResult(False, len(g.ops), len(images), values, diff)
     pads = sum(1 for op in g.convs if op.padding > 0)
     return ForwardResult(True, len(g.ops), len(images), values,
                          f"{len(g.ops)} ops x {len(images)} images bit-exact ({values:,} int8 values; "

@@ -29,6 +29,19 @@ def first_difference(a: np.ndarray, b: np.ndarray) -> tuple[int, ...] | None:
     return None if diff.size == 0 else tuple(int(i) for i in np.unravel_index(diff[0], a.shape))
 
 
+def op_difference(graph, ref: dict[str, np.ndarray], outs: list[np.ndarray], start: int, who: str) -> str | None:
+    """Compare every op output (outs[i]: [N, H, W, C]) with the reference; describe the first difference."""
+    for i, op in enumerate(graph.ops):
+        r = ref[op.output]
+        got = outs[i].reshape(r.shape)
+        where = first_difference(got, r)
+        if where is not None:
+            img, hh, ww, cc = where
+            return (f"op {i} ({op.name}) image {start + img} at (h={hh}, w={ww}, c={cc}): "
+                    f"{who} {int(got[where])} != reference {int(r[where])}")
+    return None
+
+
 def compare_forward(project: Project, exe, images: np.ndarray, batch: int = 32) -> ForwardResult:
     g = project.graph
     op_sizes = [g.tensors[op.output].size for op in g.ops]
@@ -36,17 +49,10 @@ def compare_forward(project: Project, exe, images: np.ndarray, batch: int = 32) 
     values = 0
     for start in range(0, len(images), batch):
         ref, ref_logits = reference.forward(g, images[start:start + batch], project.quant)
-        for i, op in enumerate(g.ops):
-            shape = g.tensors[op.output].shape
-            r = ref[op.output]
-            c = c_outs[i][start:start + batch].reshape((-1, *shape))
-            values += r.size
-            where = first_difference(c, r)
-            if where is not None:
-                img, hh, ww, cc = where
-                return ForwardResult(False, len(g.ops), len(images), values,
-                                     f"op {i} ({op.name}) image {start + img} at (h={hh}, w={ww}, c={cc}): "
-                                     f"C {int(c[where])} != reference {int(r[where])}")
+        values += sum(ref[op.output].size for op in g.ops)
+        diff = op_difference(g, ref, [c[start:start + batch] for c in c_outs], start, "C")
+        if diff is not None:
+            return ForwardResult(False, len(g.ops), len(images), values, diff)
         cl = c_logits[start:start + batch]
         where = first_difference(cl.view(np.int32), ref_logits.view(np.int32))
         if where is not None:
