@@ -94,11 +94,11 @@ def build(model: Path, opt: Options) -> Project:
     spec = training.train_spec(graph, pool, opt.budget)
     fwd = planner.plan(planner.forward_requests(graph))
     mem = planner.plan(planner.training_requests(graph, spec.first_op))
-    return Project(graph, q, mem, opt, plan_json(graph, fwd, mem, opt, model, spec), spec)
+    return Project(graph, q, mem, opt, plan_json(graph, fwd, mem, opt, model, spec, topk), spec)
 
 
 def plan_json(graph: Graph, fwd: planner.Plan, mem: planner.Plan, opt: Options, model: Path,
-              spec: training.TrainSpec) -> dict:
+              spec: training.TrainSpec, topk: list[str] | None) -> dict:
     costs = layer_costs(graph)
     convs = graph.convs
     h = graph.head
@@ -134,7 +134,8 @@ def plan_json(graph: Graph, fwd: planner.Plan, mem: planner.Plan, opt: Options, 
                  "size": graph.tensors[op.output].size} for i, op in enumerate(graph.ops)],
         "strategy": pool.strategy,
         "strategy_note": pool.note,
-        "topk_layers": [graph.convs[i].name for i in pool.layers] if opt.topk != "all" else "all",
+        "topk_layers": topk if topk is not None else "all",  # best first, as ranked
+        "topk": {"k": len(topk), "ranking": topk} if topk is not None else None,
         "pool_layers": [graph.convs[i].name for i in pool.layers],
         "pool_channels": pool.size,
         "budget_bytes": spec.update_arena_bytes,
