@@ -3,8 +3,6 @@ reference trainer, corrupted files are refused, and `trady export` writes a load
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -42,7 +40,7 @@ def trace(exe, x, y, *options):
 
 
 def test_resume_from_saved_state_equals_uninterrupted_run(project, images, tmp_path):
-    folder, _, exe = project
+    _, _, exe = project
     x, y = images
     full = trace(exe, x, y)
     first = trace(exe, x[:3], y[:3], f"save={tmp_path / 's.bin'}")
