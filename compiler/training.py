@@ -43,6 +43,7 @@ from compiler.sampler import Pool, Sampler
 
 F32 = np.float32
 GRAD_LEVELS = 32767  # int16 gradient quantisation
+GRAD_MIN = F32(1e-30)  # max|g'| below this counts as zero (32767 / max|g'| would overflow near 1e-34)
 RESIDUAL_ONE = 256  # residual units per weight LSB
 STEP_LIMIT = F32(1 << 20)  # |d| bound in 1/256 LSB before the int conversion (an update > 4096 LSB saturates anyway)
 
@@ -123,7 +124,7 @@ def train_constants(graph: Graph) -> dict[str, object]:
 def quantise_grad(g: np.ndarray) -> tuple[np.ndarray, F32]:
     """fp32 -> int16 values (as float64 for exact sums) and the scale sigma."""
     amax = F32(np.max(np.abs(g))) if g.size else F32(0)
-    if amax == 0:
+    if not (amax >= GRAD_MIN and amax <= np.finfo(F32).max):  # zero, too small to scale, or not finite
         return np.zeros(g.shape, np.float64), F32(0)
     inv = F32(F32(GRAD_LEVELS) / amax)
     q = np.clip(np.rint((g * inv).astype(F32)), -GRAD_LEVELS, GRAD_LEVELS)
@@ -131,7 +132,117 @@ def quantise_grad(g: np.ndarray) -> tuple[np.ndarray, F32]:
 
 
 def clamp_mask(q: np.ndarray) -> np.ndarray:
+    """1.0 where -128 < q < 127 (the forward output was not clamped), else 0.0 (tt_clamp_mask_s8)."""
     return ((q > -128) & (q < 127)).astype(F32)
+
+
+# ---- per-kernel reference functions (each the twin of one kernel of runtime_c/tt_train.c) ----
+
+def softmax_xent(logits: np.ndarray, label: int) -> tuple[np.ndarray, float]:
+    """dL/dlogits = p - onehot(label) in fp32, and the loss (float64 log of the fp32 sum):
+    tt_softmax_xent_f32."""
+    m = F32(np.max(logits))
+    e = expf((logits - m).astype(F32))
+    s = F32(0)
+    for v in e:
+        s = F32(s + v)
+    p = (e / s).astype(F32)
+    loss = float(np.log(np.float64(s)) - np.float64(F32(logits[label] - m)))
+    grad = p.copy()
+    grad[label] = F32(grad[label] - F32(1))
+    return grad, loss
+
+
+def head_bwd_update(weight: np.ndarray, bias: np.ndarray, f: np.ndarray, grad: np.ndarray, lr: F32,
+                    in_scale: F32) -> np.ndarray:
+    """fp32 head backward, then SGD in place on (weight, bias); returns dL/dq of the features
+    (g_f = W^T grad with the old weights, summed over classes in order, times in_scale):
+    tt_fully_connected_f32_bwd_update."""
+    g_f = np.zeros_like(f)
+    for k in range(weight.shape[0]):
+        g_f = (g_f + weight[k] * grad[k]).astype(F32)
+    weight -= (lr * (grad[:, None] * f[None, :]).astype(F32)).astype(F32)
+    bias -= (lr * grad).astype(F32)
+    return (g_f * in_scale).astype(F32)
+
+
+def accumulate_grad(old: np.ndarray | None, value: np.ndarray) -> np.ndarray:
+    """A tensor's gradient from one more consumer: value, or old + value (the kernels' `accumulate`)."""
+    return value if old is None else (old + value).astype(F32)
+
+
+def avgpool_bwd(gy: np.ndarray, inv_hw: F32, in_shape: tuple[int, ...]) -> np.ndarray:
+    """g_x[h, w, c] = g_y[c] * (1 / (H W)): tt_avgpool_global_bwd_f32."""
+    return np.broadcast_to(gy * inv_hw, in_shape).astype(F32)
+
+
+def add_bwd(gy: np.ndarray, mask: np.ndarray, ratio_a: F32, ratio_b: F32) -> tuple[np.ndarray, np.ndarray]:
+    """g = g_y * mask; (g * s_a / s_y, g * s_b / s_y): tt_add_bwd_f32."""
+    g = (gy * mask).astype(F32)
+    return (g * ratio_a).astype(F32), (g * ratio_b).astype(F32)
+
+
+def scaled_grad(gy: np.ndarray, mask: np.ndarray, eff_scale: np.ndarray) -> np.ndarray:
+    """g' = g_y * mask * M[o] in fp32 ([..., O], the values tt_grad_quantize_s16 quantises)."""
+    return ((gy * mask).astype(F32) * eff_scale).astype(F32)
+
+
+def conv_bwd_input(G: np.ndarray, sigma: F32, weight_oihw: np.ndarray, stride: int, padding: int,
+                   depthwise: bool, in_hw: tuple[int, int]) -> np.ndarray:
+    """Input gradient g_x = sigma * (transposed conv of the int16 G [Ho, Wo, O] with the int8 weights),
+    fp32 [H, W, C]: tt_conv2d_s8_bwd_input / tt_depthwise_conv2d_s8_bwd_input."""
+    Gt = torch.from_numpy(G).permute(2, 0, 1)[None]  # 1, O, Ho, Wo
+    wt = torch.from_numpy(weight_oihw.astype(np.float64))
+    h, wd = in_hw
+    ho, wo = G.shape[0], G.shape[1]
+    kernel = weight_oihw.shape[2]
+    opad = (h - ((ho - 1) * stride - 2 * padding + kernel),
+            wd - ((wo - 1) * stride - 2 * padding + kernel))
+    groups = weight_oihw.shape[0] if depthwise else 1
+    s = torch.nn.functional.conv_transpose2d(Gt, wt, stride=stride, padding=padding,
+                                             output_padding=opad, groups=groups)
+    s = s[0].permute(1, 2, 0).numpy()  # exact integers (|sum| < 2^53)
+    return (s.astype(F32) * sigma).astype(F32)
+
+
+def conv_weight_grad(a_minus_zero: np.ndarray, G: np.ndarray, sigma: F32, stride: int, padding: int,
+                     kernel: int, depthwise: bool, channels: list[int]) -> np.ndarray:
+    """dW of the slices of input channels `channels`, fp32 [n, O (1 if depthwise), K, K]:
+    dW[j][o, ky, kx] = sigma * sum over (oy, ox) of a[iy, ix, j] * G[oy, ox, o] (depthwise: o = channels[j]).
+    a_minus_zero [H, W, n] holds A[c] - x_zero of the channels (float64, exact). The sums are exact
+    integers, so this equals tt_conv2d_s8_bwd_weight_update's int64 sums before the update."""
+    A = torch.from_numpy(a_minus_zero).permute(2, 0, 1)[None]
+    Gt = torch.from_numpy(G).permute(2, 0, 1)[None]
+    n = len(channels)
+    if depthwise:
+        S = torch.nn.grad.conv2d_weight(A, (n, 1, kernel, kernel), Gt[:, channels], stride=stride,
+                                        padding=padding, groups=n)
+        return (S.numpy().astype(F32) * sigma).astype(F32)  # [n, 1, K, K]
+    S = torch.nn.grad.conv2d_weight(A, (G.shape[2], n, kernel, kernel), Gt, stride=stride, padding=padding)
+    return (S.numpy().transpose(1, 0, 2, 3).astype(F32) * sigma).astype(F32)  # [n, O, K, K]
+
+
+def sgd_master_step(w: np.ndarray, residual: np.ndarray, dW: np.ndarray, inv_sw2: np.ndarray, lr: F32,
+                    rng: XorShift32) -> tuple[np.ndarray, np.ndarray]:
+    """QAS SGD on the master copy (w + residual/256) of one slice [O, K, K]: returns the new int8 weights
+    and residuals (as int32); the PRNG draws follow (o, ky, kx) order. The update of
+    tt_conv2d_s8_bwd_weight_update / tt_depthwise_conv2d_s8_bwd_weight_update (inv_sw2: [O])."""
+    t = ((dW * inv_sw2[:, None, None]).astype(F32) * lr).astype(F32)
+    x = (-t * F32(RESIDUAL_ONE)).astype(F32)
+    x = np.clip(np.where(np.isnan(x), F32(0), x), -STEP_LIMIT, STEP_LIMIT)  # NaN: inf dW x dead channel's 0
+    u = rng.uniforms(x.size).reshape(x.shape)
+    d = np.floor((x + u).astype(F32)).astype(np.int32)
+    m = w.astype(np.int32) * RESIDUAL_ONE + residual + d
+    new = np.clip(np.floor_divide(m + RESIDUAL_ONE // 2, RESIDUAL_ONE), -127, 127)
+    return new, np.clip(m - new * RESIDUAL_ONE, -128, 127)
+
+
+def residual_writeback(w: np.ndarray, residual: np.ndarray, rng: XorShift32) -> np.ndarray:
+    """w + floor(r / 256 + u), clamped to [-127, 127], draws in slice order: tt_residual_writeback_s8."""
+    old = w.astype(np.int32)
+    u = rng.uniforms(residual.size).reshape(residual.shape)
+    step = np.floor((residual.astype(F32) * F32(1 / RESIDUAL_ONE) + u).astype(F32)).astype(np.int32)
+    return np.clip(old + step, -127, 127)
 
 
 @dataclass
@@ -194,10 +305,8 @@ class Trainer:
             r = self.residuals[(layer, c)]
             w = self.weights[self.graph.convs[layer].name]
             index = self._slice_index(layer, c)
-            old = w[index].reshape(r.shape).astype(np.int32)
-            u = self.sr.uniforms(r.size).reshape(r.shape)
-            step = np.floor((r.astype(F32) * F32(1 / RESIDUAL_ONE) + u).astype(F32)).astype(np.int32)
-            w[index] = np.clip(old + step, -127, 127).astype(np.int8).reshape(w[index].shape)
+            new = residual_writeback(w[index].reshape(r.shape), r, self.sr)
+            w[index] = new.astype(np.int8).reshape(w[index].shape)
         self.residuals = {}
 
     def selected_by_layer(self) -> dict[int, list[int]]:
@@ -222,26 +331,13 @@ class Trainer:
         lr = self.schedule.at(self.step)
         self.step += 1
 
-        # softmax cross-entropy
-        m = F32(np.max(logits))
-        e = expf((logits - m).astype(F32))
-        s = F32(0)
-        for v in e:
-            s = F32(s + v)
-        p = (e / s).astype(F32)
-        loss = float(np.log(np.float64(s)) - np.float64(F32(logits[label] - m)))
-        grad = p.copy()
-        grad[label] = F32(grad[label] - F32(1))
+        grad, loss = softmax_xent(logits, label)
 
         # head (gradient w.r.t. features first, with the old weights)
         feat_t = g.tensors[g.head.input]
         q_feat = vals[g.head.input].reshape(-1)
         f = ((q_feat.astype(F32) - F32(feat_t.zero)) * F32(quant.f32(feat_t.scale))).astype(F32)
-        g_f = np.zeros_like(f)
-        for k in range(self.head_w.shape[0]):
-            g_f = (g_f + self.head_w[k] * grad[k]).astype(F32)
-        self.head_w -= (lr * (grad[:, None] * f[None, :]).astype(F32)).astype(F32)
-        self.head_b -= (lr * grad).astype(F32)
+        g_feat = head_bwd_update(self.head_w, self.head_b, f, grad, lr, F32(quant.f32(feat_t.scale)))
 
         by_layer = self.selected_by_layer()
         if not by_layer:
@@ -250,84 +346,50 @@ class Trainer:
         deepest = min(self.op_index[convs[i].name] for i in by_layer)
         producer = {op.output: k for k, op in enumerate(self.graph.ops)}
         producer[self.graph.input] = -1
-        grads: dict[str, np.ndarray] = {g.head.input: (g_f * F32(quant.f32(feat_t.scale))).astype(F32)
-                                        .reshape(feat_t.shape)}
+        grads: dict[str, np.ndarray] = {g.head.input: g_feat.reshape(feat_t.shape)}
 
         def give(name: str, value: np.ndarray) -> None:
             if producer[name] < deepest:
                 return
-            grads[name] = value if name not in grads else (grads[name] + value).astype(F32)
+            grads[name] = accumulate_grad(grads.get(name), value)
 
         for k in range(len(self.graph.ops) - 1, deepest - 1, -1):
             op = self.graph.ops[k]
             gy = grads.pop(op.output)
             y = vals[op.output][0]
             if isinstance(op, AvgPool):
-                x = g.tensors[op.input]
-                give(op.input, np.broadcast_to(gy * self.consts[op.name], x.shape).astype(F32))
+                give(op.input, avgpool_bwd(gy, self.consts[op.name], g.tensors[op.input].shape))
             elif isinstance(op, Add):
-                gy = (gy * clamp_mask(y)).astype(F32)
-                ra, rb = self.consts[op.name]
-                give(op.inputs[0], (gy * ra).astype(F32))
-                give(op.inputs[1], (gy * rb).astype(F32))
+                ga, gb = add_bwd(gy, clamp_mask(y), *self.consts[op.name])
+                give(op.inputs[0], ga)
+                give(op.inputs[1], gb)
             elif isinstance(op, Conv):
                 ct = self.consts[op.name]
-                gp = ((gy * clamp_mask(y)).astype(F32) * ct.eff_scale).astype(F32)
-                G, sigma = quantise_grad(gp)
+                G, sigma = quantise_grad(scaled_grad(gy, clamp_mask(y), ct.eff_scale))
                 w = self.weights[op.name]
                 if k > deepest:
-                    give(op.input, self._input_grad(op, G, sigma, w))
+                    x = self.graph.tensors[op.input]
+                    give(op.input, conv_bwd_input(G, sigma, w, op.stride, op.padding, op.depthwise,
+                                                  (x.shape[0], x.shape[1])))
                 ci = self.conv_index[op.name]
                 if ci in by_layer:
                     self._update(op, ci, by_layer[ci], G, sigma, vals[op.input][0], lr, ct)
         return StepResult(loss, logits, float(lr))
 
-    def _input_grad(self, op: Conv, G: np.ndarray, sigma: F32, w: np.ndarray) -> np.ndarray:
-        x = self.graph.tensors[op.input]
-        Gt = torch.from_numpy(G).permute(2, 0, 1)[None]  # 1, O, Ho, Wo
-        wt = torch.from_numpy(w.astype(np.float64))
-        h, wd = x.shape[0], x.shape[1]
-        ho, wo = G.shape[0], G.shape[1]
-        opad = (h - ((ho - 1) * op.stride - 2 * op.padding + op.kernel),
-                wd - ((wo - 1) * op.stride - 2 * op.padding + op.kernel))
-        groups = op.out_channels if op.depthwise else 1
-        s = torch.nn.functional.conv_transpose2d(Gt, wt, stride=op.stride, padding=op.padding,
-                                                 output_padding=opad, groups=groups)
-        s = s[0].permute(1, 2, 0).numpy()  # exact integers (|sum| < 2^53)
-        return (s.astype(F32) * sigma).astype(F32)
-
     def _update(self, op: Conv, ci: int, channels: list[int], G: np.ndarray, sigma: F32, a: np.ndarray,
                 lr: F32, ct: ConvTrain) -> None:
         zx = self.graph.tensors[op.input].zero
-        A = torch.from_numpy(a[:, :, channels].astype(np.float64) - zx).permute(2, 0, 1)[None]
-        Gt = torch.from_numpy(G).permute(2, 0, 1)[None]
+        dW = conv_weight_grad(a[:, :, channels].astype(np.float64) - zx, G, sigma, op.stride, op.padding,
+                              op.kernel, op.depthwise, channels)
         w = self.weights[op.name]
-        k = op.kernel
-        if op.depthwise:
-            Gs = Gt[:, channels]
-            S = torch.nn.grad.conv2d_weight(A, (len(channels), 1, k, k), Gs, stride=op.stride,
-                                            padding=op.padding, groups=len(channels))
-            dW = (S.numpy()[:, 0].astype(F32) * sigma).astype(F32)  # [n, K, K]
-            for j, c in enumerate(channels):
-                self._apply(w, (c, 0), dW[j][None], ct.inv_sw2[c:c + 1], lr, self.residuals[(ci, c)])
-        else:
-            S = torch.nn.grad.conv2d_weight(A, (op.out_channels, len(channels), k, k), Gt, stride=op.stride,
-                                            padding=op.padding)
-            dW = (S.numpy().astype(F32) * sigma).astype(F32)  # [O, n, K, K]
-            for j, c in enumerate(channels):
-                self._apply(w, (slice(None), c), dW[:, j], ct.inv_sw2, lr, self.residuals[(ci, c)])
+        for j, c in enumerate(channels):
+            inv = ct.inv_sw2[c:c + 1] if op.depthwise else ct.inv_sw2
+            self._apply(w, self._slice_index(ci, c), dW[j], inv, lr, self.residuals[(ci, c)])
 
     def _apply(self, w: np.ndarray, index: tuple, dW: np.ndarray, inv_sw2: np.ndarray, lr: F32,
                residual: np.ndarray) -> None:
-        """QAS SGD on the master copy (W, residual) of one slice; draws follow (o, ky, kx) order."""
-        t = ((dW * inv_sw2[:, None, None]).astype(F32) * lr).astype(F32)
-        x = np.clip((-t * F32(RESIDUAL_ONE)).astype(F32), -STEP_LIMIT, STEP_LIMIT)
-        u = self.sr.uniforms(x.size).reshape(x.shape)
-        d = np.floor((x + u).astype(F32)).astype(np.int32)
-        old = w[index].reshape(dW.shape).astype(np.int32)
-        m = old * RESIDUAL_ONE + residual + d
-        new = np.clip(np.floor_divide(m + RESIDUAL_ONE // 2, RESIDUAL_ONE), -127, 127)
-        residual[...] = np.clip(m - new * RESIDUAL_ONE, -128, 127)
+        """QAS SGD on the master copy (W, residual) of one slice, in place; draws follow (o, ky, kx) order."""
+        new, residual[...] = sgd_master_step(w[index].reshape(dW.shape), residual, dW, inv_sw2, lr, self.sr)
         w[index] = new.astype(np.int8).reshape(w[index].shape)
 
 

@@ -1,4 +1,5 @@
 /* trady runtime: training kernels, reference C99 (see tt_train.h). */
+#include <float.h>
 #include <math.h>
 #include <stddef.h>
 
@@ -135,7 +136,7 @@ tt_status tt_grad_quantize_s16(const tt_dims *out_dims, const float *g_out, cons
         const float v = fabsf((g_out[i] * mask_at(mask, i)) * eff_scale[i % c_out]);
         amax = v > amax ? v : amax;
     }
-    if (amax == 0.0f) {
+    if (!(amax >= TT_GRAD_MIN && amax <= FLT_MAX)) { /* zero, too small to scale (32767 / amax overflows), or not finite */
         for (int32_t i = 0; i < size; i++) {
             grad_q[i] = 0;
         }
@@ -261,6 +262,7 @@ static inline void sgd_master(int8_t *w, int8_t *r, int64_t sum, const tt_sgd_pa
     const float dw = (float)sum * sgd->sigma;
     const float t = (dw * sgd->inv_sw2[o]) * sgd->lr;
     float x = -t * (float)TT_RESIDUAL_ONE;
+    x = x == x ? x : 0.0f; /* NaN (an overflowed dW times a dead channel's 0): no step */
     x = x > TT_STEP_LIMIT ? TT_STEP_LIMIT : (x < -TT_STEP_LIMIT ? -TT_STEP_LIMIT : x);
     const int32_t d = (int32_t)floorf(x + tt_prng_uniform(sgd->rng));
     const int32_t m = (int32_t)*w * TT_RESIDUAL_ONE + (int32_t)*r + d;

@@ -17,6 +17,7 @@
 #include "tt_types.h"
 
 #define TT_GRAD_LEVELS 32767
+#define TT_GRAD_MIN 1e-30f          /**< max|g'| below this (or not finite) counts as a zero gradient */
 #define TT_RESIDUAL_ONE 256        /**< residual units per weight LSB (8 fractional bits) */
 #define TT_STEP_LIMIT 1048576.0f   /**< |update| bound in residual units before the int conversion */
 
@@ -49,7 +50,7 @@ tt_status tt_add_bwd_f32(const float *g_out, const uint8_t *mask, int32_t size, 
 
 /**
  * g'[h, w, o] = g_out * mask * eff_scale[o], quantised: G = rint(g' * (32767 / max|g'|)), sigma = max|g'| / 32767
- * (G = 0, sigma = 0 when g' is all zero).
+ * (G = 0, sigma = 0 when max|g'| is below TT_GRAD_MIN or not finite).
  */
 tt_status tt_grad_quantize_s16(const tt_dims *out_dims, const float *g_out, const uint8_t *mask,
                                const float *eff_scale, int16_t *grad_q, float *sigma);

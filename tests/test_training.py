@@ -148,9 +148,9 @@ def test_reference_gradients_match_autograd(mcunet):
     seen: dict[int, list] = {}
     apply = tr._apply
 
-    def spy(w, index, dW, inv, lr):
+    def spy(w, index, dW, inv, lr, residual):
         seen.setdefault(id(w), []).append(dW.copy())
-        return apply(w, index, dW, inv, lr)
+        return apply(w, index, dW, inv, lr, residual)
 
     tr._apply = spy
     img, label = ds.train.x[0], int(ds.train.y[0])
