@@ -190,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data", type=Path, default=None, help="data set (.npz or image folder); default: shared CIFAR-10")
     s.add_argument("--epochs", type=positive_int, default=3)
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--lr", type=float, default=0.01, help="base learning rate (cosine schedule, batch 1)")
+    s.add_argument("--lr", type=float, default=0.003,
+                   help="base learning rate (warm-up + cosine, batch 1; default 0.003, see docs/RESULTS.md)")
     s.add_argument("--warmup-epochs", type=int, default=1)
     s.add_argument("--train", type=positive_int, default=None, help="use the first N training images (class-balanced)")
     s.add_argument("--test", type=positive_int, default=None, help="use the first N test images (class-balanced)")

@@ -150,6 +150,28 @@ def cmd_demo(a: argparse.Namespace) -> int:
     return 0 if passed else 1
 
 
+def cmd_bench_train(a: argparse.Namespace) -> int:
+    from compiler import benchmarks
+
+    benchmarks.train_throughput(_model(a), a.budget, a.strategy, a.topk, a.steps, _data(a), a.repeats)
+    return 0
+
+
+def cmd_bench_grid(a: argparse.Namespace) -> int:
+    from compiler import benchmarks
+
+    benchmarks.accuracy_grid(_model(a), a.budgets, a.strategies, a.seeds, a.epochs, a.train, a.test, a.lr, a.topk,
+                             a.out, a.jobs, _data(a))
+    return 0
+
+
+def cmd_bench_sram(a: argparse.Namespace) -> int:
+    from compiler import benchmarks
+
+    benchmarks.sram_table(_model(a), a.budgets, a.strategy, a.topk)
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     from compiler import probe
     from compiler.cli import positive_int
@@ -177,6 +199,38 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--repeats", type=positive_int, default=3, help="passes; the best one counts (default 3)")
     b.add_argument("--budget", type=positive_int, default=DEMO_BUDGET, help="B_mem for the compile (units)")
     b.set_defaults(func=cmd_bench)
+
+    bt = sub.add_parser("bench-train", help="training steps/s: host C build vs Python reference, same run")
+    bt.add_argument("--model", type=Path, default=None, help=model_help)
+    bt.add_argument("--data", type=Path, default=None, help=data_help)
+    bt.add_argument("--budget", type=positive_int, default=15936)
+    bt.add_argument("--strategy", default="trady")
+    bt.add_argument("--topk", default="all", help="TopK file or 'all'")
+    bt.add_argument("--steps", type=positive_int, default=32)
+    bt.add_argument("--repeats", type=positive_int, default=3)
+    bt.set_defaults(func=cmd_bench_train)
+
+    bg = sub.add_parser("bench-grid", help="test accuracy over strategies x budgets x seeds (trady sim per cell)")
+    bg.add_argument("--model", type=Path, default=None, help=model_help)
+    bg.add_argument("--data", type=Path, default=None, help=data_help)
+    bg.add_argument("--budgets", type=positive_int, nargs="+", default=[15936, 64832])
+    bg.add_argument("--strategies", nargs="+", default=["trady", "static-topk", "head-only"])
+    bg.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    bg.add_argument("--epochs", type=positive_int, default=2)
+    bg.add_argument("--train", type=positive_int, default=1000)
+    bg.add_argument("--test", type=positive_int, default=500)
+    bg.add_argument("--lr", type=float, nargs="+", default=[0.003])
+    bg.add_argument("--topk", default="all", help="TopK file or 'all'")
+    bg.add_argument("--out", type=Path, default=Path("out/grid"))
+    bg.add_argument("--jobs", type=positive_int, default=2)
+    bg.set_defaults(func=cmd_bench_grid)
+
+    bs = sub.add_parser("bench-sram", help="SRAM parts of the plan per budget vs the 320 KB board")
+    bs.add_argument("--model", type=Path, default=None, help=model_help)
+    bs.add_argument("--budgets", type=positive_int, nargs="+", default=[15936, 64832, 112640])
+    bs.add_argument("--strategy", default="trady")
+    bs.add_argument("--topk", default="all", help="TopK file or 'all'")
+    bs.set_defaults(func=cmd_bench_sram)
 
     p = sub.add_parser("probe", help="import sanity check: linear probe on the pooled int8 features")
     p.add_argument("--model", type=Path, default=None, help=model_help)

@@ -25,7 +25,7 @@ from compiler.pipeline import Project
 class SimOptions:
     epochs: int = 3
     seed: int = 0
-    lr: float = 0.01
+    lr: float = 0.003
     warmup_epochs: int = 1
     limit_train: int | None = None
     limit_test: int | None = None
