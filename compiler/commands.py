@@ -105,15 +105,16 @@ def _section(i: int, total: int, title: str) -> None:
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
-    from compiler import host, pipeline, probe, report, verify
+    from compiler import host, pipeline, probe, report, simulate, verify
     from compiler.report import print_summary
 
     model, data_path = _model(a), _data(a)
     out = Path(a.out) / model.stem
-    steps = 5
+    steps = 6
 
-    _section(1, steps, f"compile {model.name} (budget {a.budget:,} units) -> {out}")
-    project = pipeline.build(model, pipeline.Options(budget=a.budget))
+    topk = a.topk if a.topk is not None else DEMO_TOPK if model.name == "mcunet-5fps.pkl" else "all"
+    _section(1, steps, f"compile {model.name} (budget {a.budget:,} units, TopK {topk}) -> {out}")
+    project = pipeline.build(model, pipeline.Options(budget=a.budget, topk=str(topk)))
     pipeline.write(project, out)
     print_summary(project.plan_json)
 
@@ -143,10 +144,18 @@ def cmd_demo(a: argparse.Namespace) -> int:
           f"{100 * pr.train_accuracy:.1f}%, {pr.seconds:.0f} s")
     print(_probe_line(pr, probe.MIN_ACCURACY))
 
+    _section(6, steps, f"train on the host (generated C): {a.sim_epochs} epochs, {a.sim_train} train / "
+                       f"{a.sim_test} test images, strategy {project.spec.pool.strategy}")
+    opt = simulate.SimOptions(epochs=a.sim_epochs, limit_train=a.sim_train, limit_test=a.sim_test)
+    rows = simulate.run(project, out, data_path, opt, out / "metrics.jsonl")
+    trained = rows[-1]["test_acc"]
+    print(f"wrote {out / 'metrics.jsonl'} and {out / 'metrics.png'}")
+
     passed = pr.accuracy >= probe.MIN_ACCURACY
     print(f"\ndemo: {'OK' if passed else 'FAIL'}: verify bit-exact on {result.images} images | "
           f"SRAM {sram['total']:,} bytes (activation arena {sram['activation_arena']:,}) | "
-          f"probe {100 * pr.accuracy:.1f}% (bar {100 * probe.MIN_ACCURACY:.0f}%: {'PASS' if passed else 'FAIL'})")
+          f"probe {100 * pr.accuracy:.1f}% (bar {100 * probe.MIN_ACCURACY:.0f}%: {'PASS' if passed else 'FAIL'}) | "
+          f"trained on device (host sim) {100 * trained:.1f}% test accuracy")
     return 0 if passed else 1
 
 
@@ -170,6 +179,10 @@ def cmd_bench_sram(a: argparse.Namespace) -> int:
 
     benchmarks.sram_table(_model(a), a.budgets, a.strategy, a.topk)
     return 0
+
+
+# The hand-written TopK the benchmarks use until `trady rank` lands (docs/RESULTS.md).
+DEMO_TOPK = Path(__file__).resolve().parent.parent / "docs" / "topk-mcunet-last17.json"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -252,4 +265,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--budget", type=positive_int, default=DEMO_BUDGET, help=f"B_mem in units (default {DEMO_BUDGET})")
     d.add_argument("--train", type=positive_int, default=probe.DEFAULT_TRAIN, help="probe train images")
     d.add_argument("--test", type=positive_int, default=probe.DEFAULT_TEST, help="probe test images")
+    d.add_argument("--topk", default=None, help="TopK file (default: docs/topk-mcunet-last17.json for mcunet-5fps)")
+    d.add_argument("--sim-epochs", type=positive_int, default=2, help="training epochs on the host (default 2)")
+    d.add_argument("--sim-train", type=positive_int, default=1000, help="training images (default 1000)")
+    d.add_argument("--sim-test", type=positive_int, default=500, help="test images for the trained model (default 500)")
     d.set_defaults(func=cmd_demo)

@@ -203,11 +203,12 @@ def test_probe_standardise_and_fit_separable() -> None:
 def test_demo_runs_every_stage_on_a_tiny_model(tiny_model: Path, tmp_path: Path,
                                                capsys: pytest.CaptureFixture) -> None:
     rc = cli.main(["demo", "--model", str(tiny_model), "--out", str(tmp_path), "--images", "3", "--train", "20",
-                   "--test", "10"])
+                   "--test", "10", "--sim-epochs", "1", "--sim-train", "20", "--sim-test", "10"])
     out = capsys.readouterr().out
-    for i in range(1, 6):
-        assert f"=== [{i}/5]" in out
+    for i in range(1, 7):
+        assert f"=== [{i}/6]" in out
     assert (tmp_path / "tiny-net" / report.REPORT_MD).is_file()
     last = out.strip().splitlines()[-1]
     assert "verify bit-exact on 3 images" in last and "SRAM" in last and "probe" in last
+    assert "trained on device (host sim)" in last and (tmp_path / "tiny-net" / "metrics.png").is_file()
     assert rc == (0 if "PASS" in last else 1)  # a random tiny net may well miss the 55% bar
