@@ -43,6 +43,12 @@ def cmd_compile(a: argparse.Namespace) -> int:
     from compiler import pipeline
     from compiler.report import print_summary
 
+    if a.topk == "auto":
+        from compiler import rank
+
+        cache = Path(os.environ.get("TRADY_CACHE", Path.home() / ".cache" / "trady"))
+        a.topk = str(rank.auto_topk(Path(a.model), cache))
+        print(f"--topk auto: {a.topk}")
     opt = pipeline.Options(budget=a.budget, classes=a.classes, resolution=a.resolution, seed=a.seed,
                            target=a.target, strategy=a.strategy, keep_head=a.keep_head,
                            topk=a.topk if a.topk == "all" else str(Path(a.topk).resolve()))
@@ -136,6 +142,12 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+def cmd_rank(a: argparse.Namespace) -> int:
+    from compiler import rank
+
+    return rank.cmd_rank(a)
+
+
 def cmd_export(a: argparse.Namespace) -> int:
     from compiler import pipeline, state
 
@@ -165,7 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--target", default="host", help="host (Cortex-M images: trady firmware)")
     c.add_argument("--strategy", default="trady", help="trady (default), static-topk, dynamic-full, static-full, "
                    "su, head-only (SPEC 7)")
-    c.add_argument("--topk", default="all", help="TopK file from `trady rank` (SPEC 6), or 'all' layers (default)")
+    c.add_argument("--topk", default="all", help="TopK file from `trady rank` (SPEC 6); 'auto' ranks on the shared "
+                   "CIFAR-10 subset (cached in $TRADY_CACHE or ~/.cache/trady); 'all' layers (default)")
     c.add_argument("--keep-head", action="store_true",
                    help="keep the model file's classifier (dequantised) instead of a fresh head, e.g. after export")
     c.add_argument("-v", "--verbose", action="count", default=0, help="-v IR, -vv plan, -vvv emitted C")
@@ -201,6 +214,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     s.add_argument("--save-state", type=Path, default=None, help="write the trained state file at the end")
     s.add_argument("--load-state", type=Path, default=None, help="start from a trained state file")
+
+    rk = sub.add_parser("rank", help="offline layer ranking by reweighted gradient norm -> TopK file (SPEC 6)")
+    rk.add_argument("model", type=Path, help="tiny-training .pkl model")
+    rk.add_argument("--data", type=Path, default=None, help="proxy data set; default: shared CIFAR-10 subset")
+    rk.add_argument("--out", type=Path, required=True, help="TopK file to write (topk.json; a PNG goes next to it)")
+    rk.add_argument("--epochs", type=positive_int, default=None, help="fine-tuning epochs (default 2)")
+    rk.add_argument("--seed", type=int, default=None)
+    rk.add_argument("--lr", type=float, default=None, help="learning rate (default 0.01)")
+    rk.add_argument("--train", type=positive_int, default=None, help="use N class-balanced training images")
+    rk.set_defaults(func=cmd_rank)
 
     e = sub.add_parser("export", help="turn a trained state file into an updated model file")
     e.add_argument("dir", type=Path, help="compiled project folder the state belongs to")
