@@ -45,7 +45,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tt_support import ROOT, first_mismatch, require_tool
+from tt_support import HOST_FLAGS, ROOT, SAN_FLAGS, build_driver, first_mismatch
+from tt_support import Payload as _Payload
 
 from compiler import training
 from compiler.prng import STREAM_ROUNDING, XorShift32
@@ -58,9 +59,6 @@ MAGIC = 0x42545454
 (OP_MASK, OP_GRADQ, OP_CONV_BWD_IN, OP_DW_BWD_IN, OP_CONV_UPDATE, OP_DW_UPDATE, OP_WRITEBACK, OP_POOL_BWD,
  OP_ADD_BWD, OP_XENT, OP_FC_BWD) = range(1, 12)
 TT_OK, TT_ERR_ARG, TT_ERR_RANGE = 0, 1, 2
-HOST_FLAGS = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off"]
-SAN_FLAGS = ["-std=c99", "-O1", "-g", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off",
-             "-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
 QUANT_ERROR = 0.51  # |sigma G - g'| / sigma, see the module docstring
 
 
@@ -96,12 +94,7 @@ class Driver:
 
 
 def _build(tmp: Path, name: str, flags: list[str]) -> Path:
-    require_tool("gcc")
-    exe = tmp / name
-    cmd = ["gcc", *flags, f"-I{RUNTIME}", "-o", str(exe), *map(str, SOURCES), "-lm"]
-    r = subprocess.run(cmd, check=False, capture_output=True, text=True)
-    assert r.returncode == 0, f"{' '.join(cmd)}\n{r.stderr}"
-    return exe
+    return build_driver(tmp, name, flags, SOURCES)
 
 
 @pytest.fixture(scope="session")
@@ -127,15 +120,10 @@ def bits(x) -> int:
     return int(np.asarray(x, F32).view(np.int32))
 
 
-class Payload:
-    """Builds a case file: int32 fields, then length-prefixed arrays."""
+class Payload(_Payload):
+    """A backward_driver.c case file."""
 
-    def __init__(self, op: int, null_mask: int = 0):
-        self.parts = [struct.pack("<iii", MAGIC, op, null_mask)]
-
-    def ints(self, *values: int) -> Payload:
-        self.parts.append(struct.pack(f"<{len(values)}i", *values))
-        return self
+    magic = MAGIC
 
     def floats(self, *values) -> Payload:
         return self.ints(*(bits(v) for v in values))
@@ -143,14 +131,6 @@ class Payload:
     def state(self, rng: XorShift32) -> Payload:
         self.parts.append(struct.pack("<I", rng.state))
         return self
-
-    def array(self, a: np.ndarray, dtype) -> Payload:
-        a = np.ascontiguousarray(a, dtype=dtype)
-        self.parts.append(struct.pack("<i", a.size) + a.tobytes())
-        return self
-
-    def bytes(self) -> bytes:
-        return b"".join(self.parts)
 
 
 def assert_equal(got: np.ndarray, want: np.ndarray, what: str, dims: str = "") -> None:

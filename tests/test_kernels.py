@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tt_support import ROOT, assert_same, first_mismatch, require_tool
+from tt_support import HOST_FLAGS, ROOT, SAN_FLAGS, assert_same, build_driver, first_mismatch
+from tt_support import Payload as _Payload
 
 from compiler import quant, reference
 from compiler.ir import Conv, Head, Tensor
@@ -36,9 +37,6 @@ OP_REQUANT, OP_SRDHM, OP_RDBPOT = 8, 9, 10
 KERNEL_OP = {"conv": OP_CONV, "depthwise": OP_DEPTHWISE, "pointwise": OP_POINTWISE}
 TT_OK, TT_ERR_ARG, TT_ERR_RANGE = 0, 1, 2
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
-HOST_FLAGS = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off"]
-SAN_FLAGS = ["-std=c99", "-O1", "-g", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off",
-             "-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -66,13 +64,7 @@ class Driver:
 
 
 def _build(tmp: Path, name: str, flags: list[str]) -> Path:
-    require_tool("gcc")
-    exe = tmp / name
-    sources = sorted(str(p) for p in RUNTIME.glob("*.c"))
-    cmd = ["gcc", *flags, f"-I{RUNTIME}", "-o", str(exe), str(DRIVER_SRC), *sources, "-lm"]
-    r = subprocess.run(cmd, check=False, capture_output=True, text=True)
-    assert r.returncode == 0, f"{' '.join(cmd)}\n{r.stderr}"
-    return exe
+    return build_driver(tmp, name, flags, [DRIVER_SRC, *sorted(RUNTIME.glob("*.c"))])
 
 
 @pytest.fixture(scope="session")
@@ -92,23 +84,10 @@ def drivers(request, san: bool) -> list[Driver]:
     return [request.getfixturevalue("driver")] + ([request.getfixturevalue("san_driver")] if san else [])
 
 
-class Payload:
-    """Builds a case file: int32 fields, then length-prefixed arrays."""
+class Payload(_Payload):
+    """A kernel_driver.c case file."""
 
-    def __init__(self, op: int, null_mask: int = 0):
-        self.parts = [struct.pack("<iii", MAGIC, op, null_mask)]
-
-    def ints(self, *values: int) -> Payload:
-        self.parts.append(struct.pack(f"<{len(values)}i", *values))
-        return self
-
-    def array(self, a: np.ndarray, dtype) -> Payload:
-        a = np.ascontiguousarray(a, dtype=dtype)
-        self.parts.append(struct.pack("<i", a.size) + a.tobytes())
-        return self
-
-    def bytes(self) -> bytes:
-        return b"".join(self.parts)
+    magic = MAGIC
 
 
 # ---------------------------------------------------------------------------------------------

@@ -173,6 +173,21 @@ def test_cosine_lr_schedule():
     assert [rank.cosine_lr(1.0, s, 10, warmup=4) for s in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
 
 
+def test_diverged_flag():
+    res = rank.rank(toy_graph(), toy_dataset(), epochs=1, batch=3, progress=False)
+    ok = dataclasses.replace(res, step_loss=(2.3, 1.5, 1.2), history=({"train_loss": 1.4, "train_acc": 0.9},))
+    assert not ok.diverged and ok.loss_peak == 1.0
+    blown = dataclasses.replace(ok, step_loss=(2.3, 60.0, 1.2))
+    assert blown.diverged and blown.loss_peak == pytest.approx(60 / 2.3)
+    assert dataclasses.replace(ok, history=({"train_loss": 2.4, "train_acc": 0.9},)).diverged
+    assert dataclasses.replace(ok, history=({"train_loss": 1.4, "train_acc": 0.7},)).diverged  # 2 classes
+    assert dataclasses.replace(ok, history=({"train_loss": 1.4, "train_acc": 0.7},),
+                               classes=tuple(range(10))).diverged is False
+    assert dataclasses.replace(ok, history=({"train_loss": 1.4, "train_acc": 0.12},),
+                               classes=tuple(range(10))).diverged  # chance level: learned nothing
+    assert "warning" in rank.summary(blown) and "warning" not in rank.summary(ok)
+
+
 def test_spearman():
     assert rank.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
     assert rank.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)

@@ -181,3 +181,49 @@ def tiny_model_dict() -> dict:
     cls = conv(7, 10, 4, 1, 1, False, q6, (0.3, 3), 1, 5.0e-3)
     cls.pop("in_shape")
     return {"first_conv": first, "blocks": blocks, "feature_mix": mix, "classifier": cls}
+
+
+# ---- C test drivers (tests/c/*_driver.c): build flags, build step, case-file payloads ----
+
+HOST_FLAGS = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off"]
+SAN_FLAGS = ["-std=c99", "-O1", "-g", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off",
+             "-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
+
+
+def build_driver(tmp: Path, name: str, flags: list[str], sources: list[Path]) -> Path:
+    """Compile a test driver with the runtime sources; fail the test with gcc's message."""
+    import subprocess
+
+    require_tool("gcc")
+    exe = tmp / name
+    cmd = ["gcc", *flags, f"-I{ROOT / 'runtime_c'}", "-o", str(exe), *map(str, sources), "-lm"]
+    r = subprocess.run(cmd, check=False, capture_output=True, text=True)
+    assert r.returncode == 0, f"{' '.join(cmd)}\n{r.stderr}"
+    return exe
+
+
+class Payload:
+    """Builds a driver case file: magic, op and null mask as int32, more int32 fields, length-prefixed arrays."""
+
+    magic = 0
+
+    def __init__(self, op: int, null_mask: int = 0):
+        import struct
+
+        self.parts = [struct.pack("<iii", self.magic, op, null_mask)]
+
+    def ints(self, *values: int) -> Payload:
+        import struct
+
+        self.parts.append(struct.pack(f"<{len(values)}i", *values))
+        return self
+
+    def array(self, a: np.ndarray, dtype) -> Payload:
+        import struct
+
+        a = np.ascontiguousarray(a, dtype=dtype)
+        self.parts.append(struct.pack("<i", a.size) + a.tobytes())
+        return self
+
+    def bytes(self) -> bytes:
+        return b"".join(self.parts)
