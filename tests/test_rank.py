@@ -175,9 +175,9 @@ def test_cosine_lr_schedule():
 
 def test_diverged_flag():
     res = rank.rank(toy_graph(), toy_dataset(), epochs=1, batch=3, progress=False)
-    ok = dataclasses.replace(res, step_loss=(2.3, 1.5, 1.2), history=({"train_loss": 1.4, "train_acc": 0.9},))
+    ok = dataclasses.replace(res, step_loss=(2.3, 1.5, 1.2) * 4, history=({"train_loss": 1.4, "train_acc": 0.9},))
     assert not ok.diverged and ok.loss_peak == 1.0
-    blown = dataclasses.replace(ok, step_loss=(2.3, 60.0, 1.2))
+    blown = dataclasses.replace(ok, step_loss=(2.3, 60.0, 1.2) * 4)
     assert blown.diverged and blown.loss_peak == pytest.approx(60 / 2.3)
     assert dataclasses.replace(ok, history=({"train_loss": 2.4, "train_acc": 0.9},)).diverged
     assert dataclasses.replace(ok, history=({"train_loss": 1.4, "train_acc": 0.7},)).diverged  # 2 classes
@@ -186,6 +186,7 @@ def test_diverged_flag():
     assert dataclasses.replace(ok, history=({"train_loss": 1.4, "train_acc": 0.12},),
                                classes=tuple(range(10))).diverged  # chance level: learned nothing
     assert "warning" in rank.summary(blown) and "warning" not in rank.summary(ok)
+    assert not dataclasses.replace(blown, step_loss=(2.3, 60.0, 1.2)).diverged  # too short to judge
 
 
 def test_spearman():
