@@ -40,21 +40,8 @@
 #include "tt_train.h"
 
 #define MAGIC 0x42545454
-
-static void die(const char *what)
-{
-    fprintf(stderr, "backward_driver: %s\n", what);
-    exit(2);
-}
-
-static int32_t read_i32(FILE *f)
-{
-    int32_t v;
-    if (fread(&v, sizeof v, 1, f) != 1) {
-        die("truncated case file");
-    }
-    return v;
-}
+#define DRIVER_NAME "backward_driver"
+#include "driver_io.h"
 
 static float read_f32(FILE *f)
 {
@@ -62,43 +49,6 @@ static float read_f32(FILE *f)
     float v;
     memcpy(&v, &bits, sizeof v);
     return v;
-}
-
-static void read_dims(FILE *f, tt_dims *d)
-{
-    d->n = read_i32(f);
-    d->h = read_i32(f);
-    d->w = read_i32(f);
-    d->c = read_i32(f);
-}
-
-static void *alloc_exact(size_t elem, int32_t count)
-{
-    if (count < 0) {
-        die("negative count");
-    }
-    void *buf = malloc(count > 0 ? (size_t)count * elem : 1);
-    if (buf == NULL) {
-        die("out of memory");
-    }
-    memset(buf, 0x5A, count > 0 ? (size_t)count * elem : 1); /* untouched bytes are visible */
-    return buf;
-}
-
-/* Reads an element count and the elements into a buffer of exactly that many elements. */
-static void *read_array(FILE *f, size_t elem, int32_t *count)
-{
-    *count = read_i32(f);
-    void *buf = alloc_exact(elem, *count);
-    if (*count > 0 && fread(buf, elem, (size_t)*count, f) != (size_t)*count) {
-        die("truncated array");
-    }
-    return buf;
-}
-
-static void *nul(uint32_t mask, int bit, void *p)
-{
-    return (mask >> bit) & 1u ? NULL : p;
 }
 
 typedef struct {

@@ -33,56 +33,8 @@
 #include "tt_requant.h"
 
 #define MAGIC 0x444B5454
-
-static void die(const char *what)
-{
-    fprintf(stderr, "kernel_driver: %s\n", what);
-    exit(2);
-}
-
-static int32_t read_i32(FILE *f)
-{
-    int32_t v;
-    if (fread(&v, sizeof v, 1, f) != 1) {
-        die("truncated case file");
-    }
-    return v;
-}
-
-/* Reads an element count and the elements; returns a buffer of exactly that many bytes. */
-static void *read_array(FILE *f, size_t elem, int32_t *count)
-{
-    *count = read_i32(f);
-    if (*count < 0) {
-        die("negative array count");
-    }
-    void *buf = malloc(*count > 0 ? (size_t)*count * elem : 1);
-    if (buf == NULL) {
-        die("out of memory");
-    }
-    if (*count > 0 && fread(buf, elem, (size_t)*count, f) != (size_t)*count) {
-        die("truncated array");
-    }
-    return buf;
-}
-
-static void *alloc_out(size_t elem, int32_t count)
-{
-    if (count < 0) {
-        die("negative output count");
-    }
-    void *buf = malloc(count > 0 ? (size_t)count * elem : 1);
-    if (buf == NULL) {
-        die("out of memory");
-    }
-    memset(buf, 0x5A, count > 0 ? (size_t)count * elem : 1); /* untouched bytes are visible */
-    return buf;
-}
-
-static void *nul(uint32_t mask, int bit, void *p)
-{
-    return (mask >> bit) & 1u ? NULL : p;
-}
+#define DRIVER_NAME "kernel_driver"
+#include "driver_io.h"
 
 static void write_result(const char *path, tt_status st, const void *data, size_t elem, int32_t count)
 {
@@ -97,13 +49,6 @@ static void write_result(const char *path, tt_status st, const void *data, size_
     }
 }
 
-static void read_dims(FILE *f, tt_dims *d)
-{
-    d->n = read_i32(f);
-    d->h = read_i32(f);
-    d->w = read_i32(f);
-    d->c = read_i32(f);
-}
 
 static void run_conv(FILE *f, int op, uint32_t mask, const char *out_path)
 {
@@ -123,7 +68,7 @@ static void run_conv(FILE *f, int op, uint32_t mask, const char *out_path)
     int32_t *mult = read_array(f, 4, &n_mult);
     int32_t *shift = read_array(f, 4, &n_shift);
     const int32_t n_out = read_i32(f);
-    int8_t *out = alloc_out(1, n_out);
+    int8_t *out = alloc_exact(1, n_out);
     const tt_per_channel_quant quant = {.multiplier = nul(mask, 2, mult), .shift = nul(mask, 3, shift)};
     const tt_context ctx = {.buf = NULL, .size = 0};
     const tt_conv_params *pc = nul(mask, 0, &conv);
@@ -169,7 +114,7 @@ static void run_add(FILE *f, uint32_t mask, const char *out_path)
     int8_t *in1 = read_array(f, 1, &n1);
     int8_t *in2 = read_array(f, 1, &n2);
     const int32_t n_out = read_i32(f);
-    int8_t *own = alloc_out(1, n_out);
+    int8_t *own = alloc_exact(1, n_out);
     int8_t *out = in_place == 1 ? in1 : (in_place == 2 ? in2 : own);
     const int32_t n_written = in_place == 1 ? n1 : (in_place == 2 ? n2 : n_out);
     const tt_status st =
@@ -187,7 +132,7 @@ static void run_avgpool(FILE *f, uint32_t mask, const char *out_path)
     int32_t n_in;
     int8_t *in = read_array(f, 1, &n_in);
     const int32_t n_out = read_i32(f);
-    int8_t *out = alloc_out(1, n_out);
+    int8_t *out = alloc_exact(1, n_out);
     const tt_status st = tt_avgpool_global_s8(nul(mask, 0, &in_dims), nul(mask, 1, in), nul(mask, 2, out));
     write_result(out_path, st, out, 1, n_out);
     free(in);
@@ -204,7 +149,7 @@ static void run_dequantize(FILE *f, uint32_t mask, const char *out_path)
     int32_t n_in;
     int8_t *in = read_array(f, 1, &n_in);
     const int32_t n_out = read_i32(f);
-    float *out = alloc_out(sizeof(float), n_out);
+    float *out = alloc_exact(sizeof(float), n_out);
     const tt_status st = tt_dequantize_s8_f32(nul(mask, 0, in), size, zero, scale, nul(mask, 1, out));
     write_result(out_path, st, out, sizeof(float), n_out);
     free(in);
@@ -220,7 +165,7 @@ static void run_fc(FILE *f, uint32_t mask, const char *out_path)
     float *weight = read_array(f, sizeof(float), &n_w);
     float *bias = read_array(f, sizeof(float), &n_b);
     const int32_t n_out = read_i32(f);
-    float *out = alloc_out(sizeof(float), n_out);
+    float *out = alloc_exact(sizeof(float), n_out);
     const tt_status st = tt_fully_connected_f32(nul(mask, 0, in), nul(mask, 1, weight), nul(mask, 2, bias),
                                                 features, classes, nul(mask, 3, out));
     write_result(out_path, st, out, sizeof(float), n_out);
@@ -239,7 +184,7 @@ static void run_requant(FILE *f, int op, const char *out_path)
     if (nm != nx || ns != nx) {
         die("requant arrays differ in length");
     }
-    int32_t *out = alloc_out(4, nx);
+    int32_t *out = alloc_exact(4, nx);
     for (int32_t i = 0; i < nx; i++) {
         if (op == 8) {
             out[i] = tt_requantize(x[i], m[i], s[i]);
