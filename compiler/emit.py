@@ -169,8 +169,7 @@ def _train_context(graph: Graph, plan: Plan, spec: TrainSpec, layers: list[dict]
     n = len(graph.ops)
     first = spec.first_op
     conv_index = {c.name: i for i, c in enumerate(graph.convs)}
-    producer = {op.output: i for i, op in enumerate(graph.ops)}
-    producer[graph.input] = -1
+    producer = graph.producer_indices()
     consts = train_constants(graph)
     trainable = {graph.convs[i].name for i in pool.layers}
     masks, mask_off = [], 0

@@ -131,6 +131,10 @@ class Graph:
     def convs(self) -> list[Conv]:
         return [op for op in self.ops if isinstance(op, Conv)]
 
+    def producer_indices(self) -> dict[str, int]:
+        """Tensor name -> index of the op that writes it (-1 for the graph input)."""
+        return {self.input: -1} | {op.output: i for i, op in enumerate(self.ops)}
+
     def producer(self, tensor: str) -> Op | None:
         for op in self.ops:
             if op.output == tensor:

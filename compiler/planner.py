@@ -122,8 +122,8 @@ def _consumers(graph: Graph) -> dict[str, list[int]]:
 
 def grad_tensors(graph: Graph, first_op: int) -> list[str]:
     """Tensors that carry a gradient when backward may reach op `first_op`: produced at or after it."""
-    producer = {op.output: i for i, op in enumerate(graph.ops)}
-    return [name for name in graph.tensors if producer.get(name, -1) >= first_op]
+    producer = graph.producer_indices()
+    return [name for name in graph.tensors if producer[name] >= first_op]
 
 
 def training_requests(graph: Graph, first_op: int) -> list[BufferRequest]:
@@ -139,7 +139,7 @@ def training_requests(graph: Graph, first_op: int) -> list[BufferRequest]:
     reqs = forward_requests(graph)
     if first_op >= n:
         return reqs
-    producer = {op.output: i for i, op in enumerate(graph.ops)}
+    producer = graph.producer_indices()
     consumers = _consumers(graph)
     for name in grad_tensors(graph, first_op):
         first = n if name == graph.head.input else 2 * n - max(consumers[name])

@@ -271,6 +271,7 @@ class Trainer:
         self.residuals: dict[tuple[int, int], np.ndarray] = {}  # (conv, channel) -> int32 slice, 1/256 LSB
         self.conv_index = {c.name: i for i, c in enumerate(graph.convs)}
         self.op_index = {op.name: i for i, op in enumerate(graph.ops)}
+        self.producer = graph.producer_indices()
 
     # -- state views --
     def current_graph(self) -> Graph:
@@ -315,14 +316,6 @@ class Trainer:
             out.setdefault(int(self.pool.entry_layer[i]), []).append(int(self.pool.entry_channel[i]))
         return out
 
-    def predict(self, images: np.ndarray, batch: int = 64) -> np.ndarray:
-        g = self.current_graph()
-        out = []
-        for s in range(0, len(images), batch):
-            _, logits = reference.forward(g, images[s:s + batch], self.quant)
-            out.append(logits)
-        return np.concatenate(out) if out else np.zeros((0, self.head_w.shape[0]), F32)
-
     # -- one step --
     def train_step(self, image: np.ndarray, label: int) -> StepResult:
         g = self.current_graph()
@@ -344,8 +337,7 @@ class Trainer:
             return StepResult(loss, logits, float(lr))
         convs = self.graph.convs
         deepest = min(self.op_index[convs[i].name] for i in by_layer)
-        producer = {op.output: k for k, op in enumerate(self.graph.ops)}
-        producer[self.graph.input] = -1
+        producer = self.producer
         grads: dict[str, np.ndarray] = {g.head.input: g_feat.reshape(feat_t.shape)}
 
         def give(name: str, value: np.ndarray) -> None:

@@ -597,6 +597,16 @@ static tt_status save_inputs(int32_t layer, const tt_dims *dims, const int8_t *i
     return TT_OK;
 }
 
+/* The deepest op the backward must reach for the current selection (TINY_NUM_OPS: none). */
+static void update_deepest_op(void)
+{
+    train.deepest_op = TINY_NUM_OPS;
+    for (int32_t j = 0; j < selection.count; j++) {
+        const int32_t op = conv_op_index[pool_entry_layer[selection.entries[j]]];
+        train.deepest_op = op < train.deepest_op ? op : train.deepest_op;
+    }
+}
+
 void tiny_train_init(uint32_t seed, float lr, int32_t warmup_steps, int32_t total_steps)
 {
     tiny_init();
@@ -623,11 +633,7 @@ tt_status tiny_epoch_begin(void)
                    layer_act_bytes[pool_entry_layer[selection.entries[j]]]);
         }
     }
-    train.deepest_op = TINY_NUM_OPS;
-    for (int32_t j = 0; j < selection.count; j++) {
-        const int32_t op = conv_op_index[pool_entry_layer[selection.entries[j]]];
-        train.deepest_op = op < train.deepest_op ? op : train.deepest_op;
-    }
+    update_deepest_op();
     train.epoch++;
     return TT_OK;
 }
@@ -909,11 +915,7 @@ static void state_sections(tt_cursor *c, int32_t load)
         }
     }
     if (load) {
-        train.deepest_op = TINY_NUM_OPS;
-        for (int32_t j = 0; j < selection.count; j++) {
-            const int32_t op = conv_op_index[pool_entry_layer[selection.entries[j]]];
-            train.deepest_op = op < train.deepest_op ? op : train.deepest_op;
-        }
+        update_deepest_op();
     }
 }
 
