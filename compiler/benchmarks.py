@@ -89,7 +89,8 @@ def train_throughput(model: Path, budget: int, strategy: str = "trady", topk: st
     n = len(labels)
 
     def trainer() -> training.Trainer:
-        t = training.Trainer(g, spec.pool, spec.budget_units, BENCH_SEED, training.Schedule(BENCH_LR, n, 1))
+        t = training.Trainer(g, spec.pool, spec.budget_units, BENCH_SEED, training.Schedule(BENCH_LR, n, 1),
+                             spec.weight_home)
         t.epoch_begin()
         return t
 
@@ -361,8 +362,13 @@ def sram_table(model: Path, budgets: Sequence[int], strategy: str = "trady", top
     """
     from compiler import pipeline
 
-    plans = [pipeline.build(Path(model), pipeline.Options(budget=b, strategy=strategy, topk=_topk_option(topk)))
-             .plan_json for b in budgets]
+    def plan(budget: int, home: str) -> dict:
+        return pipeline.build(Path(model), pipeline.Options(budget=budget, strategy=strategy, topk=_topk_option(topk),
+                                                            weight_home=home)).plan_json
+
+    plans = [plan(b, "auto") for b in budgets]
+    ram_totals = [p["sram_bytes"]["total"] if p["weight_home"] == "ram" else plan(b, "ram")["sram_bytes"]["total"]
+                  for b, p in zip(budgets, plans, strict=True)]
     parts = [k for k in plans[0]["sram_bytes"] if k != "total"]
     topk_name = "all" if str(topk) == "all" else Path(topk).name
     p0 = plans[0]
@@ -371,18 +377,18 @@ def sram_table(model: Path, budgets: Sequence[int], strategy: str = "trady", top
     lines = [title, "",
              "| part | " + " | ".join(f"{b:,} units" for b in budgets) + " |",
              "|---|" + "---:|" * len(budgets)]
+    lines.append("| weight home (auto) | " + " | ".join(p["weight_home"] for p in plans) + " |")
     for k in parts:
         lines.append(f"| {k} | " + " | ".join(f"{p['sram_bytes'][k]:,}" for p in plans) + " |")
     totals = [p["sram_bytes"]["total"] for p in plans]
-    rest = [t - p["sram_bytes"]["trainable_weights"] for t, p in zip(totals, plans, strict=True)]
     lines.append("| **total** | " + " | ".join(f"**{t:,}**" for t in totals) + " |")
     lines.append(f"| total / 320 KB board ({BOARD_SRAM:,} B) | "
                  + " | ".join(f"{t / BOARD_SRAM:.2f}x ({'fits' if t <= BOARD_SRAM else 'over'})" for t in totals)
                  + " |")
     lines.append(f"| total / TinyEngine ~173 KB ({TINYENGINE_SRAM:,} B) | "
                  + " | ".join(f"{t / TINYENGINE_SRAM:.2f}x" for t in totals) + " |")
-    lines.append("| total without trainable_weights | " + " | ".join(
-        f"{r:,} ({r / BOARD_SRAM:.2f}x board)" for r in rest) + " |")
+    lines.append("| total with the trainable weights in RAM | " + " | ".join(
+        f"{r:,} ({r / BOARD_SRAM:.2f}x board)" for r in ram_totals) + " |")
     lines.append("| selection capacity (channels) | " + " | ".join(f"{p['selection_capacity']:,}" for p in plans)
                  + " |")
     text = "\n".join(lines) + "\n"

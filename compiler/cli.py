@@ -51,6 +51,7 @@ def cmd_compile(a: argparse.Namespace) -> int:
         print(f"--topk auto: {a.topk}")
     opt = pipeline.Options(budget=a.budget, classes=a.classes, resolution=a.resolution, seed=a.seed,
                            target=a.target, strategy=a.strategy, keep_head=a.keep_head,
+                           weight_home=a.weight_home, flash_page=a.flash_page,
                            topk=a.topk if a.topk == "all" else str(Path(a.topk).resolve()))
     project = pipeline.build(Path(a.model), opt)
     total = project.plan_json["total_units"]
@@ -181,6 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "CIFAR-10 subset (cached in $TRADY_CACHE or ~/.cache/trady); 'all' layers (default)")
     c.add_argument("--keep-head", action="store_true",
                    help="keep the model file's classifier (dequantised) instead of a fresh head, e.g. after export")
+    c.add_argument("--weight-home", default="auto", metavar="ram|flash|auto",
+                   help="home of trainable weights (SPEC 8): RAM (updated in place), flash (working copies in the "
+                   "update arena, written back at each resampling), or auto (default): RAM if the plan fits the "
+                   "target's SRAM (host: the 320 KB of the reference board), else flash")
+    c.add_argument("--flash-page", type=positive_int, default=2048,
+                   help="flash erase unit in bytes for the write-back page buffer (default 2048)")
     c.add_argument("-v", "--verbose", action="count", default=0, help="-v IR, -vv plan, -vvv emitted C")
     c.set_defaults(func=cmd_compile)
 

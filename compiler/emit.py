@@ -222,6 +222,11 @@ def _train_context(graph: Graph, plan: Plan, spec: TrainSpec, layers: list[dict]
                      bwd_weight=("tt_depthwise_conv2d_s8_bwd_weight_update" if dw
                                  else "tt_conv2d_s8_bwd_weight_update"))
         backward.append(B)
+    flash = spec.weight_home == "flash"
+    flash_offsets, flash_size = spec.flash_layout(graph) if flash else ({}, 0)
+    for L in layers:
+        L["depthwise"] = int(L.get("kernel_fn") == "tt_depthwise_conv2d_s8")
+        L["flash_offset"] = flash_offsets.get(L["conv_index"]) if L["trainable"] else None
     costs = layer_costs(graph)
     fixed = None if pool.fixed is None else c_array(np.array(pool.fixed, np.uint16))
     id_text = model_id_text(graph, spec)
@@ -244,7 +249,8 @@ def _train_context(graph: Graph, plan: Plan, spec: TrainSpec, layers: list[dict]
                 conv_op=c_array(np.array([producer[c.output] for c in graph.convs])),
                 min_cost=pool.min_cost(), fixed=fixed, fixed_count=0 if pool.fixed is None else len(pool.fixed),
                 dynamic=pool.dynamic, backward=backward, model_id=zlib.crc32(id_text.encode()),
-                model_id_text=id_text, state_max_bytes=state_max)
+                model_id_text=id_text, state_max_bytes=state_max, flash=flash, flash_size=flash_size,
+                flash_page=spec.flash_page)
 
 
 def model_id_text(graph: Graph, spec: TrainSpec) -> str:
@@ -252,4 +258,6 @@ def model_id_text(graph: Graph, spec: TrainSpec) -> str:
     pool = spec.pool
     res = graph.tensors[graph.input].shape[0]
     layers = ",".join(str(i) for i in pool.layers)
-    return (f"{graph.source_sha256[:16]}|{pool.strategy}|{spec.budget_units}|{graph.head.classes}|{res}|{layers}")
+    home = "" if spec.weight_home == "ram" else f"|{spec.weight_home}"
+    return (f"{graph.source_sha256[:16]}|{pool.strategy}|{spec.budget_units}|{graph.head.classes}|{res}|{layers}"
+            f"{home}")

@@ -26,6 +26,10 @@ from compiler.importers import tiny_training
 from compiler.ir import AvgPool, Graph, Head
 
 MAX_TAPS = 66_000  # 127 * 255 * taps < 2^31 keeps the int32 conv accumulator exact
+# SRAM of each target, for --weight-home auto; the host build models the reference board (STM32F746G-DISCO).
+TARGET_SRAM = {"host": 320 * 1024}
+WEIGHT_HOMES = ("auto", "ram", "flash")
+MCU_POINTER_BYTES = 4  # Cortex-M: pointers and int32 are 4 bytes (tt_weight_patch: 5 words)
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,8 @@ class Options:
     strategy: str = "trady"
     topk: str = "all"  # "all" or a TopK file (SPEC 6)
     keep_head: bool = False  # keep the file's classifier (e.g. an exported trained model)
+    weight_home: str = "auto"  # trainable weights in "ram", in "flash" (SPEC 8), or "auto": RAM if it fits
+    flash_page: int = 2048  # flash erase unit in bytes (the write-back page buffer), flash home only
 
 
 @dataclass(frozen=True, eq=False)
@@ -64,6 +70,10 @@ def check_options(graph: Graph, opt: Options) -> None:
         raise TradyError(f"--classes {opt.classes}: expected an integer in 2..100000")
     if opt.budget < 1:
         raise TradyError(f"--budget {opt.budget}: expected a positive number of units")
+    if opt.weight_home not in WEIGHT_HOMES:
+        raise TradyError(f"--weight-home {opt.weight_home}: expected one of {', '.join(WEIGHT_HOMES)}")
+    if opt.flash_page < 16 or opt.flash_page > 1 << 20 or opt.flash_page & (opt.flash_page - 1):
+        raise TradyError(f"--flash-page {opt.flash_page}: expected a power of two in 16..1048576")
     if opt.target != "host":
         raise TradyError(f"--target {opt.target}: only 'host' is available (Cortex-M targets: trady firmware)")
     for conv in graph.convs:
@@ -91,10 +101,17 @@ def build(model: Path, opt: Options) -> Project:
     pool_units = sum(pool.cost(i) for i in range(pool.size))
     if pool.size and opt.strategy not in ("su",) and opt.budget >= pool_units:
         warn(f"--budget {opt.budget:,} covers the whole pool ({pool_units:,} units): every epoch selects everything")
-    spec = training.train_spec(graph, pool, opt.budget)
+    spec = training.train_spec(graph, pool, opt.budget, "ram", opt.flash_page)
     fwd = planner.plan(planner.forward_requests(graph))
     mem = planner.plan(planner.training_requests(graph, spec.first_op))
-    return Project(graph, q, mem, opt, plan_json(graph, fwd, mem, opt, model, spec, topk), spec)
+    pj = plan_json(graph, fwd, mem, opt, model, spec, topk)
+    home = opt.weight_home
+    if home == "auto":
+        home = "flash" if pool.layers and pj["sram_bytes"]["total"] > TARGET_SRAM[opt.target] else "ram"
+    if home == "flash":
+        spec = dataclasses.replace(spec, weight_home="flash")
+        pj = plan_json(graph, fwd, mem, opt, model, spec, topk)
+    return Project(graph, q, mem, opt, pj, spec)
 
 
 def plan_json(graph: Graph, fwd: planner.Plan, mem: planner.Plan, opt: Options, model: Path,
@@ -114,9 +131,14 @@ def plan_json(graph: Graph, fwd: planner.Plan, mem: planner.Plan, opt: Options, 
                      if k >= first and not isinstance(op, AvgPool))
     p8 = (pool.size + 7) // 8
     sampler_bytes = 2 * p8 + spec.sel_capacity * (2 + 4) + 4 * (len(convs) + 1) + 2 * 4
+    flash_home = spec.weight_home == "flash"
+    # flash home: per selection entry its channel (u16); per trainable conv one tt_weight_patch (5 words)
+    patches = 2 * spec.sel_capacity + 5 * MCU_POINTER_BYTES * len(pool.layers) if flash_home else 0
+    home_bytes = spec.flash_layout(graph)[1] if flash_home else trainable
     sram = {"activation_arena": fwd.arena_size, "backward_scratch": mem.arena_size - fwd.arena_size,
             "update_arena": spec.update_arena_bytes, "masks": mask_bytes, "head": head_ram,
-            "sampler": sampler_bytes, "trainable_weights": trainable}
+            "sampler": sampler_bytes, "trainable_weights": 0 if flash_home else trainable,
+            "weight_patches": patches, "flash_page_buffer": spec.flash_page if flash_home else 0}
     return {
         "generator": f"trady {__version__}",
         "model": graph.name,
@@ -141,14 +163,16 @@ def plan_json(graph: Graph, fwd: planner.Plan, mem: planner.Plan, opt: Options, 
         "budget_bytes": spec.update_arena_bytes,
         "bytes_per_activation_slot": spec.bytes_per_activation_slot,
         "bytes_per_weight_slot": spec.bytes_per_weight_slot,
+        "weight_home": spec.weight_home,
+        "flash_page_bytes": spec.flash_page if flash_home else None,
         "selection_capacity": spec.sel_capacity,
         "backward_first_op": first,
         "arena_bytes": mem.arena_size,
         "buffers": [dataclasses.asdict(p) for p in mem.placements],
         "sram_bytes": sram | {"total": sum(sram.values())},
         "flash_bytes": {"weights": weights - trainable, "biases": biases, "quant_params": qparams,
-                        "head_init": head_init, "trainable_weights_init": trainable,
-                        "total": weights + biases + qparams + head_init},
+                        "head_init": head_init, "trainable_weights_init": home_bytes,
+                        "total": weights - trainable + home_bytes + biases + qparams + head_init},
     }
 
 

@@ -31,6 +31,8 @@ SRAM_PARTS = {
     "masks": "clamp masks (1 bit per output)",
     "head": "head (fp32 weights, bias, features)",
     "trainable_weights": "trainable weights (RAM home, SPEC 8)",
+    "weight_patches": "weight patches (flash home: channel + slice pointer per entry)",
+    "flash_page_buffer": "flash page buffer (flash home write-back)",
     "sampler": "sampler (pool bitset, selection)",
     "stack": "stack",
 }
@@ -39,7 +41,7 @@ FLASH_PARTS = {
     "biases": "biases (int32)",
     "quant_params": "quantisation params (multiplier, shift)",
     "head_init": "head initial values (fp32)",
-    "trainable_weights_init": "trainable weights, initial values (int8)",
+    "trainable_weights_init": "trainable weights: initial values (RAM home) or the home itself (flash, page padded)",
     "code": "code",
 }
 KIND_COLOURS = {
@@ -60,6 +62,9 @@ def print_summary(plan: dict) -> None:
     print(f"model {plan['model']} @ {plan['resolution']}px, {len(plan['layers'])} convs, "
           f"{plan['macs'] / 1e6:.1f} M MACs, {plan['classes']} classes")
     print(f"units: total {plan['total_units']:,}, budget {plan['budget_units']:,}")
+    if plan.get("weight_home") == "flash":
+        print(f"trainable weights: flash home, written back through a {plan['flash_page_bytes']:,}-byte page buffer "
+              f"at each resampling (SPEC 8)")
     print("SRAM bytes: " + ", ".join(f"{k} {v:,}" for k, v in sram.items()))
     print("flash bytes: " + ", ".join(f"{k} {v:,}" for k, v in flash.items()))
 

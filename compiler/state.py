@@ -36,7 +36,8 @@ class TrainedState:
     head_weight: np.ndarray
     head_bias: np.ndarray
     selection: list[int]  # pool indices
-    residuals: list[np.ndarray]  # per selection entry, int8 in 1/256 LSB, slice order
+    residuals: list[np.ndarray]  # per selection entry, slice order: RAM home: int8 residual in 1/256 LSB;
+    #                              flash home: the int8 working copy of the slice (the home lags it)
 
 
 def read(path: Path, project: Project) -> TrainedState:
@@ -90,8 +91,10 @@ def read(path: Path, project: Project) -> TrainedState:
 
 
 def folded_weights(project: Project, state: TrainedState) -> dict[int, np.ndarray]:
-    """Trainable conv weights (OIHW, int8) with each residual rounded to the nearest LSB."""
+    """Trainable conv weights (OIHW, int8) as trained: with a RAM home each residual rounded to the nearest LSB,
+    with a flash home the working copies of the selected slices in place of the home."""
     g, pool = project.graph, project.spec.pool
+    flash = project.spec.weight_home == "flash"
     out = {}
     for i, w in state.weights.items():
         conv = g.convs[i]
@@ -105,11 +108,11 @@ def folded_weights(project: Project, state: TrainedState) -> dict[int, np.ndarra
     for e, r in zip(state.selection, state.residuals, strict=True):
         i, c = int(pool.entry_layer[e]), int(pool.entry_channel[e])
         conv = g.convs[i]
-        step = np.floor(r.astype(np.float64) / 256 + 0.5).astype(np.int32)
-        if conv.depthwise:
-            out[i][c, 0] += step.reshape(conv.kernel, conv.kernel)
+        view = out[i][c, 0] if conv.depthwise else out[i][:, c]
+        if flash:
+            view[...] = r.reshape(view.shape)
         else:
-            out[i][:, c] += step.reshape(conv.out_channels, conv.kernel, conv.kernel)
+            view += np.floor(r.astype(np.float64) / 256 + 0.5).astype(np.int32).reshape(view.shape)
     return {i: np.clip(w, -127, 127).astype(np.int8) for i, w in out.items()}
 
 

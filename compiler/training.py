@@ -23,6 +23,12 @@ One step on one image (batch 1):
    boundary of a dynamic strategy), every slice's residual is folded back stochastically
    (W += floor(r / 256 + u)) before the new selection starts with r = 0. Dead output channels have
    1/s_w^2 := 0 and never change. A layer's input gradient is computed before its weights change.
+   With a flash weight home (SPEC 8, `weight_home="flash"`) the int8 home cannot change every step:
+   each selected slice has an int8 working copy in the update arena instead of the residual, updated
+   with stochastic rounding to whole LSBs (W = clamp(W + floor(-lr dW / s_w^2 + u), -127, 127), no
+   sub-LSB update lost in expectation), and copied back to flash at the next resampling (no rounding,
+   no PRNG draw). The forward and the input gradients use the working copies (the C kernels get them
+   as a weight patch), so the numbers below are the same for both homes up to the update rule.
 Every fp32 operation is elementwise or an ordered loop that the C code performs identically, so
 int8 weights, head and losses agree bit for bit with C built with -ffp-contract=off.
 """
@@ -237,6 +243,16 @@ def sgd_master_step(w: np.ndarray, residual: np.ndarray, dW: np.ndarray, inv_sw2
     return new, np.clip(m - new * RESIDUAL_ONE, -128, 127)
 
 
+def sgd_round_step(w: np.ndarray, dW: np.ndarray, inv_sw2: np.ndarray, lr: F32, rng: XorShift32) -> np.ndarray:
+    """QAS SGD with stochastic rounding to whole LSBs on one working slice [O, K, K] (flash weight home):
+    clamp(w + floor(-lr dW inv_sw2 + u), -127, 127), draws in (o, ky, kx) order. The update of
+    tt_conv2d_s8_bwd_weight_update_sr / tt_depthwise_conv2d_s8_bwd_weight_update_sr."""
+    t = ((dW * inv_sw2[:, None, None]).astype(F32) * lr).astype(F32)
+    x = np.clip(np.where(np.isnan(t), F32(0), -t), -STEP_LIMIT, STEP_LIMIT)
+    u = rng.uniforms(x.size).reshape(x.shape)
+    return np.clip(w.astype(np.int32) + np.floor((x + u).astype(F32)).astype(np.int32), -127, 127)
+
+
 def residual_writeback(w: np.ndarray, residual: np.ndarray, rng: XorShift32) -> np.ndarray:
     """w + floor(r / 256 + u), clamped to [-127, 127], draws in slice order: tt_residual_writeback_s8."""
     old = w.astype(np.int32)
@@ -255,8 +271,10 @@ class StepResult:
 class Trainer:
     """Mutable training state over an immutable graph: weights of trainable convs, head, PRNGs."""
 
-    def __init__(self, graph: Graph, pool: Pool, budget: int, seed: int, schedule: Schedule):
+    def __init__(self, graph: Graph, pool: Pool, budget: int, seed: int, schedule: Schedule,
+                 weight_home: str = "ram"):
         self.graph = graph
+        self.master = weight_home == "ram"  # RAM home: master copy with residuals; flash: working copies
         self.quant = quant.prepare(graph)
         self.consts = train_constants(graph)
         self.pool, self.budget = pool, budget
@@ -283,10 +301,10 @@ class Trainer:
     def epoch_begin(self) -> list[int]:
         """Draw the epoch's selection; fold back the residuals first when the selection may change."""
         changes = self.pool.dynamic or self.sampler.epochs == 0
-        if changes:
+        if changes and self.master:
             self.write_back()
         self.selection = self.sampler.epoch_begin()
-        if changes:
+        if changes and self.master:
             self.residuals = {(int(self.pool.entry_layer[i]), int(self.pool.entry_channel[i])):
                               np.zeros(self._slice_shape(int(self.pool.entry_layer[i])), np.int32)
                               for i in self.selection}
@@ -376,12 +394,16 @@ class Trainer:
         w = self.weights[op.name]
         for j, c in enumerate(channels):
             inv = ct.inv_sw2[c:c + 1] if op.depthwise else ct.inv_sw2
-            self._apply(w, self._slice_index(ci, c), dW[j], inv, lr, self.residuals[(ci, c)])
+            self._apply(w, self._slice_index(ci, c), dW[j], inv, lr, self.residuals.get((ci, c)))
 
     def _apply(self, w: np.ndarray, index: tuple, dW: np.ndarray, inv_sw2: np.ndarray, lr: F32,
-               residual: np.ndarray) -> None:
-        """QAS SGD on the master copy (W, residual) of one slice, in place; draws follow (o, ky, kx) order."""
-        new, residual[...] = sgd_master_step(w[index].reshape(dW.shape), residual, dW, inv_sw2, lr, self.sr)
+               residual: np.ndarray | None) -> None:
+        """QAS SGD on one slice in place: on the master copy (W, residual) with a RAM home, else on the working
+        copy with stochastic rounding to whole LSBs; draws follow (o, ky, kx) order."""
+        if residual is None:
+            new = sgd_round_step(w[index].reshape(dW.shape), dW, inv_sw2, lr, self.sr)
+        else:
+            new, residual[...] = sgd_master_step(w[index].reshape(dW.shape), residual, dW, inv_sw2, lr, self.sr)
         w[index] = new.astype(np.int8).reshape(w[index].shape)
 
 
@@ -394,17 +416,29 @@ class TrainSpec:
     first_op: int  # the deepest op backward can reach (len(ops) if none)
     sel_capacity: int
     bytes_per_activation_slot: int = 1  # saved input plane A[c], int8
-    bytes_per_weight_slot: int = 1  # sub-LSB residual of the master copy, int8 in 1/256 LSB
+    bytes_per_weight_slot: int = 1  # RAM home: residual in 1/256 LSB; flash home: the int8 working copy
+    weight_home: str = "ram"  # where trainable weights live: "ram" (updated in place) or "flash" (SPEC 8)
+    flash_page: int = 2048  # flash page (erase unit) of the write-back page buffer, flash home only
 
     @property
     def update_arena_bytes(self) -> int:
         return self.budget_units * max(self.bytes_per_activation_slot, self.bytes_per_weight_slot)
 
+    def flash_layout(self, graph: Graph) -> tuple[dict[int, int], int]:
+        """Flash home: byte offset of each trainable conv's weights in one region, and the region's size
+        (padded to whole pages, so that a write-back never touches a page outside it)."""
+        offsets, pos = {}, 0
+        for i in self.pool.layers:
+            offsets[i] = pos
+            pos += graph.convs[i].weight.size
+        return offsets, -(-pos // self.flash_page) * self.flash_page
 
-def train_spec(graph: Graph, pool: Pool, budget: int) -> TrainSpec:
+
+def train_spec(graph: Graph, pool: Pool, budget: int, weight_home: str = "ram", flash_page: int = 2048) -> TrainSpec:
     from compiler.sampler import max_selection
 
     op_index = {op.name: i for i, op in enumerate(graph.ops)}
     convs = graph.convs
     first = min((op_index[convs[i].name] for i in pool.layers), default=len(graph.ops))
-    return TrainSpec(pool, budget, first, max_selection(pool, budget))
+    return TrainSpec(pool, budget, first, max_selection(pool, budget), weight_home=weight_home,
+                     flash_page=flash_page)

@@ -84,11 +84,13 @@ static void write_state(FILE *out)
     fwrite(&count, sizeof count, 1, out);
     fwrite(entries, sizeof entries[0], (size_t)count, out);
     for (int32_t conv = 0; conv < MODEL_NUM_CONVS; conv++) {
-        int8_t *w;
-        const int32_t size = model_trainable_weights(conv, &w);
-        if (size > 0) {
+        int8_t *home;
+        const int32_t size = model_trainable_weights(conv, &home);
+        int8_t *w = size > 0 ? malloc((size_t)size) : NULL;
+        if (w != NULL && model_read_weights(conv, 0, size, w) == TT_OK) { /* as trained (flash home: working copies) */
             fwrite(w, 1, (size_t)size, out);
         }
+        free(w);
     }
     float *hw, *hb;
     model_head(&hw, &hb);
@@ -247,8 +249,8 @@ static int train(int argc, char **argv)
         const uint16_t *layers, *channels, *entries;
         const int32_t count = model_selection(&layers, &channels, &entries);
         printf("epoch {\"epoch\": %ld, \"train_loss\": %.6f, \"train_acc\": %.6f, \"test_acc\": %.6f, "
-               "\"channels\": %d}\n", e + 1, loss_sum / (double)n, (double)correct_train / (double)n,
-               m > 0 ? (double)correct / (double)m : 0.0, (int)count);
+               "\"channels\": %d, \"flash_pages\": %lu}\n", e + 1, loss_sum / (double)n, (double)correct_train / (double)n,
+               m > 0 ? (double)correct / (double)m : 0.0, (int)count, (unsigned long)model_flash_pages_programmed());
         fflush(stdout);
     }
     status = status == 0 ? save_state(option(argc, argv, 12, "save")) : status;

@@ -6,6 +6,41 @@
 
 #include "tt_types.h"
 
+/* A weight patch (tt_types.h) is well formed: channels ascend strictly inside [0, c_in), slices are set. */
+static inline tt_status tt_check_patch(const tt_weight_patch *patch, int32_t c_in)
+{
+    if (patch == NULL) {
+        return TT_OK;
+    }
+    if (patch->count < 0 || (patch->count > 0 && (patch->channel == NULL || patch->base == NULL ||
+                                                   patch->offset == NULL))) {
+        return TT_ERR_ARG;
+    }
+    for (int32_t j = 0; j < patch->count; j++) {
+        if (patch->channel[j] >= c_in || (j > 0 && patch->channel[j] <= patch->channel[j - 1])) {
+            return TT_ERR_ARG;
+        }
+    }
+    return TT_OK;
+}
+
+/*
+ * The weights of input channel c as seen by a kernel: element e of its slice ((o, ky, kx) or (ky, kx) order)
+ * is base[e * stride]. Without a patch entry that is the home filter (base = filter + c, stride = C_in, since
+ * OHWI and KKC both keep the channel innermost); with one it is the contiguous working slice. `next` walks the
+ * ascending patch channels while the caller visits channels in ascending order.
+ */
+static inline const int8_t *tt_patched_weights(const tt_weight_patch *patch, int32_t *next, const int8_t *filter,
+                                               int32_t c, int32_t c_in, size_t *stride)
+{
+    if (patch != NULL && *next < patch->count && patch->channel[*next] == c) {
+        *stride = 1;
+        return tt_patch_slice(patch, (*next)++);
+    }
+    *stride = (size_t)c_in;
+    return filter + c;
+}
+
 static inline tt_status tt_check_conv(const tt_conv_params *conv, const tt_per_channel_quant *quant,
                                       const tt_dims *in_dims, const void *in, const tt_dims *filter_dims,
                                       const void *filter, const void *bias, const tt_dims *out_dims,
@@ -32,7 +67,7 @@ static inline tt_status tt_check_conv(const tt_conv_params *conv, const tt_per_c
         conv->output_offset > 127) {
         return TT_ERR_RANGE;
     }
-    return TT_OK;
+    return tt_check_patch(conv->patch, in_dims->c);
 }
 
 #endif /* TT_CONV_COMMON_H */

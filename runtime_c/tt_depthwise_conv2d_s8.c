@@ -28,7 +28,10 @@ tt_status tt_depthwise_conv2d_s8(const tt_context *ctx, const tt_conv_params *co
         for (int32_t ox = 0; ox < out_dims->w; ox++) {
             const int32_t y0 = oy * conv->stride - conv->padding;
             const int32_t x0 = ox * conv->stride - conv->padding;
+            int32_t next = 0;
             for (int32_t c = 0; c < ch; c++) {
+                size_t ws;
+                const int8_t *wc = tt_patched_weights(conv->patch, &next, filter, c, ch, &ws);
                 /* |sum| <= 127 * 255 * K * K: far below 2^31 for any K <= 64. */
                 int32_t acc = 0;
                 for (int32_t ky = 0; ky < k; ky++) {
@@ -41,7 +44,7 @@ tt_status tt_depthwise_conv2d_s8(const tt_context *ctx, const tt_conv_params *co
                         if (ix < 0 || ix >= w) {
                             continue;
                         }
-                        acc += (int32_t)filter[((size_t)ky * k + kx) * ch + c] *
+                        acc += (int32_t)wc[((size_t)ky * k + kx) * ws] *
                                ((int32_t)in[((size_t)iy * w + ix) * ch + c] + conv->input_offset);
                     }
                 }

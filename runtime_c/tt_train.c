@@ -2,7 +2,9 @@
 #include <float.h>
 #include <math.h>
 #include <stddef.h>
+#include <string.h>
 
+#include "tt_conv_common.h"
 #include "tt_fmath.h"
 #include "tt_train.h"
 
@@ -173,12 +175,15 @@ tt_status tt_conv2d_s8_bwd_input(const tt_conv_params *conv, const tt_dims *filt
         return TT_ERR_ARG;
     }
     const int32_t k = filter_dims->h, c_in = in_dims->c, c_out = out_dims->c;
-    if (filter_dims->c != c_in || filter_dims->n != c_out) {
+    if (filter_dims->c != c_in || filter_dims->n != c_out || tt_check_patch(conv->patch, c_in) != TT_OK) {
         return TT_ERR_ARG;
     }
     for (int32_t iy = 0; iy < in_dims->h; iy++) {
         for (int32_t ix = 0; ix < in_dims->w; ix++) {
+            int32_t next = 0;
             for (int32_t c = 0; c < c_in; c++) {
+                size_t ws;
+                const int8_t *wc = tt_patched_weights(conv->patch, &next, filter, c, c_in, &ws);
                 /* |w * G| <= 127 * 32767 < 2^22 fits int32; the sum over up to 2^41 taps fits int64. */
                 int64_t acc = 0;
                 for (int32_t ky = 0; ky < k; ky++) {
@@ -193,7 +198,7 @@ tt_status tt_conv2d_s8_bwd_input(const tt_conv_params *conv, const tt_dims *filt
                         }
                         const int16_t *g = grad_q + ((size_t)oy * out_dims->w + ox) * c_out;
                         for (int32_t o = 0; o < c_out; o++) {
-                            acc += (int32_t)filter[(((size_t)o * k + ky) * k + kx) * c_in + c] * (int32_t)g[o];
+                            acc += (int32_t)wc[(((size_t)o * k + ky) * k + kx) * ws] * (int32_t)g[o];
                         }
                     }
                 }
@@ -215,12 +220,15 @@ tt_status tt_depthwise_conv2d_s8_bwd_input(const tt_conv_params *conv, const tt_
         return TT_ERR_ARG;
     }
     const int32_t k = filter_dims->h, ch = in_dims->c;
-    if (filter_dims->c != ch || out_dims->c != ch) {
+    if (filter_dims->c != ch || out_dims->c != ch || tt_check_patch(conv->patch, ch) != TT_OK) {
         return TT_ERR_ARG;
     }
     for (int32_t iy = 0; iy < in_dims->h; iy++) {
         for (int32_t ix = 0; ix < in_dims->w; ix++) {
+            int32_t next = 0;
             for (int32_t c = 0; c < ch; c++) {
+                size_t ws;
+                const int8_t *wc = tt_patched_weights(conv->patch, &next, filter, c, ch, &ws);
                 int64_t acc = 0;
                 for (int32_t ky = 0; ky < k; ky++) {
                     const int32_t oy = source_index(iy, ky, conv->stride, conv->padding, out_dims->h);
@@ -232,7 +240,7 @@ tt_status tt_depthwise_conv2d_s8_bwd_input(const tt_conv_params *conv, const tt_
                         if (ox < 0) {
                             continue;
                         }
-                        acc += (int32_t)filter[((size_t)ky * k + kx) * ch + c] *
+                        acc += (int32_t)wc[((size_t)ky * k + kx) * ws] *
                                (int32_t)grad_q[((size_t)oy * out_dims->w + ox) * ch + c];
                     }
                 }
@@ -272,6 +280,21 @@ static inline void sgd_master(int8_t *w, int8_t *r, int64_t sum, const tt_sgd_pa
     nr = nr < -128 ? -128 : (nr > 127 ? 127 : nr);
     *w = (int8_t)nw;
     *r = (int8_t)nr;
+}
+
+/*
+ * One QAS SGD step of a single working weight with stochastic rounding to whole LSBs (no residual; the flash
+ * weight home): d = floor(clamp(-(dW * inv_sw2[o]) * lr) + u); w = clamp(w + d, -127, 127). |d| <= 2^20.
+ */
+static inline void sgd_round(int8_t *w, int64_t sum, const tt_sgd_params *sgd, int32_t o)
+{
+    const float dw = (float)sum * sgd->sigma;
+    const float t = (dw * sgd->inv_sw2[o]) * sgd->lr;
+    float x = -t;
+    x = x == x ? x : 0.0f; /* NaN (an overflowed dW times a dead channel's 0): no step */
+    x = x > TT_STEP_LIMIT ? TT_STEP_LIMIT : (x < -TT_STEP_LIMIT ? -TT_STEP_LIMIT : x);
+    const int32_t v = (int32_t)*w + (int32_t)floorf(x + tt_prng_uniform(sgd->rng));
+    *w = (int8_t)(v < -127 ? -127 : (v > 127 ? 127 : v));
 }
 
 /* sum over output positions of (A[iy, ix] + input_offset) * G[oy, ox, o] for tap (ky, kx). */
@@ -336,6 +359,90 @@ tt_status tt_depthwise_conv2d_s8_bwd_weight_update(const tt_conv_params *conv, c
             int8_t *w = filter + ((size_t)ky * k + kx) * ch + c;
             sgd_master(w, residual + (size_t)ky * k + kx,
                        weight_grad_sum(conv, in_dims, saved, out_dims, grad_q, c, ky, kx), sgd, c);
+        }
+    }
+    return TT_OK;
+}
+
+static int sgd_args_bad(const tt_conv_params *conv, const tt_sgd_params *sgd, const tt_dims *in_dims,
+                        const int8_t *saved, int32_t c, const tt_dims *out_dims, const int16_t *grad_q,
+                        const tt_dims *filter_dims, const int8_t *slice)
+{
+    return conv == NULL || sgd == NULL || sgd->rng == NULL || sgd->inv_sw2 == NULL || in_dims == NULL ||
+           saved == NULL || out_dims == NULL || grad_q == NULL || filter_dims == NULL || slice == NULL || c < 0 ||
+           c >= filter_dims->c;
+}
+
+tt_status tt_conv2d_s8_bwd_weight_update_sr(const tt_conv_params *conv, const tt_sgd_params *sgd,
+                                            const tt_dims *in_dims, const int8_t *saved, int32_t c,
+                                            const tt_dims *out_dims, const int16_t *grad_q,
+                                            const tt_dims *filter_dims, int8_t *slice)
+{
+    if (sgd_args_bad(conv, sgd, in_dims, saved, c, out_dims, grad_q, filter_dims, slice)) {
+        return TT_ERR_ARG;
+    }
+    const int32_t k = filter_dims->h;
+    for (int32_t o = 0; o < filter_dims->n; o++) {
+        for (int32_t ky = 0; ky < k; ky++) {
+            for (int32_t kx = 0; kx < k; kx++) {
+                sgd_round(slice + ((size_t)o * k + ky) * k + kx,
+                          weight_grad_sum(conv, in_dims, saved, out_dims, grad_q, o, ky, kx), sgd, o);
+            }
+        }
+    }
+    return TT_OK;
+}
+
+tt_status tt_depthwise_conv2d_s8_bwd_weight_update_sr(const tt_conv_params *conv, const tt_sgd_params *sgd,
+                                                      const tt_dims *in_dims, const int8_t *saved, int32_t c,
+                                                      const tt_dims *out_dims, const int16_t *grad_q,
+                                                      const tt_dims *filter_dims, int8_t *slice)
+{
+    if (sgd_args_bad(conv, sgd, in_dims, saved, c, out_dims, grad_q, filter_dims, slice)) {
+        return TT_ERR_ARG;
+    }
+    const int32_t k = filter_dims->h;
+    for (int32_t ky = 0; ky < k; ky++) {
+        for (int32_t kx = 0; kx < k; kx++) {
+            sgd_round(slice + (size_t)ky * k + kx, weight_grad_sum(conv, in_dims, saved, out_dims, grad_q, c, ky, kx),
+                      sgd, c);
+        }
+    }
+    return TT_OK;
+}
+
+tt_status tt_slice_load_s8(const tt_dims *filter_dims, int32_t depthwise, int32_t c, const int8_t *filter,
+                           int8_t *slice)
+{
+    if (filter_dims == NULL || filter == NULL || slice == NULL || c < 0 || c >= filter_dims->c) {
+        return TT_ERR_ARG;
+    }
+    const int32_t n = (depthwise ? 1 : filter_dims->n) * filter_dims->h * filter_dims->w;
+    for (int32_t e = 0; e < n; e++) {
+        slice[e] = filter[(size_t)e * filter_dims->c + c];
+    }
+    return TT_OK;
+}
+
+tt_status tt_weights_read_s8(const tt_dims *filter_dims, int32_t depthwise, const int8_t *filter,
+                             const tt_weight_patch *patch, int32_t offset, int32_t count, int8_t *out)
+{
+    if (filter_dims == NULL || filter == NULL || out == NULL || offset < 0 || count < 0) {
+        return TT_ERR_ARG;
+    }
+    const int32_t c_in = filter_dims->c;
+    const int32_t per_slice = (depthwise ? 1 : filter_dims->n) * filter_dims->h * filter_dims->w;
+    if (offset > per_slice * c_in - count || tt_check_patch(patch, c_in) != TT_OK) {
+        return TT_ERR_ARG;
+    }
+    memcpy(out, filter + offset, (size_t)count);
+    for (int32_t j = 0; patch != NULL && j < patch->count; j++) {
+        const int32_t c = patch->channel[j];
+        for (int32_t e = 0; e < per_slice; e++) {
+            const int32_t at = e * c_in + c - offset;
+            if (at >= 0 && at < count) {
+                out[at] = tt_patch_slice(patch, j)[e];
+            }
         }
     }
     return TT_OK;

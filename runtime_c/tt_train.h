@@ -97,6 +97,33 @@ tt_status tt_depthwise_conv2d_s8_bwd_weight_update(const tt_conv_params *conv, c
                                                    const tt_dims *filter_dims, int8_t *filter, int8_t *residual);
 
 /**
+ * Flash weight home (SPEC 8): the same gradient as tt_conv2d_s8_bwd_weight_update, applied to the contiguous
+ * working slice [C_out, K, K] of input channel c in the update arena with stochastic rounding to whole LSBs
+ * (no residual): d = floor(-(dW * inv_sw2[o]) * lr + u), w = clamp(w + d, -127, 127); (o, ky, kx) order.
+ */
+tt_status tt_conv2d_s8_bwd_weight_update_sr(const tt_conv_params *conv, const tt_sgd_params *sgd,
+                                            const tt_dims *in_dims, const int8_t *saved, int32_t c,
+                                            const tt_dims *out_dims, const int16_t *grad_q,
+                                            const tt_dims *filter_dims, int8_t *slice);
+
+/** Depthwise version: the working slice is [K, K] and only G[:, :, c] contributes; (ky, kx) order. */
+tt_status tt_depthwise_conv2d_s8_bwd_weight_update_sr(const tt_conv_params *conv, const tt_sgd_params *sgd,
+                                                      const tt_dims *in_dims, const int8_t *saved, int32_t c,
+                                                      const tt_dims *out_dims, const int16_t *grad_q,
+                                                      const tt_dims *filter_dims, int8_t *slice);
+
+/** Copy input channel c's weights (OHWI, or KKC if depthwise) into a contiguous slice in (o, ky, kx) order. */
+tt_status tt_slice_load_s8(const tt_dims *filter_dims, int32_t depthwise, int32_t c, const int8_t *filter,
+                           int8_t *slice);
+
+/**
+ * The weights a kernel sees: elements [offset, offset + count) of the home `filter` (OHWI, or KKC if depthwise)
+ * with the working slices of `patch` (may be NULL) in place of their channels' home weights.
+ */
+tt_status tt_weights_read_s8(const tt_dims *filter_dims, int32_t depthwise, const int8_t *filter,
+                             const tt_weight_patch *patch, int32_t offset, int32_t count, int8_t *out);
+
+/**
  * Fold a slice's residual back into its int8 weights when the selection changes (SPEC 8 write-back):
  * w = clamp(w + floor(r / 256 + u), -127, 127), u from the PRNG, in slice order.
  */

@@ -32,12 +32,33 @@ typedef struct {
     int32_t size;
 } tt_context;
 
+/**
+ * Working copies of some input-channel slices of a conv's weights (SPEC 8, weights with a flash home): the
+ * kernels use slice[j] in place of the home weights of input channel channel[j]. A slice is contiguous, in
+ * (o, ky, kx) order ([C_out, K, K]) for a dense or pointwise conv and (ky, kx) order ([K, K]) for a
+ * depthwise one. Channels ascend strictly.
+ */
+typedef struct {
+    int32_t count;
+    const uint16_t *channel;  /**< [count] input channel */
+    int8_t *base;             /**< working slice j starts at base + offset[j] + skip */
+    const uint32_t *offset;   /**< [count] */
+    uint32_t skip;
+} tt_weight_patch;
+
+/** Working slice j of a weight patch. */
+static inline int8_t *tt_patch_slice(const tt_weight_patch *patch, int32_t j)
+{
+    return patch->base + patch->offset[j] + patch->skip;
+}
+
 /** Convolution geometry and offsets; padding is the same on all four sides. */
 typedef struct {
     int32_t input_offset;   /**< -x_zero, in [-127, 128] */
     int32_t output_offset;  /**< +y_zero, in [-128, 127] */
     int32_t stride;         /**< >= 1 */
     int32_t padding;        /**< (K - 1) / 2 */
+    const tt_weight_patch *patch;  /**< NULL, or working slices that replace some of the filter's weights */
 } tt_conv_params;
 
 /** Per-output-channel requantisation: real = multiplier * 2^(shift - 31). */

@@ -139,7 +139,7 @@ def test_generated_c_layout(mcunet):
     # Parameters as designated initialisers, one set per layer.
     conv_params = re.findall(r"static const tt_conv_params (L\d+)_params = \{\n"
                              r"    \.input_offset = -?\d+,\n    \.output_offset = -?\d+,\n"
-                             r"    \.stride = [12],\n    \.padding = [0-3],\n\};", c)
+                             r"    \.stride = [12],\n    \.padding = [0-3],\n(?:    \.patch = &L\d+_patch,\n)?\};", c)
     assert len(conv_params) == n_conv
     assert len(re.findall(r"tt_per_channel_quant L\d+_quant = \{\.multiplier = L\d+_multiplier, "
                           r"\.shift = L\d+_shift\};", c)) == n_conv

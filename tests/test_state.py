@@ -18,15 +18,18 @@ pytestmark = pytest.mark.skipif(not (MODELS / "mcunet-5fps.pkl").is_file(), reas
 LR, SEED, STEPS, PER_EPOCH = 0.01, 5, 6, 3
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory):
+@pytest.fixture(scope="module", params=["ram", "flash"], ids=["ram-home", "flash-home"])
+def project(tmp_path_factory, request):
+    """A small mcunet project with each weight home (flash: working slices + page-buffered write-back)."""
     out = tmp_path_factory.mktemp("state") / "proj"
     topk = out.parent / "topk.json"
     topk.write_text('{"k": 4, "ranking": [{"layer": "blocks.13.pointwise2"}, {"layer": "blocks.13.depthwise"},'
                     ' {"layer": "blocks.12.pointwise2"}, {"layer": "blocks.12.depthwise"}]}')
     assert main(["compile", str(MODELS / "mcunet-5fps.pkl"), "--budget", "3000", "--topk", str(topk),
-                 "--out", str(out)]) == 0
-    return out, pipeline.load_project(out), host.build(out)
+                 "--weight-home", request.param, "--flash-page", "256", "--out", str(out)]) == 0
+    proj = pipeline.load_project(out)
+    assert proj.spec.weight_home == request.param
+    return out, proj, host.build(out)
 
 
 @pytest.fixture(scope="module")
@@ -53,17 +56,27 @@ def test_python_reads_state_equal_to_reference(project, images, tmp_path):
     x, y = images
     trace(exe, x[:4], y[:4], f"save={tmp_path / 's.bin'}")
     st = state.read(tmp_path / "s.bin", proj)
-    tr = training.Trainer(proj.graph, proj.spec.pool, proj.spec.budget_units, SEED, training.Schedule(LR, STEPS, 1))
+    tr = training.Trainer(proj.graph, proj.spec.pool, proj.spec.budget_units, SEED, training.Schedule(LR, STEPS, 1),
+                          proj.spec.weight_home)
     for s in range(4):
         if s % PER_EPOCH == 0:
             tr.epoch_begin()
         tr.train_step(x[s], int(y[s]))
     assert st.step == 4 and st.epoch == 2 and st.selection == tr.selection
+    assert np.array_equal(st.head_weight, tr.head_w) and np.array_equal(st.head_bias, tr.head_b)
+    folded = state.folded_weights(proj, st)
+    if proj.spec.weight_home == "flash":  # the home lags; home + working slices are the trained weights
+        changed = 0
+        for i, w in folded.items():
+            conv = proj.graph.convs[i]
+            assert np.array_equal(w, tr.weights[conv.name]), f"conv {i}"
+            changed += int((c_weight(conv.__class__(**{**conv.__dict__, "weight": w})) != st.weights[i]).sum())
+        assert changed > 0  # some trained values are only in the working copies
+        return
     for i, w in st.weights.items():
         conv = proj.graph.convs[i]
         want = c_weight(conv.__class__(**{**conv.__dict__, "weight": tr.weights[conv.name]}))
         assert np.array_equal(w, want), f"conv {i}"
-    assert np.array_equal(st.head_weight, tr.head_w) and np.array_equal(st.head_bias, tr.head_b)
     pool = proj.spec.pool
     for e, r in zip(st.selection, st.residuals, strict=True):
         key = (int(pool.entry_layer[e]), int(pool.entry_channel[e]))

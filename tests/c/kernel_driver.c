@@ -61,6 +61,7 @@ static void run_conv(FILE *f, int op, uint32_t mask, const char *out_path)
     conv.output_offset = read_i32(f);
     conv.stride = read_i32(f);
     conv.padding = read_i32(f);
+    conv.patch = NULL;
     int32_t n_in, n_filter, n_bias, n_mult, n_shift;
     int8_t *in = read_array(f, 1, &n_in);
     int8_t *filter = read_array(f, 1, &n_filter);

@@ -20,6 +20,8 @@
 #define model_train_step tiny_train_step
 #define model_selection tiny_selection
 #define model_trainable_weights tiny_trainable_weights
+#define model_read_weights tiny_read_weights
+#define model_flash_pages_programmed tiny_flash_pages_programmed
 #define model_head tiny_head
 #define MODEL_STATE_MAX_BYTES TINY_STATE_MAX_BYTES
 #define model_state_save tiny_state_save

@@ -58,6 +58,7 @@
 #include <string.h>
 
 #include "tiny.h"
+#include "tt_flash.h"
 #include "tt_kernels.h"
 #include "tt_state.h"
 #include "tt_train.h"
@@ -379,9 +380,9 @@ static tt_status run_forward(float *logits, tiny_observer observe, void *user, i
 /* ======================= training (SPEC 5-7): strategy trady ======================= */
 /*
  * Update arena: 300 bytes for a budget of 300 units: each selected channel takes one
- * block, its saved input plane A[c] (C_A slots x 1 byte) then the residual of its weight slice
- * (C_W slots x 1 byte: the int8 weights in their RAM home plus this residual in 1/256 LSB form the
- * master copy that QAS SGD updates; see tt_train.h).
+ * block, its saved input plane A[c] (C_A slots x 1 byte) then its weight block (C_W slots x 1 byte):
+ * the residual of its weight slice; the int8 weights in their RAM home plus this residual in 1/256 LSB form
+ * the master copy that QAS SGD updates (see tt_train.h).
  * Pool: 56 channels in 7 layers.
  * Backward can reach op 0 at the deepest; masks: 563 bytes.
  */
@@ -541,8 +542,8 @@ static const float L7_inv_sw2[10] = { /* QAS 1 / s_w[o]^2; 0 for dead channels *
 /* op 8 (pool) backward constants */
 #define L8_INV_HW 3.999999911e-02f /* 1 / (H W) */
 
-/* The weight-slice residual of selection entry j (after its saved input plane). */
-static int8_t *residual_of(int32_t j)
+/* The weight block of selection entry j (after its saved input plane): the residual. */
+static int8_t *weight_block(int32_t j)
 {
     return update_arena + selection.offsets[j] + layer_act_bytes[pool_entry_layer[selection.entries[j]]];
 }
@@ -554,31 +555,31 @@ static tt_status write_back(void)
         const int32_t c = pool_entry_channel[selection.entries[j]];
         switch (pool_entry_layer[selection.entries[j]]) {
         case 0:
-            TT_TRY(tt_residual_writeback_s8(&L0_filter_dims, 0, c, residual_of(j), &train.rounding_rng,
+            TT_TRY(tt_residual_writeback_s8(&L0_filter_dims, 0, c, weight_block(j), &train.rounding_rng,
                 L0_weight));
             break;
         case 1:
-            TT_TRY(tt_residual_writeback_s8(&L1_filter_dims, 0, c, residual_of(j), &train.rounding_rng,
+            TT_TRY(tt_residual_writeback_s8(&L1_filter_dims, 0, c, weight_block(j), &train.rounding_rng,
                 L1_weight));
             break;
         case 2:
-            TT_TRY(tt_residual_writeback_s8(&L2_filter_dims, 1, c, residual_of(j), &train.rounding_rng,
+            TT_TRY(tt_residual_writeback_s8(&L2_filter_dims, 1, c, weight_block(j), &train.rounding_rng,
                 L2_weight));
             break;
         case 3:
-            TT_TRY(tt_residual_writeback_s8(&L3_filter_dims, 0, c, residual_of(j), &train.rounding_rng,
+            TT_TRY(tt_residual_writeback_s8(&L3_filter_dims, 0, c, weight_block(j), &train.rounding_rng,
                 L3_weight));
             break;
         case 4:
-            TT_TRY(tt_residual_writeback_s8(&L5_filter_dims, 1, c, residual_of(j), &train.rounding_rng,
+            TT_TRY(tt_residual_writeback_s8(&L5_filter_dims, 1, c, weight_block(j), &train.rounding_rng,
                 L5_weight));
             break;
         case 5:
-            TT_TRY(tt_residual_writeback_s8(&L6_filter_dims, 0, c, residual_of(j), &train.rounding_rng,
+            TT_TRY(tt_residual_writeback_s8(&L6_filter_dims, 0, c, weight_block(j), &train.rounding_rng,
                 L6_weight));
             break;
         case 6:
-            TT_TRY(tt_residual_writeback_s8(&L7_filter_dims, 0, c, residual_of(j), &train.rounding_rng,
+            TT_TRY(tt_residual_writeback_s8(&L7_filter_dims, 0, c, weight_block(j), &train.rounding_rng,
                 L7_weight));
             break;
         default:
@@ -629,7 +630,7 @@ tt_status tiny_epoch_begin(void)
         TT_TRY(tt_sampler_select(&pool, TINY_BUDGET_UNITS, &train.sampler_rng, drawn_bits, chosen_bits, &selection));
         TT_TRY(tt_selection_layout(&pool, layer_block_bytes, UPDATE_ARENA_BYTES, &selection));
         for (int32_t j = 0; j < selection.count; j++) {
-            memset(residual_of(j), 0, layer_cost[pool_entry_layer[selection.entries[j]]] -
+            memset(weight_block(j), 0, layer_cost[pool_entry_layer[selection.entries[j]]] -
                    layer_act_bytes[pool_entry_layer[selection.entries[j]]]);
         }
     }
@@ -677,7 +678,7 @@ tt_status tiny_train_step(int32_t label, float *loss, float *logits)
         for (int32_t j = selection.layer_begin[6]; j < selection.layer_begin[7]; j++) {
             TT_TRY(tt_conv2d_s8_bwd_weight_update(&L7_params, &sgd, &L7_in_dims, update_arena + selection.offsets[j],
                 pool_entry_channel[selection.entries[j]], &L7_out_dims, GRADQ_L7, &L7_filter_dims, L7_weight,
-                residual_of(j)));
+                weight_block(j)));
         }
     }
 
@@ -693,7 +694,7 @@ tt_status tiny_train_step(int32_t label, float *loss, float *logits)
         for (int32_t j = selection.layer_begin[5]; j < selection.layer_begin[6]; j++) {
             TT_TRY(tt_conv2d_s8_bwd_weight_update(&L6_params, &sgd, &L6_in_dims, update_arena + selection.offsets[j],
                 pool_entry_channel[selection.entries[j]], &L6_out_dims, GRADQ_L6, &L6_filter_dims, L6_weight,
-                residual_of(j)));
+                weight_block(j)));
         }
     }
 
@@ -709,7 +710,7 @@ tt_status tiny_train_step(int32_t label, float *loss, float *logits)
         for (int32_t j = selection.layer_begin[4]; j < selection.layer_begin[5]; j++) {
             TT_TRY(tt_depthwise_conv2d_s8_bwd_weight_update(&L5_params, &sgd, &L5_in_dims, update_arena + selection.offsets[j],
                 pool_entry_channel[selection.entries[j]], &L5_out_dims, GRADQ_L5, &L5_filter_dims, L5_weight,
-                residual_of(j)));
+                weight_block(j)));
         }
     }
 
@@ -732,7 +733,7 @@ tt_status tiny_train_step(int32_t label, float *loss, float *logits)
         for (int32_t j = selection.layer_begin[3]; j < selection.layer_begin[4]; j++) {
             TT_TRY(tt_conv2d_s8_bwd_weight_update(&L3_params, &sgd, &L3_in_dims, update_arena + selection.offsets[j],
                 pool_entry_channel[selection.entries[j]], &L3_out_dims, GRADQ_L3, &L3_filter_dims, L3_weight,
-                residual_of(j)));
+                weight_block(j)));
         }
     }
 
@@ -748,7 +749,7 @@ tt_status tiny_train_step(int32_t label, float *loss, float *logits)
         for (int32_t j = selection.layer_begin[2]; j < selection.layer_begin[3]; j++) {
             TT_TRY(tt_depthwise_conv2d_s8_bwd_weight_update(&L2_params, &sgd, &L2_in_dims, update_arena + selection.offsets[j],
                 pool_entry_channel[selection.entries[j]], &L2_out_dims, GRADQ_L2, &L2_filter_dims, L2_weight,
-                residual_of(j)));
+                weight_block(j)));
         }
     }
 
@@ -764,7 +765,7 @@ tt_status tiny_train_step(int32_t label, float *loss, float *logits)
         for (int32_t j = selection.layer_begin[1]; j < selection.layer_begin[2]; j++) {
             TT_TRY(tt_conv2d_s8_bwd_weight_update(&L1_params, &sgd, &L1_in_dims, update_arena + selection.offsets[j],
                 pool_entry_channel[selection.entries[j]], &L1_out_dims, GRADQ_L1, &L1_filter_dims, L1_weight,
-                residual_of(j)));
+                weight_block(j)));
         }
     }
 
@@ -776,7 +777,7 @@ tt_status tiny_train_step(int32_t label, float *loss, float *logits)
         for (int32_t j = selection.layer_begin[0]; j < selection.layer_begin[1]; j++) {
             TT_TRY(tt_conv2d_s8_bwd_weight_update(&L0_params, &sgd, &L0_in_dims, update_arena + selection.offsets[j],
                 pool_entry_channel[selection.entries[j]], &L0_out_dims, GRADQ_L0, &L0_filter_dims, L0_weight,
-                residual_of(j)));
+                weight_block(j)));
         }
     }
     return TT_OK;
@@ -810,6 +811,36 @@ int32_t tiny_trainable_weights(int32_t conv, int8_t **data)
         *data = NULL;
         return 0;
     }
+}
+
+tt_status tiny_read_weights(int32_t conv, int32_t offset, int32_t count, int8_t *out)
+{
+    switch (conv) {
+    case 0:
+        return tt_weights_read_s8(&L0_filter_dims, 0, L0_weight, NULL, offset, count, out);
+    case 1:
+        return tt_weights_read_s8(&L1_filter_dims, 0, L1_weight, NULL, offset, count, out);
+    case 2:
+        return tt_weights_read_s8(&L2_filter_dims, 1, L2_weight, NULL, offset, count, out);
+    case 3:
+        return tt_weights_read_s8(&L3_filter_dims, 0, L3_weight, NULL, offset, count, out);
+    case 4:
+        return tt_weights_read_s8(&L5_filter_dims, 1, L5_weight, NULL, offset, count, out);
+    case 5:
+        return tt_weights_read_s8(&L6_filter_dims, 0, L6_weight, NULL, offset, count, out);
+    case 6:
+        return tt_weights_read_s8(&L7_filter_dims, 0, L7_weight, NULL, offset, count, out);
+    default:
+        (void)offset;
+        (void)count;
+        (void)out;
+        return TT_ERR_ARG;
+    }
+}
+
+uint32_t tiny_flash_pages_programmed(void)
+{
+    return 0;
 }
 
 void tiny_head(float **weight, float **bias)
@@ -876,7 +907,7 @@ static void state_sections(tt_cursor *c, int32_t load)
         tt_put(c, head_weight, (int32_t)sizeof head_weight);
         tt_put(c, head_bias, (int32_t)sizeof head_bias);
     }
-    /* selection and the residuals of its weight slices */
+    /* selection and the weight blocks of its slices (residuals) */
     if (load) {
         const uint32_t count = tt_get_u32(c);
         if (count > (uint32_t)SEL_CAPACITY) {
@@ -909,9 +940,9 @@ static void state_sections(tt_cursor *c, int32_t load)
         const int32_t l = pool_entry_layer[selection.entries[j]];
         const int32_t bytes = (int32_t)(layer_block_bytes[l] - layer_act_bytes[l]);
         if (load) {
-            tt_get(c, residual_of(j), bytes);
+            tt_get(c, weight_block(j), bytes);
         } else {
-            tt_put(c, residual_of(j), bytes);
+            tt_put(c, weight_block(j), bytes);
         }
     }
     if (load) {

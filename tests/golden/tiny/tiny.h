@@ -38,6 +38,7 @@ tt_status tiny_forward(float *logits, tiny_observer observe, void *user);
 #define TINY_POOL_SIZE 56
 #define TINY_UPDATE_ARENA_BYTES 300
 #define TINY_STRATEGY "trady"
+#define TINY_WEIGHT_HOME_FLASH 0
 
 /**
  * Reset the head and the training state (PRNG streams from `seed`, step and epoch
@@ -58,8 +59,21 @@ tt_status tiny_train_step(int32_t label, float *loss, float *logits);
 /** The current selection: returns its length; entries index the pool tables (layer, channel). */
 int32_t tiny_selection(const uint16_t **layers, const uint16_t **channels, const uint16_t **entries);
 
-/** The weights of conv `conv` if it is trainable (its layout as emitted), else NULL; returns the size. */
+/**
+ * The home weights of conv `conv` if it is trainable (its layout as emitted), else NULL; returns the size.
+ * With a flash home they lag the trained values until the next write-back: read them with _read_weights.
+ */
 int32_t tiny_trainable_weights(int32_t conv, int8_t **data);
+
+/**
+ * Read `count` weights of trainable conv `conv` from element `offset` of its emitted layout, as the kernels see
+ * them (with a flash home: the working copies of the selected slices in place of the home). TT_ERR_ARG if the
+ * conv is not trainable or the range is outside its weights.
+ */
+tt_status tiny_read_weights(int32_t conv, int32_t offset, int32_t count, int8_t *out);
+
+/** Flash pages erased and programmed so far (write-backs and state restores; 0 with a RAM home). */
+uint32_t tiny_flash_pages_programmed(void);
 
 /** The fp32 head, [classes, features] row-major, and its bias. */
 void tiny_head(float **weight, float **bias);
