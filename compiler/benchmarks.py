@@ -89,8 +89,7 @@ def train_throughput(model: Path, budget: int, strategy: str = "trady", topk: st
     n = len(labels)
 
     def trainer() -> training.Trainer:
-        t = training.Trainer(g, spec.pool, spec.budget_units, BENCH_SEED, training.Schedule(BENCH_LR, n, 1),
-                             spec.weight_home)
+        t = training.Trainer.for_spec(g, spec, BENCH_SEED, training.Schedule(BENCH_LR, n, 1))
         t.epoch_begin()
         return t
 

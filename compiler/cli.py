@@ -51,7 +51,7 @@ def cmd_compile(a: argparse.Namespace) -> int:
         print(f"--topk auto: {a.topk}")
     opt = pipeline.Options(budget=a.budget, classes=a.classes, resolution=a.resolution, seed=a.seed,
                            target=a.target, strategy=a.strategy, keep_head=a.keep_head,
-                           weight_home=a.weight_home, flash_page=a.flash_page,
+                           weight_home=a.weight_home, flash_page=a.flash_page, accumulate=a.accumulate,
                            topk=a.topk if a.topk == "all" else str(Path(a.topk).resolve()))
     project = pipeline.build(Path(a.model), opt)
     total = project.plan_json["total_units"]
@@ -188,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "target's SRAM (host: the 320 KB of the reference board), else flash")
     c.add_argument("--flash-page", type=positive_int, default=2048,
                    help="flash erase unit in bytes for the write-back page buffer (default 2048)")
+    c.add_argument("--accumulate", type=positive_int, default=1, metavar="N",
+                   help="gradient accumulation: update every N samples with the mean gradient (default 1; the "
+                   "accumulators' SRAM is reported as grad_accumulator)")
     c.add_argument("-v", "--verbose", action="count", default=0, help="-v IR, -vv plan, -vvv emitted C")
     c.set_defaults(func=cmd_compile)
 

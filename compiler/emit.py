@@ -234,6 +234,8 @@ def _train_context(graph: Graph, plan: Plan, spec: TrainSpec, layers: list[dict]
     head = graph.head
     state_max = (16 + 7 * 4 + trainable_bytes + 8 + 4 * (head.weight.size + head.bias.size) + 4
                  + 4 * spec.sel_capacity + spec.budget_units * spec.bytes_per_weight_slot + 4)
+    if spec.accumulate > 1:  # pending count, last lr, head and slice accumulators
+        state_max += 8 + 4 * (head.weight.size + head.bias.size) + 4 * spec.update_arena_bytes
     return dict(strategy=pool.strategy, note=pool.note, num_convs=len(graph.convs), pool_size=pool.size,
                 pool_layers=list(pool.layers), sel_capacity=spec.sel_capacity, budget_units=spec.budget_units,
                 update_arena_bytes=spec.update_arena_bytes,
@@ -250,7 +252,7 @@ def _train_context(graph: Graph, plan: Plan, spec: TrainSpec, layers: list[dict]
                 min_cost=pool.min_cost(), fixed=fixed, fixed_count=0 if pool.fixed is None else len(pool.fixed),
                 dynamic=pool.dynamic, backward=backward, model_id=zlib.crc32(id_text.encode()),
                 model_id_text=id_text, state_max_bytes=state_max, flash=flash, flash_size=flash_size,
-                flash_page=spec.flash_page)
+                flash_page=spec.flash_page, accumulate=spec.accumulate)
 
 
 def model_id_text(graph: Graph, spec: TrainSpec) -> str:
@@ -259,5 +261,6 @@ def model_id_text(graph: Graph, spec: TrainSpec) -> str:
     res = graph.tensors[graph.input].shape[0]
     layers = ",".join(str(i) for i in pool.layers)
     home = "" if spec.weight_home == "ram" else f"|{spec.weight_home}"
+    home += "" if spec.accumulate == 1 else f"|acc{spec.accumulate}"
     return (f"{graph.source_sha256[:16]}|{pool.strategy}|{spec.budget_units}|{graph.head.classes}|{res}|{layers}"
             f"{home}")

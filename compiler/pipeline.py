@@ -44,6 +44,7 @@ class Options:
     keep_head: bool = False  # keep the file's classifier (e.g. an exported trained model)
     weight_home: str = "auto"  # trainable weights in "ram", in "flash" (SPEC 8), or "auto": RAM if it fits
     flash_page: int = 2048  # flash erase unit in bytes (the write-back page buffer), flash home only
+    accumulate: int = 1  # gradient accumulation over this many samples (SPEC 5); 1 = update every sample
 
 
 @dataclass(frozen=True, eq=False)
@@ -74,6 +75,8 @@ def check_options(graph: Graph, opt: Options) -> None:
         raise TradyError(f"--weight-home {opt.weight_home}: expected one of {', '.join(WEIGHT_HOMES)}")
     if opt.flash_page < 16 or opt.flash_page > 1 << 20 or opt.flash_page & (opt.flash_page - 1):
         raise TradyError(f"--flash-page {opt.flash_page}: expected a power of two in 16..1048576")
+    if opt.accumulate < 1 or opt.accumulate > 1 << 16:
+        raise TradyError(f"--accumulate {opt.accumulate}: expected an integer in 1..65536")
     if opt.target != "host":
         raise TradyError(f"--target {opt.target}: only 'host' is available (Cortex-M targets: trady firmware)")
     for conv in graph.convs:
@@ -101,7 +104,7 @@ def build(model: Path, opt: Options) -> Project:
     pool_units = sum(pool.cost(i) for i in range(pool.size))
     if pool.size and opt.strategy not in ("su",) and opt.budget >= pool_units:
         warn(f"--budget {opt.budget:,} covers the whole pool ({pool_units:,} units): every epoch selects everything")
-    spec = training.train_spec(graph, pool, opt.budget, "ram", opt.flash_page)
+    spec = training.train_spec(graph, pool, opt.budget, "ram", opt.flash_page, opt.accumulate)
     fwd = planner.plan(planner.forward_requests(graph))
     mem = planner.plan(planner.training_requests(graph, spec.first_op))
     pj = plan_json(graph, fwd, mem, opt, model, spec, topk)
@@ -138,7 +141,9 @@ def plan_json(graph: Graph, fwd: planner.Plan, mem: planner.Plan, opt: Options, 
     sram = {"activation_arena": fwd.arena_size, "backward_scratch": mem.arena_size - fwd.arena_size,
             "update_arena": spec.update_arena_bytes, "masks": mask_bytes, "head": head_ram,
             "sampler": sampler_bytes, "trainable_weights": 0 if flash_home else trainable,
-            "weight_patches": patches, "flash_page_buffer": spec.flash_page if flash_home else 0}
+            "weight_patches": patches, "flash_page_buffer": spec.flash_page if flash_home else 0,
+            # --accumulate N > 1: an fp32 accumulator per update-arena byte (block offsets reused) and per head value
+            "grad_accumulator": 4 * (spec.update_arena_bytes + h.weight.size + h.bias.size) if spec.accumulate > 1 else 0}
     return {
         "generator": f"trady {__version__}",
         "model": graph.name,
@@ -164,6 +169,7 @@ def plan_json(graph: Graph, fwd: planner.Plan, mem: planner.Plan, opt: Options, 
         "bytes_per_activation_slot": spec.bytes_per_activation_slot,
         "bytes_per_weight_slot": spec.bytes_per_weight_slot,
         "weight_home": spec.weight_home,
+        "accumulate": spec.accumulate,
         "flash_page_bytes": spec.flash_page if flash_home else None,
         "selection_capacity": spec.sel_capacity,
         "backward_first_op": first,

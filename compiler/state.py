@@ -78,12 +78,15 @@ def read(path: Path, project: Project) -> TrainedState:
     (count,) = struct.unpack_from("<I", raw, pos)
     sel = list(struct.unpack_from(f"<{count}I", raw, pos + 4))
     pos += 4 + 4 * count
-    residuals = []
+    residuals, sizes = [], []
     for e in sel:
         conv = g.convs[int(pool.entry_layer[e])]
         n = conv.kernel * conv.kernel * (1 if conv.depthwise else conv.out_channels)
         residuals.append(np.frombuffer(raw, np.int8, n, pos).copy())
+        sizes.append(n)
         pos += n
+    if project.spec.accumulate > 1:  # pending gradient sums (not part of an exported model): skipped
+        pos += 8 + 4 * (classes * feats + classes) + 4 * sum(sizes)
     if pos != len(raw) - 4:
         raise TradyError(f"{path}: {len(raw) - 4 - pos} unexpected bytes before the CRC")
     return TrainedState(step, epoch, float(np.array(lr_bits, np.uint32).view(np.float32)), weights, hw, hb, sel,

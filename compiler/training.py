@@ -29,6 +29,11 @@ One step on one image (batch 1):
    sub-LSB update lost in expectation), and copied back to flash at the next resampling (no rounding,
    no PRNG draw). The forward and the input gradients use the working copies (the C kernels get them
    as a weight patch), so the numbers below are the same for both homes up to the update rule.
+Gradient accumulation over n samples (compile option `accumulate`, SPEC 5): every sample adds its head
+gradient and each selected slice's dW (fp32, in sample order) to accumulators; after every n-th sample
+(global counter) and before a resampling that changes the selection, the mean (accumulator times
+1/pending) is applied with the update rule above, slices in selection order, at the lr of the last
+sample; accumulators then restart from zero.
 Every fp32 operation is elementwise or an ordered loop that the C code performs identically, so
 int8 weights, head and losses agree bit for bit with C built with -ffp-contract=off.
 """
@@ -172,6 +177,25 @@ def head_bwd_update(weight: np.ndarray, bias: np.ndarray, f: np.ndarray, grad: n
     return (g_f * in_scale).astype(F32)
 
 
+def head_bwd_accumulate(weight: np.ndarray, f: np.ndarray, grad: np.ndarray, in_scale: F32, acc_w: np.ndarray,
+                        acc_b: np.ndarray) -> np.ndarray:
+    """g_f as head_bwd_update (current weights), then acc_w += grad f^T, acc_b += grad in place:
+    tt_fully_connected_f32_bwd_accumulate."""
+    g_f = np.zeros_like(f)
+    for k in range(weight.shape[0]):
+        g_f = (g_f + weight[k] * grad[k]).astype(F32)
+    acc_w[...] = (acc_w + (grad[:, None] * f[None, :]).astype(F32)).astype(F32)
+    acc_b[...] = (acc_b + grad).astype(F32)
+    return (g_f * in_scale).astype(F32)
+
+
+def head_apply(weight: np.ndarray, bias: np.ndarray, acc_w: np.ndarray, acc_b: np.ndarray, lr: F32,
+               scale: F32) -> None:
+    """W -= lr (acc_w scale), b -= lr (acc_b scale) in place: tt_fully_connected_f32_apply."""
+    weight -= (lr * (acc_w * scale).astype(F32)).astype(F32)
+    bias -= (lr * (acc_b * scale).astype(F32)).astype(F32)
+
+
 def accumulate_grad(old: np.ndarray | None, value: np.ndarray) -> np.ndarray:
     """A tensor's gradient from one more consumer: value, or old + value (the kernels' `accumulate`)."""
     return value if old is None else (old + value).astype(F32)
@@ -272,8 +296,13 @@ class Trainer:
     """Mutable training state over an immutable graph: weights of trainable convs, head, PRNGs."""
 
     def __init__(self, graph: Graph, pool: Pool, budget: int, seed: int, schedule: Schedule,
-                 weight_home: str = "ram"):
+                 weight_home: str = "ram", accumulate: int = 1):
         self.graph = graph
+        self.accumulate = accumulate
+        self.pending, self.last_lr = 0, F32(0)
+        self.grad_acc: dict[tuple[int, int], np.ndarray] = {}  # (conv, channel) -> fp32 slice [O, K, K]
+        self.head_acc_w = np.zeros_like(graph.head.weight)
+        self.head_acc_b = np.zeros_like(graph.head.bias)
         self.master = weight_home == "ram"  # RAM home: master copy with residuals; flash: working copies
         self.quant = quant.prepare(graph)
         self.consts = train_constants(graph)
@@ -291,6 +320,11 @@ class Trainer:
         self.op_index = {op.name: i for i, op in enumerate(graph.ops)}
         self.producer = graph.producer_indices()
 
+    @classmethod
+    def for_spec(cls, graph: Graph, spec: TrainSpec, seed: int, schedule: Schedule) -> Trainer:
+        """The reference trainer of a compiled project (its pool, budget, weight home and accumulation)."""
+        return cls(graph, spec.pool, spec.budget_units, seed, schedule, spec.weight_home, spec.accumulate)
+
     # -- state views --
     def current_graph(self) -> Graph:
         convs = {c.name: dataclasses.replace(c, weight=self.weights[c.name]) for c in self.graph.convs}
@@ -301,6 +335,8 @@ class Trainer:
     def epoch_begin(self) -> list[int]:
         """Draw the epoch's selection; fold back the residuals first when the selection may change."""
         changes = self.pool.dynamic or self.sampler.epochs == 0
+        if changes and self.pending:
+            self._apply_accumulated(self.last_lr)
         if changes and self.master:
             self.write_back()
         self.selection = self.sampler.epoch_begin()
@@ -348,11 +384,38 @@ class Trainer:
         feat_t = g.tensors[g.head.input]
         q_feat = vals[g.head.input].reshape(-1)
         f = ((q_feat.astype(F32) - F32(feat_t.zero)) * F32(quant.f32(feat_t.scale))).astype(F32)
-        g_feat = head_bwd_update(self.head_w, self.head_b, f, grad, lr, F32(quant.f32(feat_t.scale)))
+        in_scale = F32(quant.f32(feat_t.scale))
+        if self.accumulate > 1:
+            g_feat = head_bwd_accumulate(self.head_w, f, grad, in_scale, self.head_acc_w, self.head_acc_b)
+        else:
+            g_feat = head_bwd_update(self.head_w, self.head_b, f, grad, lr, in_scale)
+        self._backward(g, vals, g_feat.reshape(feat_t.shape), lr)
+        if self.accumulate > 1:
+            self.pending, self.last_lr = self.pending + 1, lr
+            if self.step % self.accumulate == 0:
+                self._apply_accumulated(lr)
+        return StepResult(loss, logits, float(lr))
 
+    def _apply_accumulated(self, lr: F32) -> None:
+        """Apply the mean of the accumulated gradients (head, then slices in selection order); reset them."""
+        scale = F32(F32(1) / F32(self.pending))
+        head_apply(self.head_w, self.head_b, self.head_acc_w, self.head_acc_b, lr, scale)
+        self.head_acc_w[...] = 0
+        self.head_acc_b[...] = 0
+        for i in self.selection:
+            ci, c = int(self.pool.entry_layer[i]), int(self.pool.entry_channel[i])
+            acc = self.grad_acc.pop((ci, c))  # every selected slice got a dW on every pending sample
+            op = self.graph.convs[ci]
+            inv = self.consts[op.name].inv_sw2
+            self._apply(self.weights[op.name], self._slice_index(ci, c), (acc * scale).astype(F32),
+                        inv[c:c + 1] if op.depthwise else inv, lr, self.residuals.get((ci, c)))
+        self.pending = 0
+
+    def _backward(self, g: Graph, vals: dict, g_feat: np.ndarray, lr: F32) -> None:
         by_layer = self.selected_by_layer()
         if not by_layer:
-            return StepResult(loss, logits, float(lr))
+            return
+        feat_t = g.tensors[g.head.input]
         convs = self.graph.convs
         deepest = min(self.op_index[convs[i].name] for i in by_layer)
         producer = self.producer
@@ -384,7 +447,6 @@ class Trainer:
                 ci = self.conv_index[op.name]
                 if ci in by_layer:
                     self._update(op, ci, by_layer[ci], G, sigma, vals[op.input][0], lr, ct)
-        return StepResult(loss, logits, float(lr))
 
     def _update(self, op: Conv, ci: int, channels: list[int], G: np.ndarray, sigma: F32, a: np.ndarray,
                 lr: F32, ct: ConvTrain) -> None:
@@ -393,6 +455,10 @@ class Trainer:
                               op.kernel, op.depthwise, channels)
         w = self.weights[op.name]
         for j, c in enumerate(channels):
+            if self.accumulate > 1:
+                old = self.grad_acc.get((ci, c))
+                self.grad_acc[(ci, c)] = dW[j] if old is None else (old + dW[j]).astype(F32)
+                continue
             inv = ct.inv_sw2[c:c + 1] if op.depthwise else ct.inv_sw2
             self._apply(w, self._slice_index(ci, c), dW[j], inv, lr, self.residuals.get((ci, c)))
 
@@ -418,6 +484,7 @@ class TrainSpec:
     bytes_per_activation_slot: int = 1  # saved input plane A[c], int8
     bytes_per_weight_slot: int = 1  # RAM home: residual in 1/256 LSB; flash home: the int8 working copy
     weight_home: str = "ram"  # where trainable weights live: "ram" (updated in place) or "flash" (SPEC 8)
+    accumulate: int = 1  # gradient accumulation over this many samples (1: an update every sample)
     flash_page: int = 2048  # flash page (erase unit) of the write-back page buffer, flash home only
 
     @property
@@ -434,11 +501,12 @@ class TrainSpec:
         return offsets, -(-pos // self.flash_page) * self.flash_page
 
 
-def train_spec(graph: Graph, pool: Pool, budget: int, weight_home: str = "ram", flash_page: int = 2048) -> TrainSpec:
+def train_spec(graph: Graph, pool: Pool, budget: int, weight_home: str = "ram", flash_page: int = 2048,
+               accumulate: int = 1) -> TrainSpec:
     from compiler.sampler import max_selection
 
     op_index = {op.name: i for i, op in enumerate(graph.ops)}
     convs = graph.convs
     first = min((op_index[convs[i].name] for i in pool.layers), default=len(graph.ops))
     return TrainSpec(pool, budget, first, max_selection(pool, budget), weight_home=weight_home,
-                     flash_page=flash_page)
+                     flash_page=flash_page, accumulate=accumulate)

@@ -86,8 +86,7 @@ def compare_training(project: Project, exe, images: np.ndarray, labels: np.ndarr
     g, spec = project.graph, project.spec
     per_epoch = max(1, -(-steps // 2))
     warmup = max(1, steps // 4)
-    trainer = training.Trainer(g, spec.pool, spec.budget_units, seed, training.Schedule(lr, steps, warmup),
-                               spec.weight_home)
+    trainer = training.Trainer.for_spec(g, spec, seed, training.Schedule(lr, steps, warmup))
     raw = host.run_trace(exe, images[:steps], labels[:steps], per_epoch, seed, lr, warmup, steps)
     convs = g.convs
     trainable = [i for i in range(len(convs)) if i in set(spec.pool.layers)]
@@ -132,5 +131,5 @@ def compare_training(project: Project, exe, images: np.ndarray, labels: np.ndarr
             return TrainResult(False, s, f"step {s}: loss C {loss!r} != reference {res.loss!r} (rtol {loss_rtol})")
     changed = sum(int((trainer.weights[convs[i].name] != convs[i].weight).sum()) for i in trainable)
     return TrainResult(True, steps, f"{steps} training steps ({-(-steps // per_epoch)} epochs, strategy "
-                                    f"{spec.pool.strategy}, {spec.weight_home} weight home): identical selections, int8 weights ({changed:,} changed), "
+                                    f"{spec.pool.strategy}, {spec.weight_home} weight home, accumulate {spec.accumulate}): identical selections, int8 weights ({changed:,} changed), "
                                     f"head and logits bit-identical, loss within {loss_rtol:g}")

@@ -90,6 +90,48 @@ tt_status tt_fully_connected_f32_bwd_update(const float *in, const float *grad, 
     return TT_OK;
 }
 
+tt_status tt_fully_connected_f32_bwd_accumulate(const float *in, const float *grad, int32_t features,
+                                                int32_t classes, float in_scale, const float *weight, float *acc_w,
+                                                float *acc_b, float *g_in)
+{
+    if (in == NULL || grad == NULL || weight == NULL || acc_w == NULL || acc_b == NULL || g_in == NULL ||
+        features < 1 || classes < 1) {
+        return TT_ERR_ARG;
+    }
+    for (int32_t i = 0; i < features; i++) {
+        float acc = 0.0f;
+        for (int32_t k = 0; k < classes; k++) {
+            acc = acc + weight[(size_t)k * features + i] * grad[k];
+        }
+        g_in[i] = acc * in_scale;
+    }
+    for (int32_t k = 0; k < classes; k++) {
+        float *ak = acc_w + (size_t)k * features;
+        for (int32_t i = 0; i < features; i++) {
+            ak[i] = ak[i] + grad[k] * in[i];
+        }
+        acc_b[k] = acc_b[k] + grad[k];
+    }
+    return TT_OK;
+}
+
+tt_status tt_fully_connected_f32_apply(const float *acc_w, const float *acc_b, int32_t features, int32_t classes,
+                                       float lr, float scale, float *weight, float *bias)
+{
+    if (acc_w == NULL || acc_b == NULL || weight == NULL || bias == NULL || features < 1 || classes < 1) {
+        return TT_ERR_ARG;
+    }
+    for (int32_t k = 0; k < classes; k++) {
+        float *wk = weight + (size_t)k * features;
+        const float *ak = acc_w + (size_t)k * features;
+        for (int32_t i = 0; i < features; i++) {
+            wk[i] = wk[i] - lr * (ak[i] * scale);
+        }
+        bias[k] = bias[k] - lr * (acc_b[k] * scale);
+    }
+    return TT_OK;
+}
+
 tt_status tt_avgpool_global_bwd_f32(const tt_dims *in_dims, const float *g_out, float inv_hw, int32_t accumulate,
                                     float *g_in)
 {
@@ -265,9 +307,8 @@ static inline int32_t floor_div(int32_t a, int32_t b)
  * d = floor(clamp(-(dW * inv_sw2[o]) * lr * 256) + u); m = 256 w + r + d; w = clamp(round_half_up(m / 256));
  * r = clamp(m - 256 w). |d| <= 2^20 and |m| < 2^21: no int32 overflow.
  */
-static inline void sgd_master(int8_t *w, int8_t *r, int64_t sum, const tt_sgd_params *sgd, int32_t o)
+static inline void sgd_master(int8_t *w, int8_t *r, float dw, const tt_sgd_params *sgd, int32_t o)
 {
-    const float dw = (float)sum * sgd->sigma;
     const float t = (dw * sgd->inv_sw2[o]) * sgd->lr;
     float x = -t * (float)TT_RESIDUAL_ONE;
     x = x == x ? x : 0.0f; /* NaN (an overflowed dW times a dead channel's 0): no step */
@@ -286,9 +327,8 @@ static inline void sgd_master(int8_t *w, int8_t *r, int64_t sum, const tt_sgd_pa
  * One QAS SGD step of a single working weight with stochastic rounding to whole LSBs (no residual; the flash
  * weight home): d = floor(clamp(-(dW * inv_sw2[o]) * lr) + u); w = clamp(w + d, -127, 127). |d| <= 2^20.
  */
-static inline void sgd_round(int8_t *w, int64_t sum, const tt_sgd_params *sgd, int32_t o)
+static inline void sgd_round(int8_t *w, float dw, const tt_sgd_params *sgd, int32_t o)
 {
-    const float dw = (float)sum * sgd->sigma;
     const float t = (dw * sgd->inv_sw2[o]) * sgd->lr;
     float x = -t;
     x = x == x ? x : 0.0f; /* NaN (an overflowed dW times a dead channel's 0): no step */
@@ -336,7 +376,8 @@ tt_status tt_conv2d_s8_bwd_weight_update(const tt_conv_params *conv, const tt_sg
             for (int32_t kx = 0; kx < k; kx++) {
                 int8_t *w = filter + (((size_t)o * k + ky) * k + kx) * c_in + c;
                 sgd_master(w, residual + ((size_t)o * k + ky) * k + kx,
-                           weight_grad_sum(conv, in_dims, saved, out_dims, grad_q, o, ky, kx), sgd, o);
+                           (float)weight_grad_sum(conv, in_dims, saved, out_dims, grad_q, o, ky, kx) * sgd->sigma, sgd,
+                           o);
             }
         }
     }
@@ -358,7 +399,7 @@ tt_status tt_depthwise_conv2d_s8_bwd_weight_update(const tt_conv_params *conv, c
         for (int32_t kx = 0; kx < k; kx++) {
             int8_t *w = filter + ((size_t)ky * k + kx) * ch + c;
             sgd_master(w, residual + (size_t)ky * k + kx,
-                       weight_grad_sum(conv, in_dims, saved, out_dims, grad_q, c, ky, kx), sgd, c);
+                       (float)weight_grad_sum(conv, in_dims, saved, out_dims, grad_q, c, ky, kx) * sgd->sigma, sgd, c);
         }
     }
     return TT_OK;
@@ -386,7 +427,7 @@ tt_status tt_conv2d_s8_bwd_weight_update_sr(const tt_conv_params *conv, const tt
         for (int32_t ky = 0; ky < k; ky++) {
             for (int32_t kx = 0; kx < k; kx++) {
                 sgd_round(slice + ((size_t)o * k + ky) * k + kx,
-                          weight_grad_sum(conv, in_dims, saved, out_dims, grad_q, o, ky, kx), sgd, o);
+                          (float)weight_grad_sum(conv, in_dims, saved, out_dims, grad_q, o, ky, kx) * sgd->sigma, sgd, o);
             }
         }
     }
@@ -404,8 +445,49 @@ tt_status tt_depthwise_conv2d_s8_bwd_weight_update_sr(const tt_conv_params *conv
     const int32_t k = filter_dims->h;
     for (int32_t ky = 0; ky < k; ky++) {
         for (int32_t kx = 0; kx < k; kx++) {
-            sgd_round(slice + (size_t)ky * k + kx, weight_grad_sum(conv, in_dims, saved, out_dims, grad_q, c, ky, kx),
-                      sgd, c);
+            sgd_round(slice + (size_t)ky * k + kx,
+                      (float)weight_grad_sum(conv, in_dims, saved, out_dims, grad_q, c, ky, kx) * sgd->sigma, sgd, c);
+        }
+    }
+    return TT_OK;
+}
+
+tt_status tt_conv_s8_bwd_weight_accumulate(const tt_conv_params *conv, float sigma, int32_t depthwise,
+                                           const tt_dims *in_dims, const int8_t *saved, int32_t c,
+                                           const tt_dims *out_dims, const int16_t *grad_q,
+                                           const tt_dims *filter_dims, float *acc)
+{
+    if (conv == NULL || in_dims == NULL || saved == NULL || out_dims == NULL || grad_q == NULL ||
+        filter_dims == NULL || acc == NULL || c < 0 || c >= filter_dims->c) {
+        return TT_ERR_ARG;
+    }
+    const int32_t k = filter_dims->h, rows = depthwise ? 1 : filter_dims->n;
+    for (int32_t o = 0; o < rows; o++) {
+        for (int32_t ky = 0; ky < k; ky++) {
+            for (int32_t kx = 0; kx < k; kx++) {
+                float *a = acc + ((size_t)o * k + ky) * k + kx;
+                *a = *a + (float)weight_grad_sum(conv, in_dims, saved, out_dims, grad_q, depthwise ? c : o, ky, kx) *
+                              sigma;
+            }
+        }
+    }
+    return TT_OK;
+}
+
+tt_status tt_sgd_apply_s8(const tt_sgd_params *sgd, const tt_dims *filter_dims, int32_t depthwise, int32_t c,
+                          const float *acc, float scale, int8_t *weights, int8_t *residual)
+{
+    if (sgd == NULL || sgd->rng == NULL || sgd->inv_sw2 == NULL || filter_dims == NULL || acc == NULL ||
+        weights == NULL || c < 0 || c >= filter_dims->c) {
+        return TT_ERR_ARG;
+    }
+    const int32_t kk = filter_dims->h * filter_dims->w, rows = depthwise ? 1 : filter_dims->n;
+    for (int32_t e = 0; e < rows * kk; e++) {
+        const int32_t o = depthwise ? c : e / kk;
+        if (residual != NULL) { /* RAM home: the master copy, weights = the home filter */
+            sgd_master(weights + (size_t)e * filter_dims->c + c, residual + e, acc[e] * scale, sgd, o);
+        } else { /* flash home: weights = the contiguous working slice */
+            sgd_round(weights + e, acc[e] * scale, sgd, o);
         }
     }
     return TT_OK;

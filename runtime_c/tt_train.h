@@ -40,6 +40,18 @@ tt_status tt_softmax_xent_f32(const float *logits, int32_t classes, int32_t labe
 tt_status tt_fully_connected_f32_bwd_update(const float *in, const float *grad, int32_t features, int32_t classes,
                                             float lr, float in_scale, float *weight, float *bias, float *g_in);
 
+/**
+ * Gradient accumulation (compile option): g_in as tt_fully_connected_f32_bwd_update (current weights), then
+ * acc_w[k, i] += grad[k] * in[i] and acc_b[k] += grad[k]; the weights do not change.
+ */
+tt_status tt_fully_connected_f32_bwd_accumulate(const float *in, const float *grad, int32_t features,
+                                                int32_t classes, float in_scale, const float *weight, float *acc_w,
+                                                float *acc_b, float *g_in);
+
+/** Apply accumulated head gradients: W[k, i] -= lr * (acc_w[k, i] * scale), bias[k] -= lr * (acc_b[k] * scale). */
+tt_status tt_fully_connected_f32_apply(const float *acc_w, const float *acc_b, int32_t features, int32_t classes,
+                                       float lr, float scale, float *weight, float *bias);
+
 /** Global average pool backward: g_in[h, w, c] (+)= g_out[c] * inv_hw. */
 tt_status tt_avgpool_global_bwd_f32(const tt_dims *in_dims, const float *g_out, float inv_hw, int32_t accumulate,
                                     float *g_in);
@@ -111,6 +123,23 @@ tt_status tt_depthwise_conv2d_s8_bwd_weight_update_sr(const tt_conv_params *conv
                                                       const tt_dims *in_dims, const int8_t *saved, int32_t c,
                                                       const tt_dims *out_dims, const int16_t *grad_q,
                                                       const tt_dims *filter_dims, int8_t *slice);
+
+/**
+ * Gradient accumulation: acc[e] += sigma * (the weight-gradient sum of tt_conv2d_s8_bwd_weight_update) for
+ * every element e of input channel c's slice, in (o, ky, kx) order ((ky, kx) if depthwise).
+ */
+tt_status tt_conv_s8_bwd_weight_accumulate(const tt_conv_params *conv, float sigma, int32_t depthwise,
+                                           const tt_dims *in_dims, const int8_t *saved, int32_t c,
+                                           const tt_dims *out_dims, const int16_t *grad_q,
+                                           const tt_dims *filter_dims, float *acc);
+
+/**
+ * Apply accumulated gradients dW = acc[e] * scale to one slice with the QAS SGD step of the update kernels
+ * (sgd->sigma unused): with `residual`, on the master copy of the home `weights` (OHWI or KKC, channel c);
+ * without (NULL), on the contiguous working slice `weights` with stochastic rounding to whole LSBs.
+ */
+tt_status tt_sgd_apply_s8(const tt_sgd_params *sgd, const tt_dims *filter_dims, int32_t depthwise, int32_t c,
+                          const float *acc, float scale, int8_t *weights, int8_t *residual);
 
 /** Copy input channel c's weights (OHWI, or KKC if depthwise) into a contiguous slice in (o, ky, kx) order. */
 tt_status tt_slice_load_s8(const tt_dims *filter_dims, int32_t depthwise, int32_t c, const int8_t *filter,

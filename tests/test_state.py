@@ -56,8 +56,7 @@ def test_python_reads_state_equal_to_reference(project, images, tmp_path):
     x, y = images
     trace(exe, x[:4], y[:4], f"save={tmp_path / 's.bin'}")
     st = state.read(tmp_path / "s.bin", proj)
-    tr = training.Trainer(proj.graph, proj.spec.pool, proj.spec.budget_units, SEED, training.Schedule(LR, STEPS, 1),
-                          proj.spec.weight_home)
+    tr = training.Trainer.for_spec(proj.graph, proj.spec, SEED, training.Schedule(LR, STEPS, 1))
     for s in range(4):
         if s % PER_EPOCH == 0:
             tr.epoch_begin()

@@ -208,12 +208,16 @@ def compile_model(tmp_path: Path, model: str, budget: int, strategy: str = "trad
 
 
 @needs_models
-@pytest.mark.parametrize("strategy", ["trady", "head-only", "su", "static-topk"])
-def test_training_steps_c_equals_reference_mcunet(tmp_path, capsys, strategy):
-    out = compile_model(tmp_path, "mcunet-5fps", 15936, strategy)
+@pytest.mark.parametrize("strategy,home", [("trady", "flash"), ("trady", "ram"), ("head-only", "auto"),
+                                           ("su", "auto"), ("static-topk", "auto")])
+def test_training_steps_c_equals_reference_mcunet(tmp_path, capsys, strategy, home):
+    """`--topk all` puts every conv in the pool: too big for a RAM home on the board, so auto picks flash."""
+    out = compile_model(tmp_path, "mcunet-5fps", 15936, strategy, extra=("--weight-home", home))
     assert main(["verify", str(out), "--data", str(DATA), "--steps", "4"]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.startswith("verify: OK") and "identical selections" in last
+    if home != "auto":
+        assert f"{home} weight home" in last
 
 
 @needs_models
