@@ -164,29 +164,33 @@ def softmax_xent(logits: np.ndarray, label: int) -> tuple[np.ndarray, float]:
     return grad, loss
 
 
+def head_grad_features(weight: np.ndarray, grad: np.ndarray, in_scale: F32) -> np.ndarray:
+    """dL/dq of the head's input features: (W^T grad, summed over classes in order) * in_scale."""
+    g_f = np.zeros(weight.shape[1], F32)
+    for k in range(weight.shape[0]):
+        g_f = (g_f + weight[k] * grad[k]).astype(F32)
+    return (g_f * in_scale).astype(F32)
+
+
 def head_bwd_update(weight: np.ndarray, bias: np.ndarray, f: np.ndarray, grad: np.ndarray, lr: F32,
                     in_scale: F32) -> np.ndarray:
     """fp32 head backward, then SGD in place on (weight, bias); returns dL/dq of the features
     (g_f = W^T grad with the old weights, summed over classes in order, times in_scale):
     tt_fully_connected_f32_bwd_update."""
-    g_f = np.zeros_like(f)
-    for k in range(weight.shape[0]):
-        g_f = (g_f + weight[k] * grad[k]).astype(F32)
+    g_f = head_grad_features(weight, grad, in_scale)
     weight -= (lr * (grad[:, None] * f[None, :]).astype(F32)).astype(F32)
     bias -= (lr * grad).astype(F32)
-    return (g_f * in_scale).astype(F32)
+    return g_f
 
 
 def head_bwd_accumulate(weight: np.ndarray, f: np.ndarray, grad: np.ndarray, in_scale: F32, acc_w: np.ndarray,
                         acc_b: np.ndarray) -> np.ndarray:
     """g_f as head_bwd_update (current weights), then acc_w += grad f^T, acc_b += grad in place:
     tt_fully_connected_f32_bwd_accumulate."""
-    g_f = np.zeros_like(f)
-    for k in range(weight.shape[0]):
-        g_f = (g_f + weight[k] * grad[k]).astype(F32)
+    g_f = head_grad_features(weight, grad, in_scale)
     acc_w[...] = (acc_w + (grad[:, None] * f[None, :]).astype(F32)).astype(F32)
     acc_b[...] = (acc_b + grad).astype(F32)
-    return (g_f * in_scale).astype(F32)
+    return g_f
 
 
 def head_apply(weight: np.ndarray, bias: np.ndarray, acc_w: np.ndarray, acc_b: np.ndarray, lr: F32,

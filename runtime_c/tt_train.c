@@ -66,13 +66,10 @@ tt_status tt_softmax_xent_f32(const float *logits, int32_t classes, int32_t labe
     return TT_OK;
 }
 
-tt_status tt_fully_connected_f32_bwd_update(const float *in, const float *grad, int32_t features, int32_t classes,
-                                            float lr, float in_scale, float *weight, float *bias, float *g_in)
+/* g_in[i] = in_scale * sum_k W[k, i] g[k], k in order (the head's input gradient with the current weights). */
+static void fc_grad_input(const float *weight, const float *grad, int32_t features, int32_t classes, float in_scale,
+                          float *g_in)
 {
-    if (in == NULL || grad == NULL || weight == NULL || bias == NULL || g_in == NULL || features < 1 ||
-        classes < 1) {
-        return TT_ERR_ARG;
-    }
     for (int32_t i = 0; i < features; i++) {
         float acc = 0.0f;
         for (int32_t k = 0; k < classes; k++) {
@@ -80,6 +77,16 @@ tt_status tt_fully_connected_f32_bwd_update(const float *in, const float *grad, 
         }
         g_in[i] = acc * in_scale;
     }
+}
+
+tt_status tt_fully_connected_f32_bwd_update(const float *in, const float *grad, int32_t features, int32_t classes,
+                                            float lr, float in_scale, float *weight, float *bias, float *g_in)
+{
+    if (in == NULL || grad == NULL || weight == NULL || bias == NULL || g_in == NULL || features < 1 ||
+        classes < 1) {
+        return TT_ERR_ARG;
+    }
+    fc_grad_input(weight, grad, features, classes, in_scale, g_in);
     for (int32_t k = 0; k < classes; k++) {
         float *wk = weight + (size_t)k * features;
         for (int32_t i = 0; i < features; i++) {
@@ -98,13 +105,7 @@ tt_status tt_fully_connected_f32_bwd_accumulate(const float *in, const float *gr
         features < 1 || classes < 1) {
         return TT_ERR_ARG;
     }
-    for (int32_t i = 0; i < features; i++) {
-        float acc = 0.0f;
-        for (int32_t k = 0; k < classes; k++) {
-            acc = acc + weight[(size_t)k * features + i] * grad[k];
-        }
-        g_in[i] = acc * in_scale;
-    }
+    fc_grad_input(weight, grad, features, classes, in_scale, g_in);
     for (int32_t k = 0; k < classes; k++) {
         float *ak = acc_w + (size_t)k * features;
         for (int32_t i = 0; i < features; i++) {
