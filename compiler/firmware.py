@@ -251,10 +251,10 @@ def report_lines(fw: Firmware, plan: dict) -> list[str]:
     flash_plan = plan["flash_bytes"]["total"]
     s = fw.sections
     lines = [f"firmware: {fw.elf} ({b.name}), {fw.binary.name} {fw.binary.stat().st_size:,} bytes",
-             f"  flash: {fw.flash_used:,} of {b.flash_bytes:,} bytes (.text {s.get('.text', 0):,} incl. constants, "
-             f".data init {s.get('.data', 0):,}); the plan's flash figure: {flash_plan:,}",
-             f"  SRAM:  {fw.ram_static + fw.stack_reserved:,} of {b.ram_bytes:,} bytes (.data {s.get('.data', 0):,} "
-             f"+ .bss {s.get('.bss', 0):,} + stack reserve {fw.stack_reserved:,}); the plan's SRAM figure: {sram_plan:,}"]
+             (f"  flash: {fw.flash_used:,} of {b.flash_bytes:,} bytes (.text {s.get('.text', 0):,} incl. constants, "
+             f".data init {s.get('.data', 0):,}); the plan's flash figure: {flash_plan:,}"),
+             (f"  SRAM:  {fw.ram_static + fw.stack_reserved:,} of {b.ram_bytes:,} bytes (.data {s.get('.data', 0):,} "
+             f"+ .bss {s.get('.bss', 0):,} + stack reserve {fw.stack_reserved:,}); the plan's SRAM figure: {sram_plan:,}")]
     if fw.stack_bound is None:
         lines.append(f"  stack: no static bound ({fw.stack_note})")
     else:

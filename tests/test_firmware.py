@@ -1,0 +1,121 @@
+"""Cortex-M firmware: `trady firmware` (build, sizes, link failure), `trady qemu` (trace equals the host).
+
+The tiny model (tests/tt_support.py) compiled for 10 classes trains on CIFAR-10 samples; mcunet-5fps
+at a small budget runs the same check on a real model. Tests need arm-none-eabi-gcc (`arm`) and
+qemu-system-arm (`qemu`); they skip only where a tool is absent (CI installs both).
+"""
+
+from __future__ import annotations
+
+import struct
+import subprocess
+from pathlib import Path
+
+import pytest
+from tt_support import (
+    assert_one_line_error,
+    data_path,
+    model_path,
+    require_tool,
+    run_cli,
+    tiny_model_dict,
+    write_model,
+)
+
+from compiler import emulate, firmware, host, pipeline
+
+pytestmark = pytest.mark.arm
+
+
+@pytest.fixture(scope="module")
+def tiny10(tmp_path_factory) -> Path:
+    require_tool("arm-none-eabi-gcc")
+    tmp = tmp_path_factory.mktemp("fw")
+    model = write_model(tiny_model_dict(), tmp / "tiny.pkl")
+    out = tmp / "tiny"
+    rc, _, err = run_cli(["compile", str(model), "--budget", "300", "--classes", "10", "--out", str(out)])
+    assert rc == 0, err
+    return out
+
+
+@pytest.mark.parametrize("board", list(firmware.BOARDS))
+def test_firmware_builds_with_vector_table_and_sizes(tiny10, board):
+    data_path()
+    rc, out, err = run_cli(["firmware", str(tiny10), "--board", board])
+    assert rc == 0, err
+    brd = firmware.BOARDS[board]
+    folder = tiny10 / f"firmware-{board}"
+    head = (folder / "firmware.bin").read_bytes()[:8]
+    sp, reset = struct.unpack("<II", head)
+    syms = dict(ln.split()[::-2] for ln in subprocess.run(["arm-none-eabi-nm", str(folder / "firmware.elf")],
+                                                          capture_output=True, text=True, check=True).stdout.splitlines()
+                if len(ln.split()) == 3)
+    estack = int(syms["_estack"], 16)
+    assert sp == estack and 0x20000000 < estack <= 0x20000000 + brd.ram_bytes, f"initial SP {sp:#x}"
+    assert estack - int(syms["_sstack"], 16) == firmware.DEFAULT_STACK
+    assert reset & 1, "reset vector must be a Thumb address"
+    secs = firmware.sections(folder / "firmware.elf")
+    assert secs[".stack"] == firmware.DEFAULT_STACK
+    plan = pipeline.plan_path(tiny10).read_text()
+    assert f"{secs['.text'] + secs.get('.ARM.exidx', 0) + secs['.data']:,} of {brd.flash_bytes:,}" in out
+    assert f".bss {secs['.bss']:,}" in out and "the plan's SRAM figure" in out and '"sram_bytes"' in plan
+    assert "stack: static bound" in out
+
+
+def test_link_fails_with_one_line_when_the_plan_does_not_fit(tiny10):
+    data_path()
+    rc, _, err = run_cli(["firmware", str(tiny10), "--board", "stm32f746g-disco", "--stack", str(400 * 1024)])
+    line = assert_one_line_error(rc, err, "does not fit stm32f746g-disco", "SRAM", "327,680")
+    assert "overflows" in line
+    assert not (tiny10 / "firmware-stm32f746g-disco").exists(), "a failed build must leave no firmware folder"
+
+
+def test_qemu_board_must_be_emulated(tiny10):
+    rc, _, err = run_cli(["qemu", str(tiny10), "--board", "stm32f746g-disco"])
+    assert_one_line_error(rc, err, "--board")
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize("board", ["qemu-m7", "qemu-m4"])
+def test_qemu_training_trace_equals_host(tiny10, board):
+    require_tool("qemu-system-arm")
+    data_path()
+    rc, out, err = run_cli(["qemu", str(tiny10), "--board", board, "--samples", "5"])
+    last = out.splitlines()[-1]
+    assert rc == 0, f"{last}\n{err}"
+    assert last.startswith(f"qemu: OK {board}") and "5 training steps (3 epochs)" in last
+    sel = [ln.split()[3] for ln in out.splitlines() if " sel " in ln]
+    assert len(sel) == 5 and len(set(sel)) > 1, "the epoch boundaries should change the selection"
+
+
+@pytest.mark.qemu
+def test_qemu_comparison_names_the_first_difference(tiny10):
+    """Firmware trained with another learning rate than the host: the first differing line is named."""
+    require_tool("qemu-system-arm")
+    project = pipeline.load_project(tiny10)
+    images, labels = firmware.load_samples(project, data_path(), 3)
+    brd = firmware.BOARDS["qemu-m7"]
+    fw = firmware.build(tiny10, project, brd, images, labels, firmware.Schedule(lr=0.02))
+    r = emulate.run(brd, fw.elf, 60)
+    assert r.returncode == 0, r.stderr
+    s = firmware.Schedule(lr=0.01)
+    raw = host.run_trace(host.build(tiny10), images, labels, s.per_epoch, s.seed, s.lr, s.warmup, 3)
+    want = emulate.host_lines(project, raw, 3)
+    diff = emulate.compare(r.lines, want)
+    assert diff is not None and diff.startswith("line ") and "!= host 'step 0 " in diff, diff
+    same = firmware.build(tiny10, project, brd, images, labels, s)
+    assert emulate.compare(emulate.run(brd, same.elf, 60).lines, want) is None
+
+
+@pytest.mark.qemu
+def test_qemu_mcunet_small_budget(tmp_path):
+    require_tool("arm-none-eabi-gcc")
+    require_tool("qemu-system-arm")
+    data_path()
+    out = tmp_path / "mcunet"
+    rc, _, err = run_cli(["compile", str(model_path("mcunet-5fps")), "--budget", "2000", "--out", str(out)])
+    assert rc == 0, err
+    rc, text, err = run_cli(["qemu", str(out), "--board", "qemu-m7"])
+    last = text.splitlines()[-1]
+    assert rc == 0, f"{last}\n{err}"
+    assert last.startswith("qemu: OK qemu-m7") and "4 training steps (2 epochs)" in last
