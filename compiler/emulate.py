@@ -139,3 +139,112 @@ def cmd_qemu(a: argparse.Namespace) -> int:
           f"identical selections, int8 weight CRCs of {layers} layers, head, loss bits and logits; "
           f"stack used {_stack_used(r.lines)} bytes; {r.seconds:.1f} s in QEMU")
     return 0
+
+
+PLUGIN_SOURCE = Path(__file__).resolve().parent.parent / "host_tools" / "tt_insn_plugin.c"
+
+
+def build_plugin(folder: Path) -> Path:
+    """Compile the instruction-counting plugin with the host gcc into `folder`."""
+    firmware.require("gcc")
+    so = Path(folder) / "tt_insn_plugin.so"
+    r = subprocess.run(["gcc", "-shared", "-fPIC", "-O2", "-std=c99", "-Wall", "-Wextra", "-Werror", "-o", str(so),
+                        str(PLUGIN_SOURCE)], capture_output=True, text=True, check=False)
+    if r.returncode != 0:
+        raise TradyError(f"{PLUGIN_SOURCE}: plugin build failed: {(r.stdout + r.stderr).strip().splitlines()[0]}")
+    return so
+
+
+def functions(elf: Path) -> list[tuple[int, int, str]]:
+    """(start, end, name) of every sized function symbol, sorted by address (Thumb bit cleared)."""
+    r = subprocess.run(["arm-none-eabi-nm", "-S", "--defined-only", str(elf)], capture_output=True, text=True,
+                       check=True)
+    found = {}
+    for line in r.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 4 and parts[2] in "tTwW":
+            start, size = int(parts[0], 16) & ~1, int(parts[1], 16)
+            if size > 0:
+                found.setdefault(start, (start, start + size, parts[3]))
+    return sorted(found.values())
+
+
+@dataclass(frozen=True)
+class Counts:
+    snapshots: list[list[int]]  # per marker: [total, per function..., other]
+    names: list[str]  # function names, then "other"
+    end_total: int
+
+
+def count(brd: firmware.Board, elf: Path, folder: Path, timeout: int) -> tuple[Counts, QemuRun]:
+    """Run `elf` under the plugin; the counts at every tt_fw_marker() call (cumulative)."""
+    so = build_plugin(folder)
+    funcs = functions(elf)
+    marker = next((s for s, _, n in funcs if n == "tt_fw_marker"), None)
+    if marker is None:
+        raise TradyError(f"{elf}: no tt_fw_marker symbol (not a benchmark build)")
+    ranges, out = Path(folder) / "ranges.txt", Path(folder) / "counts.txt"
+    ranges.write_text("".join(f"{s:x} {e:x}\n" for s, e, _ in funcs))
+    r = run(brd, elf, timeout, [str(so), f"marker={marker:#x}", f"ranges={ranges}", f"out={out}"])
+    if r.returncode != 0 or not out.is_file():
+        raise TradyError(f"{elf}: QEMU with the counting plugin failed (exit {r.returncode}): "
+                         f"{' '.join((r.stderr.strip() or ' '.join(r.lines)).splitlines()[-1:])}")
+    rows = [ln.split() for ln in out.read_text().splitlines()]
+    snaps = [[int(v) for v in row] for row in rows if row and row[0] != "end"]
+    end = next(int(row[1]) for row in rows if row and row[0] == "end")
+    return Counts(snaps, [n for _, _, n in funcs] + ["other"], end), r
+
+
+def _top(names: list[str], before: list[int], after: list[int], n: int) -> str:
+    d = [(after[k] - before[k], names[k - 1]) for k in range(1, len(after))]
+    d.sort(reverse=True)
+    tot = max(1, after[0] - before[0])
+    return ", ".join(f"{name} {v / tot:.0%}" for v, name in d[:n] if v > 0)
+
+
+def cmd_bench_mcu(a: argparse.Namespace) -> int:
+    from compiler import pipeline
+    from compiler.commands import _data
+
+    brd = firmware.board(a.board)
+    folder = Path(a.dir)
+    project = pipeline.load_project(folder, a.model)
+    plan = project.plan_json
+    images, labels = firmware.load_samples(project, _data(a), a.samples)
+    fw = firmware.build(folder, project, brd, images, labels, firmware.Schedule(seed=a.seed, lr=a.lr), bench=True,
+                        opt=f"-{a.opt}", stack=a.stack)
+    c, r = count(brd, fw.elf, fw.folder, a.timeout)
+    ops = plan["ops"]
+    want = len(ops) + 2 + 2 * len(images)
+    if len(c.snapshots) != want:
+        raise TradyError(f"{fw.elf}: {len(c.snapshots)} marker counts, expected {want} "
+                         f"(firmware output: {' | '.join(r.lines[-2:])})")
+    macs = {layer["name"]: layer["macs"] for layer in plan["layers"]}
+    s = [row[0] for row in c.snapshots]
+    print(f"bench-mcu: {plan['model']} on {brd.name} ({brd.qemu_machine}), -{a.opt}, budget "
+          f"{plan['budget_units']:,} units, strategy {plan['strategy']}; exact instruction counts (QEMU TCG plugin)")
+    print(f"  {'op':>3} {'name':<34} {'type':<8} {'instructions':>13} {'MACs':>11} {'instr/MAC':>9}")
+    fwd_macs = 0
+    for i, op in enumerate(ops):
+        n = s[i + 1] - s[i]
+        m = macs.get(op["name"], 0)
+        fwd_macs += m
+        ratio = f"{n / m:9.2f}" if m else f"{'':9}"
+        print(f"  {i:>3} {op['name']:<34} {op['type']:<8} {n:>13,} {m:>11,} {ratio}")
+    head = s[len(ops) + 1] - s[len(ops)]
+    head_macs = project.graph.head.classes * project.graph.head.features
+    print(f"  {'':>3} {'head (fp32 classifier)':<34} {'Head':<8} {head:>13,} {head_macs:>11,}")
+    inference = s[len(ops) + 1] - s[0]
+    total_macs = fwd_macs + head_macs
+    print(f"  inference: {inference:,} instructions, {total_macs:,} MACs, {inference / total_macs:.2f} instructions/MAC")
+    base = len(ops) + 2
+    steps = [s[base + 2 * k + 1] - s[base + 2 * k] for k in range(len(images))]
+    for k, n in enumerate(steps):
+        top = _top(c.names, c.snapshots[base + 2 * k], c.snapshots[base + 2 * k + 1], 5)
+        print(f"  training step {k}: {n:,} instructions "
+              f"({n / total_macs:.2f} per forward MAC); top functions: {top}")
+    print(f"  whole run: {c.end_total:,} instructions; stack used {_stack_used(r.lines)} bytes; "
+          f"{r.seconds:.1f} s in QEMU ({c.end_total / max(r.seconds, 1e-9) / 1e6:.0f} M instructions/s)")
+    print(f"bench-mcu: {plan['model']} {brd.name}: inference {inference / 1e6:.2f} M instructions, training step "
+          f"{min(steps) / 1e6:.2f}..{max(steps) / 1e6:.2f} M instructions (mean {sum(steps) / len(steps) / 1e6:.2f} M)")
+    return 0

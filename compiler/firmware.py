@@ -305,3 +305,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     common(q, emulated, "qemu-m7")
     q.add_argument("--timeout", type=positive_int, default=600, help="seconds QEMU may run (default 600)")
     q.set_defaults(func=emulate.cmd_qemu)
+    bm = sub.add_parser("bench-mcu", help="instructions per layer, inference and training step in QEMU (plugin)")
+    common(bm, emulated, "qemu-m7")
+    bm.add_argument("--timeout", type=positive_int, default=600, help="seconds QEMU may run (default 600)")
+    bm.set_defaults(func=emulate.cmd_bench_mcu)

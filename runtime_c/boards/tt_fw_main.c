@@ -10,8 +10,9 @@
  *   done STEPS stack BYTES      at the end, with the stack painting's measured use
  *
  * Built with -DTT_FW_BENCH instead, it runs one forward pass and FW_NUM_SAMPLES training steps and
- * calls tt_fw_marker() before and after each op of the forward pass and each step: an instruction
- * counting plugin records its count at every call (`trady bench-mcu`).
+ * calls tt_fw_marker() before the forward pass, after each of its ops (the observer), after the head,
+ * and before and after each step: an instruction counting plugin records its count at every call
+ * (`trady bench-mcu`), so there are MODEL_NUM_OPS + 2 + 2 * FW_NUM_SAMPLES markers.
  * main's return value is the emulator's exit status: 0 ok, 1 a kernel reported an error.
  */
 #include <stdint.h>
@@ -61,6 +62,7 @@ int main(void)
     memcpy(model_input(), fw_images[0], MODEL_INPUT_SIZE);
     tt_fw_marker();
     status |= check(model_forward(logits, observe, NULL), "forward");
+    tt_fw_marker(); /* the head ran since the last op's marker */
     model_train_init(FW_SEED, FW_LR, FW_WARMUP, FW_TOTAL);
     status |= check(model_epoch_begin(), "epoch_begin");
     for (int32_t i = 0; i < FW_NUM_SAMPLES && status == 0; i++) {
