@@ -7,6 +7,8 @@ qemu-system-arm (`qemu`); they skip only where a tool is absent (CI installs bot
 
 from __future__ import annotations
 
+import json
+import re
 import struct
 import subprocess
 from pathlib import Path
@@ -119,3 +121,90 @@ def test_qemu_mcunet_small_budget(tmp_path):
     last = text.splitlines()[-1]
     assert rc == 0, f"{last}\n{err}"
     assert last.startswith("qemu: OK qemu-m7") and "4 training steps (2 epochs)" in last
+
+
+COUNTED_PROGRAM = r"""
+    .syntax unified
+    .cpu cortex-m4
+    .thumb
+    .section .vectors, "a"
+    .word 0x20001000
+    .word reset + 1
+    .text
+    .thumb_func
+    .global tt_fw_marker
+    .type tt_fw_marker, %function
+tt_fw_marker:
+    bx lr
+    .size tt_fw_marker, . - tt_fw_marker
+    .thumb_func
+    .global reset
+    .type reset, %function
+reset:
+    bl tt_fw_marker
+    .rept 1000
+    nop
+    .endr
+    bl tt_fw_marker
+    movs r0, #100
+1:  subs r0, r0, #1
+    bne 1b
+    bl tt_fw_marker
+    ldr r1, =exit_block
+    movs r0, #0x20
+    bkpt 0xab
+    .size reset, . - reset
+    .align 2
+exit_block:
+    .word 0x20026, 0
+"""
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize("board", ["qemu-m7", "qemu-m4"])
+def test_instruction_counter_is_exact(tmp_path, board):
+    """A hand-written program: 1000 nops between two markers, then a 100-iteration two-instruction loop.
+
+    Between consecutive markers the counter must see the block of interest plus the `bl` that calls
+    the marker and the marker's own `bx lr`: 1000 + 2 and 1 + 2 * 100 + 2, on every run.
+    """
+    require_tool("arm-none-eabi-gcc")
+    require_tool("qemu-system-arm")
+    require_tool("gcc")
+    src = tmp_path / "counted.S"
+    src.write_text(COUNTED_PROGRAM)
+    elf = tmp_path / "counted.elf"
+    # the vector table at 0x0 (initial SP, reset vector), the code after it
+    subprocess.run(["arm-none-eabi-gcc", "-mcpu=cortex-m4", "-mthumb", "-nostdlib", "-Wl,-e,reset",
+                    "-Wl,--section-start=.vectors=0x0", "-Wl,-Ttext=0x100", "-o", str(elf), str(src)], check=True)
+    brd = firmware.BOARDS[board]
+    runs = [emulate.count(brd, elf, tmp_path, 30)[0] for _ in range(2)]
+    c = runs[0]
+    totals = [s[0] for s in c.snapshots]
+    assert len(totals) == 3, totals
+    assert totals[1] - totals[0] == 1000 + 2
+    assert totals[2] - totals[1] == 1 + 2 * 100 + 2
+    reset = c.names.index("reset") + 1
+    assert c.snapshots[1][reset] - c.snapshots[0][reset] == 1000 + 1, "nops and the bl are charged to reset"
+    assert runs[1].snapshots == c.snapshots and runs[1].end_total == c.end_total, "counts must repeat exactly"
+
+
+@pytest.mark.qemu
+def test_bench_mcu_per_op_counts_add_up(tiny10):
+    """Per-op rows plus the head sum to the inference figure; every conv row has its MACs from the plan."""
+    require_tool("qemu-system-arm")
+    data_path()
+    rc, out, err = run_cli(["bench-mcu", str(tiny10), "--samples", "3"])
+    assert rc == 0, err
+    lines = out.splitlines()
+    plan = json.loads(pipeline.plan_path(tiny10).read_text())
+    rows = [ln.split() for ln in lines if re.match(r"\s+\d+ ", ln)]
+    assert [r[1] for r in rows] == [op["name"] for op in plan["ops"]]
+    head = next(ln.split() for ln in lines if "head (fp32 classifier)" in ln)
+    inference = int(re.search(r"inference: ([\d,]+) instructions", out).group(1).replace(",", ""))
+    assert sum(int(r[3].replace(",", "")) for r in rows) + int(head[4].replace(",", "")) == inference
+    macs = {layer["name"]: layer["macs"] for layer in plan["layers"]}
+    for r in rows:
+        if r[2] == "Conv":
+            assert int(r[4].replace(",", "")) == macs[r[1]] > 0
+    assert len(re.findall(r"training step \d+: [\d,]+ instructions", out)) == 3
