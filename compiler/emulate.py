@@ -87,9 +87,16 @@ def host_lines(project: Project, raw: bytes, steps: int) -> list[str]:
     return lines
 
 
+def forward_lines(project: Project, exe: Path, image: np.ndarray) -> list[str]:
+    """The firmware's "fwd" lines, from `host_sim forward` on the same image."""
+    g = project.graph
+    outs, logits = host.run_forward(exe, image[None], [g.tensors[op.output].size for op in g.ops], g.head.classes)
+    return [f"fwd {i} {_crc(o[0])}" for i, o in enumerate(outs)] + [f"fwd logits {_crc(logits[0])}"]
+
+
 def compare(fw: list[str], want: list[str]) -> str | None:
-    """None if the firmware printed exactly `want` (its step lines); else the first difference."""
-    got = [ln for ln in fw if ln.startswith("step ")]
+    """None if the firmware printed exactly `want` (its fwd and step lines); else the first difference."""
+    got = [ln for ln in fw if ln.startswith(("step ", "fwd "))]
     for i, w in enumerate(want):
         if i >= len(got):
             return f"line {i + 1}: firmware ended early; host: {w!r}"
@@ -117,11 +124,13 @@ def cmd_qemu(a: argparse.Namespace) -> int:
     project = pipeline.load_project(folder, a.model)
     images, labels = firmware.load_samples(project, _data(a), a.samples)
     schedule = firmware.Schedule(seed=a.seed, lr=a.lr)
-    fw = firmware.build(folder, project, brd, images, labels, schedule, opt=f"-{a.opt}", stack=a.stack)
+    fw = firmware.build(folder, project, brd, images, labels, schedule, opt=f"-{a.opt}", stack=a.stack,
+                        kernels=a.kernels)
     steps = len(images)
-    raw = host.run_trace(host.build(folder), images, labels, schedule.per_epoch, schedule.seed, schedule.lr,
-                         schedule.warmup, schedule.total(steps))
-    want = host_lines(project, raw, steps)
+    exe = host.build(folder)
+    raw = host.run_trace(exe, images, labels, schedule.per_epoch, schedule.seed, schedule.lr, schedule.warmup,
+                         schedule.total(steps))
+    want = forward_lines(project, exe, images[0]) + host_lines(project, raw, steps)
     r = run(brd, fw.elf, a.timeout)
     for ln in r.lines:
         print(ln)
@@ -135,8 +144,8 @@ def cmd_qemu(a: argparse.Namespace) -> int:
         print(f"qemu: FAIL {brd.name} ({brd.qemu_machine}) vs host build: first difference at {diff}")
         return 1
     layers = len(set(project.spec.pool.layers))
-    print(f"qemu: OK {brd.name} ({brd.qemu_machine}) vs host build: {steps} training steps ({epochs} epochs), "
-          f"identical selections, int8 weight CRCs of {layers} layers, head, loss bits and logits; "
+    print(f"qemu: OK {brd.name} ({brd.qemu_machine}, {a.kernels} kernels) vs host build: forward outputs of "
+          f"{len(project.graph.ops)} ops and logits, {steps} training steps ({epochs} epochs): identical selections, int8 weight CRCs of {layers} layers, head, loss bits and logits; "
           f"stack used {_stack_used(r.lines)} bytes; {r.seconds:.1f} s in QEMU")
     return 0
 
@@ -212,7 +221,7 @@ def cmd_bench_mcu(a: argparse.Namespace) -> int:
     plan = project.plan_json
     images, labels = firmware.load_samples(project, _data(a), a.samples)
     fw = firmware.build(folder, project, brd, images, labels, firmware.Schedule(seed=a.seed, lr=a.lr), bench=True,
-                        opt=f"-{a.opt}", stack=a.stack)
+                        opt=f"-{a.opt}", stack=a.stack, kernels=a.kernels)
     c, r = count(brd, fw.elf, fw.folder, a.timeout)
     ops = plan["ops"]
     want = len(ops) + 2 + 2 * len(images)
@@ -221,7 +230,7 @@ def cmd_bench_mcu(a: argparse.Namespace) -> int:
                          f"(firmware output: {' | '.join(r.lines[-2:])})")
     macs = {layer["name"]: layer["macs"] for layer in plan["layers"]}
     s = [row[0] for row in c.snapshots]
-    print(f"bench-mcu: {plan['model']} on {brd.name} ({brd.qemu_machine}), -{a.opt}, budget "
+    print(f"bench-mcu: {plan['model']} on {brd.name} ({brd.qemu_machine}), -{a.opt}, {a.kernels} kernels, budget "
           f"{plan['budget_units']:,} units, strategy {plan['strategy']}; exact instruction counts (QEMU TCG plugin)")
     print(f"  {'op':>3} {'name':<34} {'type':<8} {'instructions':>13} {'MACs':>11} {'instr/MAC':>9}")
     fwd_macs = 0

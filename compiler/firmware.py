@@ -3,8 +3,10 @@
 The board descriptions are data (`BOARDS`); the startup code, semihosting, the firmware application
 and the linker scripts are C/ld files in `runtime_c/boards/`. The firmware embeds a few training
 samples (`fw_samples.h`, rendered from `templates/fw_samples.h.j2`) and runs training steps on them
-(`tt_fw_main.c`). The build goes into `DIR/firmware-<board>/`; a link that overflows the board's
-flash or SRAM fails with one line naming the region and the overflow. On success the sizes come
+(`tt_fw_main.c`). `--kernels dsp` (the default) swaps in the kernels of `runtime_c/arm/` (same file
+names as the reference kernels, `__SMLAD`-based, bit-exact with them). The build goes into
+`DIR/firmware-<board>/`; a link that overflows the board's flash or SRAM fails with one line naming
+the region and the overflow. On success the sizes come
 from the ELF (`arm-none-eabi-size -A`) and the stack bound from GCC's `-fstack-usage` call graph
 (`-fcallgraph-info=su`), printed next to the plan's figures.
 """
@@ -27,6 +29,8 @@ from compiler.errors import TradyError
 from compiler.pipeline import Project
 
 BOARD_FILES = RUNTIME / "boards"
+DSP_KERNELS = RUNTIME / "arm"  # Cortex-M DSP-extension kernels, same file names as the reference ones
+KERNELS = ("dsp", "reference")
 FW_SOURCES = ("tt_startup.c", "tt_semihost.c", "tt_fw_main.c")
 CC = "arm-none-eabi-gcc"
 # Fixed flags: -ffp-contract=off on ARM and host alike keeps the fp32 arithmetic bit-identical.
@@ -129,16 +133,21 @@ def render_samples(images: np.ndarray, labels: np.ndarray, schedule: Schedule) -
         images=rows, labels=", ".join(str(int(v)) for v in labels))
 
 
-def _sources(project_dir: Path, project: Project) -> list[Path]:
+def _sources(project_dir: Path, project: Project, kernels: str) -> list[Path]:
+    """The project's model and runtime sources; with "dsp", a runtime file that has a DSP variant of the
+    same name in runtime_c/arm/ is replaced by it."""
     from compiler.emit import model_c_name
 
     name = model_c_name(project.graph)
     runtime = sorted((project_dir / "runtime").glob("*.c"))
+    if kernels == "dsp":
+        runtime = [DSP_KERNELS / p.name if (DSP_KERNELS / p.name).is_file() else p for p in runtime]
     return [project_dir / f"{name}.c", *runtime, *(BOARD_FILES / s for s in FW_SOURCES)]
 
 
 def build(project_dir: Path, project: Project, brd: Board, images: np.ndarray, labels: np.ndarray,
-          schedule: Schedule, bench: bool = False, opt: str = "-O2", stack: int = DEFAULT_STACK) -> Firmware:
+          schedule: Schedule, bench: bool = False, opt: str = "-O2", stack: int = DEFAULT_STACK,
+          kernels: str = "dsp") -> Firmware:
     """Compile and link the firmware into DIR/firmware-<board>[-bench]/; raise TradyError on failure."""
     require(CC)
     project_dir = Path(project_dir).resolve()
@@ -149,7 +158,7 @@ def build(project_dir: Path, project: Project, brd: Board, images: np.ndarray, l
     elf = folder / "firmware.elf"
     cmd = [CC, *brd.cpu, opt, *CFLAGS, *(["-DTT_FW_BENCH"] if bench else []),
            f"-I{folder}", f"-I{project_dir}", f"-I{project_dir / 'runtime'}", f"-I{BOARD_FILES}",
-           *(str(s) for s in _sources(project_dir, project)),
+           *(str(s) for s in _sources(project_dir, project, kernels)),
            f"-L{BOARD_FILES}", f"-T{brd.linker_script}", f"-Wl,--defsym=TT_STACK_SIZE={stack}",
            f"-Wl,-Map={folder / 'firmware.map'}", *LDFLAGS, "-o", str(elf), "-lm"]
     r = subprocess.run(cmd, cwd=folder, check=False, capture_output=True, text=True)
@@ -272,7 +281,7 @@ def cmd_firmware(a: argparse.Namespace) -> int:
     project = pipeline.load_project(Path(a.dir), a.model)
     images, labels = load_samples(project, _data(a), a.samples)
     fw = build(Path(a.dir), project, brd, images, labels, Schedule(seed=a.seed, lr=a.lr), opt=f"-{a.opt}",
-               stack=a.stack)
+               stack=a.stack, kernels=a.kernels)
     for line in report_lines(fw, project.plan_json):
         print(line)
     return 0
@@ -294,6 +303,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--lr", type=float, default=0.01)
         p.add_argument("--opt", choices=("O2", "O3", "Os", "Ofast"), default="O2", help="optimisation (default O2)")
+        p.add_argument("--kernels", choices=KERNELS, default="dsp",
+                       help="dsp: the Cortex-M DSP-extension kernels of runtime_c/arm/ where one exists (default); "
+                            "reference: the plain C99 kernels")
         p.add_argument("--stack", type=positive_int, default=DEFAULT_STACK,
                        help=f"stack bytes reserved at the top of SRAM (default {DEFAULT_STACK})")
 

@@ -78,14 +78,21 @@ def test_qemu_board_must_be_emulated(tiny10):
 
 
 @pytest.mark.qemu
+@pytest.mark.parametrize("kernels", firmware.KERNELS)
 @pytest.mark.parametrize("board", ["qemu-m7", "qemu-m4"])
-def test_qemu_training_trace_equals_host(tiny10, board):
+def test_qemu_training_trace_equals_host(tiny10, board, kernels):
+    """Forward outputs of every op, then 5 steps over 3 epochs, DSP and reference kernels, M7 and M4."""
     require_tool("qemu-system-arm")
     data_path()
-    rc, out, err = run_cli(["qemu", str(tiny10), "--board", board, "--samples", "5"])
+    rc, out, err = run_cli(["qemu", str(tiny10), "--board", board, "--samples", "5", "--kernels", kernels])
     last = out.splitlines()[-1]
     assert rc == 0, f"{last}\n{err}"
     assert last.startswith(f"qemu: OK {board}") and "5 training steps (3 epochs)" in last
+    assert f"{kernels} kernels" in last and "forward outputs of 9 ops" in last
+    assert sum(ln.startswith("fwd ") for ln in out.splitlines()) == 9 + 1
+    dis = subprocess.run(["arm-none-eabi-objdump", "-d", str(tiny10 / f"firmware-{board}" / "firmware.elf")],
+                         capture_output=True, text=True, check=True).stdout
+    assert ("smlad" in dis) == (kernels == "dsp"), "the DSP build must use SMLAD, the reference build must not"
     sel = [ln.split()[3] for ln in out.splitlines() if " sel " in ln]
     assert len(sel) == 5 and len(set(sel)) > 1, "the epoch boundaries should change the selection"
 
@@ -101,8 +108,9 @@ def test_qemu_comparison_names_the_first_difference(tiny10):
     r = emulate.run(brd, fw.elf, 60)
     assert r.returncode == 0, r.stderr
     s = firmware.Schedule(lr=0.01)
-    raw = host.run_trace(host.build(tiny10), images, labels, s.per_epoch, s.seed, s.lr, s.warmup, 3)
-    want = emulate.host_lines(project, raw, 3)
+    exe = host.build(tiny10)
+    raw = host.run_trace(exe, images, labels, s.per_epoch, s.seed, s.lr, s.warmup, 3)
+    want = emulate.forward_lines(project, exe, images[0]) + emulate.host_lines(project, raw, 3)
     diff = emulate.compare(r.lines, want)
     assert diff is not None and diff.startswith("line ") and "!= host 'step 0 " in diff, diff
     same = firmware.build(tiny10, project, brd, images, labels, s)

@@ -1,8 +1,10 @@
 /*
  * Firmware application: training steps on the samples embedded in the image (fw_samples.h, written
  * by `trady firmware`), reported through semihosting one line at a time so the host can compare them
- * with the host build's `host_sim trace` on the same samples:
+ * with the host build's `host_sim forward` and `host_sim trace` on the same samples:
  *
+ *   fwd OP CRC                  first, a forward pass on sample 0: CRC32 of each op's int8 output
+ *   fwd logits CRC              and of its fp32 logits
  *   step S sel COUNT CRC        the selection after the step: length, CRC32 of the uint16 entries
  *   step S w CONV CRC           per trainable conv: CRC32 of its int8 weights (layout as emitted)
  *   step S head CRC             CRC32 of the fp32 head weights then bias (their bytes)
@@ -86,11 +88,24 @@ static uint32_t float_bits(float f)
     return u;
 }
 
+static void print_output(int32_t op, const int8_t *data, int32_t size, void *user)
+{
+    (void)user;
+    char line[48];
+    snprintf(line, sizeof line, "fwd %ld %08lx\n", (long)op, (unsigned long)tt_crc32(0, (const uint8_t *)data, size));
+    tt_sh_write0(line);
+}
+
 int main(void)
 {
     char line[96];
     float logits[MODEL_NUM_CLASSES], loss;
     int32_t status = 0, step = 0;
+    model_init();
+    memcpy(model_input(), fw_images[0], MODEL_INPUT_SIZE);
+    status |= check(model_forward(logits, print_output, NULL), "forward");
+    snprintf(line, sizeof line, "fwd logits %08lx\n", (unsigned long)tt_crc32(0, (const uint8_t *)logits, (int32_t)sizeof logits));
+    tt_sh_write0(line);
     model_train_init(FW_SEED, FW_LR, FW_WARMUP, FW_TOTAL);
     for (; step < FW_NUM_SAMPLES && status == 0; step++) {
         if (step % FW_PER_EPOCH == 0) {

@@ -1,0 +1,115 @@
+/*
+ * trady runtime: pointwise (1x1) convolution for Cortex-M with the DSP extension (see tt_kernels.h).
+ * The firmware build (`trady firmware --kernels dsp`) uses this file instead of the reference kernel
+ * of the same name; the results are bit-identical (integer sums in another order, no overflow).
+ *
+ * Four input channels at a time: SXTB16 widens bytes 0 and 2 (then, after a rotate by 8, bytes 1
+ * and 3) into two int16 lanes, SADD16 adds the input offset to both lanes, SMLAD multiplies two lane
+ * pairs and adds both products to the accumulator. Lanes stay in int16: x + input_offset is in
+ * [-255, 255] (x in [-128, 127], input_offset = -x_zero in [-127, 128]), weights in [-128, 127].
+ * Four output channels share each widened input word. |sum| <= 127 * 255 * C_in < 2^31 for
+ * C_in < 66,000 (the compiler checks), so the int32 accumulator is exact in any order.
+ */
+#include <arm_acle.h>
+#include <stddef.h>
+#include <string.h>
+
+#include "tt_conv_common.h"
+#include "tt_kernels.h"
+#include "tt_requant.h"
+
+#if !defined(__ARM_FEATURE_DSP) || !__ARM_FEATURE_DSP
+#error "runtime_c/arm/ needs the DSP extension (Cortex-M4/M7); build the reference kernels instead"
+#endif
+
+/* GCC 12's arm_acle.h has no __ror. */
+static inline int32_t ror8(int32_t x)
+{
+    return (int32_t)(((uint32_t)x >> 8) | ((uint32_t)x << 24));
+}
+
+/* Four int8 from any address (M4/M7 load words unaligned; memcpy compiles to one LDR). */
+static inline int32_t load4(const int8_t *p)
+{
+    int32_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline int32_t dot_tail(const int8_t *pw, const int8_t *px, int32_t from, int32_t c_in, int32_t offset,
+                               int32_t acc)
+{
+    for (int32_t c = from; c < c_in; c++) {
+        acc += (int32_t)pw[c] * ((int32_t)px[c] + offset);
+    }
+    return acc;
+}
+
+static inline int8_t finish(int32_t acc, int32_t o, const tt_conv_params *conv, const tt_per_channel_quant *quant,
+                            const int32_t *bias)
+{
+    acc = tt_add_wrap(acc, bias[o]);
+    return tt_clamp_s8(tt_requantize(acc, quant->multiplier[o], quant->shift[o]) + conv->output_offset);
+}
+
+tt_status tt_pointwise_conv2d_s8(const tt_context *ctx, const tt_conv_params *conv,
+                                 const tt_per_channel_quant *quant, const tt_dims *in_dims, const int8_t *in,
+                                 const tt_dims *filter_dims, const int8_t *filter, const int32_t *bias,
+                                 const tt_dims *out_dims, int8_t *out)
+{
+    (void)ctx;
+    if (filter_dims == NULL || in_dims == NULL) {
+        return TT_ERR_ARG;
+    }
+    const int32_t c_in = in_dims->c;
+    const int32_t c_out = filter_dims->n;
+    tt_status st = tt_check_conv(conv, quant, in_dims, in, filter_dims, filter, bias, out_dims, out, 1, c_out);
+    if (st != TT_OK) {
+        return st;
+    }
+    if (filter_dims->h != 1 || filter_dims->w != 1 || filter_dims->c != c_in) {
+        return TT_ERR_ARG;
+    }
+    const int32_t offset = conv->input_offset;
+    const int32_t offset2 = (int32_t)(((uint32_t)(uint16_t)offset << 16) | (uint16_t)offset);
+    const int32_t c4 = c_in & ~3;
+    for (int32_t oy = 0; oy < out_dims->h; oy++) {
+        for (int32_t ox = 0; ox < out_dims->w; ox++) {
+            const int8_t *px = in + ((size_t)oy * conv->stride * in_dims->w + (size_t)ox * conv->stride) * c_in;
+            int8_t *po = out + ((size_t)oy * out_dims->w + ox) * c_out;
+            int32_t o = 0;
+            for (; o + 4 <= c_out; o += 4) {
+                const int8_t *w0 = filter + (size_t)o * c_in, *w1 = w0 + c_in, *w2 = w1 + c_in, *w3 = w2 + c_in;
+                int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+                for (int32_t c = 0; c < c4; c += 4) {
+                    const int32_t xw = load4(px + c);
+                    const int32_t xe = __sadd16(__sxtb16(xw), offset2);       /* x0, x2 */
+                    const int32_t xo = __sadd16(__sxtb16(ror8(xw)), offset2); /* x1, x3 */
+                    int32_t w = load4(w0 + c);
+                    a0 = __smlad(__sxtb16(ror8(w)), xo, __smlad(__sxtb16(w), xe, a0));
+                    w = load4(w1 + c);
+                    a1 = __smlad(__sxtb16(ror8(w)), xo, __smlad(__sxtb16(w), xe, a1));
+                    w = load4(w2 + c);
+                    a2 = __smlad(__sxtb16(ror8(w)), xo, __smlad(__sxtb16(w), xe, a2));
+                    w = load4(w3 + c);
+                    a3 = __smlad(__sxtb16(ror8(w)), xo, __smlad(__sxtb16(w), xe, a3));
+                }
+                po[o] = finish(dot_tail(w0, px, c4, c_in, offset, a0), o, conv, quant, bias);
+                po[o + 1] = finish(dot_tail(w1, px, c4, c_in, offset, a1), o + 1, conv, quant, bias);
+                po[o + 2] = finish(dot_tail(w2, px, c4, c_in, offset, a2), o + 2, conv, quant, bias);
+                po[o + 3] = finish(dot_tail(w3, px, c4, c_in, offset, a3), o + 3, conv, quant, bias);
+            }
+            for (; o < c_out; o++) {
+                const int8_t *w0 = filter + (size_t)o * c_in;
+                int32_t a0 = 0;
+                for (int32_t c = 0; c < c4; c += 4) {
+                    const int32_t xw = load4(px + c), w = load4(w0 + c);
+                    a0 = __smlad(__sxtb16(ror8(w)), __sadd16(__sxtb16(ror8(xw)), offset2),
+                                 __smlad(__sxtb16(w), __sadd16(__sxtb16(xw), offset2), a0));
+                }
+                po[o] = finish(dot_tail(w0, px, c4, c_in, offset, a0), o, conv, quant, bias);
+            }
+        }
+    }
+    return TT_OK;
+}
