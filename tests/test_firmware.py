@@ -216,3 +216,18 @@ def test_bench_mcu_per_op_counts_add_up(tiny10):
         if r[2] == "Conv":
             assert int(r[4].replace(",", "")) == macs[r[1]] > 0
     assert len(re.findall(r"training step \d+: [\d,]+ instructions", out)) == 3
+
+
+def test_floor_requantisation_equals_reference(tmp_path):
+    """tt_requantize_floor (runtime_c/arm/tt_arm_math.h) == tt_requantize on edge cases and 4M random inputs.
+
+    Needs only the host gcc: the helper is plain C."""
+    gcc = require_tool("gcc")
+    root = Path(__file__).resolve().parent.parent
+    exe = tmp_path / "requant_floor"
+    subprocess.run([gcc, "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", f"-I{root / 'runtime_c'}",
+                    f"-I{root / 'runtime_c' / 'arm'}", "-o", str(exe), str(root / "tests" / "c" / "requant_floor.c")],
+                   check=True)
+    r = subprocess.run([str(exe)], capture_output=True, text=True, check=False)
+    assert r.returncode == 0 and r.stdout.startswith("ok "), r.stdout + r.stderr
+    assert int(r.stdout.split()[1]) > 4_000_000

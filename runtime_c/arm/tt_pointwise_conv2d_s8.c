@@ -8,12 +8,13 @@
  * pairs and adds both products to the accumulator. Lanes stay in int16: x + input_offset is in
  * [-255, 255] (x in [-128, 127], input_offset = -x_zero in [-127, 128]), weights in [-128, 127].
  * Four output channels share each widened input word. |sum| <= 127 * 255 * C_in < 2^31 for
- * C_in < 66,000 (the compiler checks), so the int32 accumulator is exact in any order.
+ * C_in < 66,000 (the compiler checks), so the int32 accumulator is exact in any order. Requantisation:
+ * tt_requantize_floor (tt_arm_math.h), equal to tt_requantize.
  */
 #include <arm_acle.h>
 #include <stddef.h>
-#include <string.h>
 
+#include "tt_arm_math.h"
 #include "tt_conv_common.h"
 #include "tt_kernels.h"
 #include "tt_requant.h"
@@ -21,20 +22,6 @@
 #if !defined(__ARM_FEATURE_DSP) || !__ARM_FEATURE_DSP
 #error "runtime_c/arm/ needs the DSP extension (Cortex-M4/M7); build the reference kernels instead"
 #endif
-
-/* GCC 12's arm_acle.h has no __ror. */
-static inline int32_t ror8(int32_t x)
-{
-    return (int32_t)(((uint32_t)x >> 8) | ((uint32_t)x << 24));
-}
-
-/* Four int8 from any address (M4/M7 load words unaligned; memcpy compiles to one LDR). */
-static inline int32_t load4(const int8_t *p)
-{
-    int32_t v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
 
 static inline int32_t dot_tail(const int8_t *pw, const int8_t *px, int32_t from, int32_t c_in, int32_t offset,
                                int32_t acc)
@@ -49,7 +36,7 @@ static inline int8_t finish(int32_t acc, int32_t o, const tt_conv_params *conv, 
                             const int32_t *bias)
 {
     acc = tt_add_wrap(acc, bias[o]);
-    return tt_clamp_s8(tt_requantize(acc, quant->multiplier[o], quant->shift[o]) + conv->output_offset);
+    return tt_clamp_s8(tt_requantize_floor(acc, quant->multiplier[o], quant->shift[o]) + conv->output_offset);
 }
 
 tt_status tt_pointwise_conv2d_s8(const tt_context *ctx, const tt_conv_params *conv,
@@ -82,17 +69,17 @@ tt_status tt_pointwise_conv2d_s8(const tt_context *ctx, const tt_conv_params *co
                 const int8_t *w0 = filter + (size_t)o * c_in, *w1 = w0 + c_in, *w2 = w1 + c_in, *w3 = w2 + c_in;
                 int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
                 for (int32_t c = 0; c < c4; c += 4) {
-                    const int32_t xw = load4(px + c);
+                    const int32_t xw = tt_load4(px + c);
                     const int32_t xe = __sadd16(__sxtb16(xw), offset2);       /* x0, x2 */
-                    const int32_t xo = __sadd16(__sxtb16(ror8(xw)), offset2); /* x1, x3 */
-                    int32_t w = load4(w0 + c);
-                    a0 = __smlad(__sxtb16(ror8(w)), xo, __smlad(__sxtb16(w), xe, a0));
-                    w = load4(w1 + c);
-                    a1 = __smlad(__sxtb16(ror8(w)), xo, __smlad(__sxtb16(w), xe, a1));
-                    w = load4(w2 + c);
-                    a2 = __smlad(__sxtb16(ror8(w)), xo, __smlad(__sxtb16(w), xe, a2));
-                    w = load4(w3 + c);
-                    a3 = __smlad(__sxtb16(ror8(w)), xo, __smlad(__sxtb16(w), xe, a3));
+                    const int32_t xo = __sadd16(__sxtb16(tt_ror8(xw)), offset2); /* x1, x3 */
+                    int32_t w = tt_load4(w0 + c);
+                    a0 = __smlad(__sxtb16(tt_ror8(w)), xo, __smlad(__sxtb16(w), xe, a0));
+                    w = tt_load4(w1 + c);
+                    a1 = __smlad(__sxtb16(tt_ror8(w)), xo, __smlad(__sxtb16(w), xe, a1));
+                    w = tt_load4(w2 + c);
+                    a2 = __smlad(__sxtb16(tt_ror8(w)), xo, __smlad(__sxtb16(w), xe, a2));
+                    w = tt_load4(w3 + c);
+                    a3 = __smlad(__sxtb16(tt_ror8(w)), xo, __smlad(__sxtb16(w), xe, a3));
                 }
                 po[o] = finish(dot_tail(w0, px, c4, c_in, offset, a0), o, conv, quant, bias);
                 po[o + 1] = finish(dot_tail(w1, px, c4, c_in, offset, a1), o + 1, conv, quant, bias);
@@ -103,8 +90,8 @@ tt_status tt_pointwise_conv2d_s8(const tt_context *ctx, const tt_conv_params *co
                 const int8_t *w0 = filter + (size_t)o * c_in;
                 int32_t a0 = 0;
                 for (int32_t c = 0; c < c4; c += 4) {
-                    const int32_t xw = load4(px + c), w = load4(w0 + c);
-                    a0 = __smlad(__sxtb16(ror8(w)), __sadd16(__sxtb16(ror8(xw)), offset2),
+                    const int32_t xw = tt_load4(px + c), w = tt_load4(w0 + c);
+                    a0 = __smlad(__sxtb16(tt_ror8(w)), __sadd16(__sxtb16(tt_ror8(xw)), offset2),
                                  __smlad(__sxtb16(w), __sadd16(__sxtb16(xw), offset2), a0));
                 }
                 po[o] = finish(dot_tail(w0, px, c4, c_in, offset, a0), o, conv, quant, bias);
