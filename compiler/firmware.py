@@ -288,8 +288,8 @@ def cmd_firmware(a: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """`trady firmware`, `trady qemu`, `trady bench-mcu`."""
-    from compiler import emulate
+    """`trady firmware`, `trady qemu`, `trady bench-mcu`, `trady flash`."""
+    from compiler import emulate, flash
     from compiler.cli import positive_int
 
     def common(p: argparse.ArgumentParser, boards: tuple[str, ...], default: str) -> None:
@@ -321,3 +321,4 @@ def register(sub: argparse._SubParsersAction) -> None:
     common(bm, emulated, "qemu-m7")
     bm.add_argument("--timeout", type=positive_int, default=600, help="seconds QEMU may run (default 600)")
     bm.set_defaults(func=emulate.cmd_bench_mcu)
+    flash.register(sub)

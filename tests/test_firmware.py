@@ -231,3 +231,22 @@ def test_floor_requantisation_equals_reference(tmp_path):
     r = subprocess.run([str(exe)], capture_output=True, text=True, check=False)
     assert r.returncode == 0 and r.stdout.startswith("ok "), r.stdout + r.stderr
     assert int(r.stdout.split()[1]) > 4_000_000
+
+
+def test_flash_builds_the_pyocd_command(tiny10, monkeypatch, tmp_path):
+    """`trady flash` (no board here): the pyOCD command it runs, and its errors."""
+    data_path()
+    rc, _, err = run_cli(["flash", str(tiny10), "--probe", "0668FF56"])
+    assert_one_line_error(rc, err, "no firmware built for stm32f746g-disco", "trady firmware")
+    assert run_cli(["firmware", str(tiny10), "--board", "stm32f746g-disco"])[0] == 0
+    elf = (tiny10 / "firmware-stm32f746g-disco" / "firmware.elf").resolve()
+    rc, out, err = run_cli(["flash", str(tiny10), "--probe", "0668FF56", "--dry-run"])
+    assert rc == 0, err
+    assert out.splitlines() == [f"pyocd flash --target stm32f746nghx --uid 0668FF56 --format elf {elf}"]
+    rc, out, _ = run_cli(["flash", str(tiny10), "--dry-run"])
+    assert out.split() == ["pyocd", "flash", "--target", "stm32f746nghx", "--format", "elf", str(elf)]
+    monkeypatch.setenv("PATH", str(tmp_path))  # no pyocd on PATH
+    rc, _, err = run_cli(["flash", str(tiny10)])
+    assert_one_line_error(rc, err, "pyocd not found", "pyocd==0.46.0")
+    rc, _, err = run_cli(["flash", str(tiny10), "--board", "qemu-m7"])
+    assert_one_line_error(rc, err, "--board")
