@@ -147,8 +147,10 @@ def _sources(project_dir: Path, project: Project, kernels: str) -> list[Path]:
 
 def build(project_dir: Path, project: Project, brd: Board, images: np.ndarray, labels: np.ndarray,
           schedule: Schedule, bench: bool = False, opt: str = "-O2", stack: int = DEFAULT_STACK,
-          kernels: str = "dsp") -> Firmware:
-    """Compile and link the firmware into DIR/firmware-<board>[-bench]/; raise TradyError on failure."""
+          kernels: str = "dsp", defines: tuple[str, ...] = ()) -> Firmware:
+    """Compile and link the firmware into DIR/firmware-<board>[-bench]/; raise TradyError on failure.
+
+    `defines` (NAME=VALUE) reach the C compiler: tests use them to reach a kernel's rare paths."""
     require(CC)
     project_dir = Path(project_dir).resolve()
     folder = project_dir / f"firmware-{brd.name}{'-bench' if bench else ''}"
@@ -156,7 +158,7 @@ def build(project_dir: Path, project: Project, brd: Board, images: np.ndarray, l
     folder.mkdir(parents=True)
     (folder / "fw_samples.h").write_text(render_samples(images, labels, schedule))
     elf = folder / "firmware.elf"
-    cmd = [CC, *brd.cpu, opt, *CFLAGS, *(["-DTT_FW_BENCH"] if bench else []),
+    cmd = [CC, *brd.cpu, opt, *CFLAGS, *(["-DTT_FW_BENCH"] if bench else []), *(f"-D{d}" for d in defines),
            f"-I{folder}", f"-I{project_dir}", f"-I{project_dir / 'runtime'}", f"-I{BOARD_FILES}",
            *(str(s) for s in _sources(project_dir, project, kernels)),
            f"-L{BOARD_FILES}", f"-T{brd.linker_script}", f"-Wl,--defsym=TT_STACK_SIZE={stack}",

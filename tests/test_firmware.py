@@ -115,6 +115,9 @@ def test_qemu_comparison_names_the_first_difference(tiny10):
     assert diff is not None and diff.startswith("line ") and "!= host 'step 0 " in diff, diff
     same = firmware.build(tiny10, project, brd, images, labels, s)
     assert emulate.compare(emulate.run(brd, same.elf, 60).lines, want) is None
+    # the DSP dense convolution's fallback for patches longer than its stack column (3x3x3 > 8)
+    short = firmware.build(tiny10, project, brd, images, labels, s, defines=("TT_CONV_COLUMN=8",))
+    assert emulate.compare(emulate.run(brd, short.elf, 60).lines, want) is None
 
 
 @pytest.mark.qemu
