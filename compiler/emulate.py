@@ -33,22 +33,30 @@ class QemuRun:
     seconds: float
 
 
-def qemu_command(brd: firmware.Board, elf: Path, plugin: list[str] | None = None) -> list[str]:
+def qemu_command(brd: firmware.Board, elf: Path, plugin: list[str] | None = None,
+                 output: str = "semihosting") -> list[str]:
+    """Text on stdout: semihosting through a stdio chardev, or UART0 as `-serial stdio` (semihosting then
+    only carries the exit status)."""
     if brd.qemu_machine is None:
         raise TradyError(f"--board {brd.name}: not an emulated board (use qemu-m7 or qemu-m4)")
-    cmd = ["qemu-system-arm", "-M", brd.qemu_machine, "-nographic", "-monitor", "none", "-serial", "none",
-           "-chardev", "stdio,id=sh0", "-semihosting-config", "enable=on,target=native,chardev=sh0",
-           "-kernel", str(elf)]
+    cmd = ["qemu-system-arm", "-M", brd.qemu_machine, "-nographic", "-monitor", "none"]
+    if output == "uart":
+        cmd += ["-serial", "stdio", "-semihosting-config", "enable=on,target=native"]
+    else:
+        cmd += ["-serial", "none", "-chardev", "stdio,id=sh0", "-semihosting-config",
+                "enable=on,target=native,chardev=sh0"]
+    cmd += ["-kernel", str(elf)]
     if plugin:
         cmd += ["-plugin", ",".join(plugin), "-d", "plugin"]
     return cmd
 
 
-def run(brd: firmware.Board, elf: Path, timeout: int, plugin: list[str] | None = None) -> QemuRun:
+def run(brd: firmware.Board, elf: Path, timeout: int, plugin: list[str] | None = None,
+        output: str = "semihosting") -> QemuRun:
     firmware.require("qemu-system-arm")
     t0 = time.monotonic()
     try:
-        r = subprocess.run(qemu_command(brd, elf, plugin), stdin=subprocess.DEVNULL, capture_output=True,
+        r = subprocess.run(qemu_command(brd, elf, plugin, output), stdin=subprocess.DEVNULL, capture_output=True,
                            text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
         raise TradyError(f"{elf}: QEMU ({brd.qemu_machine}) did not finish within {timeout} s (--timeout)") from None
@@ -125,13 +133,13 @@ def cmd_qemu(a: argparse.Namespace) -> int:
     images, labels = firmware.load_samples(project, _data(a), a.samples)
     schedule = firmware.Schedule(seed=a.seed, lr=a.lr)
     fw = firmware.build(folder, project, brd, images, labels, schedule, opt=f"-{a.opt}", stack=a.stack,
-                        kernels=a.kernels)
+                        kernels=a.kernels, output=a.output)
     steps = len(images)
     exe = host.build(folder)
     raw = host.run_trace(exe, images, labels, schedule.per_epoch, schedule.seed, schedule.lr, schedule.warmup,
                          schedule.total(steps))
     want = forward_lines(project, exe, images[0]) + host_lines(project, raw, steps)
-    r = run(brd, fw.elf, a.timeout)
+    r = run(brd, fw.elf, a.timeout, output=a.output)
     for ln in r.lines:
         print(ln)
     diff = compare(r.lines, want)
@@ -144,7 +152,7 @@ def cmd_qemu(a: argparse.Namespace) -> int:
         print(f"qemu: FAIL {brd.name} ({brd.qemu_machine}) vs host build: first difference at {diff}")
         return 1
     layers = len(set(project.spec.pool.layers))
-    print(f"qemu: OK {brd.name} ({brd.qemu_machine}, {a.kernels} kernels) vs host build: forward outputs of "
+    print(f"qemu: OK {brd.name} ({brd.qemu_machine}, {a.kernels} kernels, {a.output}) vs host build: forward outputs of "
           f"{len(project.graph.ops)} ops and logits, {steps} training steps ({epochs} epochs): identical selections, int8 weight CRCs of {layers} layers, head, loss bits and logits; "
           f"stack used {_stack_used(r.lines)} bytes; {r.seconds:.1f} s in QEMU")
     return 0
@@ -185,7 +193,8 @@ class Counts:
     end_total: int
 
 
-def count(brd: firmware.Board, elf: Path, folder: Path, timeout: int) -> tuple[Counts, QemuRun]:
+def count(brd: firmware.Board, elf: Path, folder: Path, timeout: int,
+          output: str = "semihosting") -> tuple[Counts, QemuRun]:
     """Run `elf` under the plugin; the counts at every tt_fw_marker() call (cumulative)."""
     so = build_plugin(folder)
     funcs = functions(elf)
@@ -194,7 +203,7 @@ def count(brd: firmware.Board, elf: Path, folder: Path, timeout: int) -> tuple[C
         raise TradyError(f"{elf}: no tt_fw_marker symbol (not a benchmark build)")
     ranges, out = Path(folder) / "ranges.txt", Path(folder) / "counts.txt"
     ranges.write_text("".join(f"{s:x} {e:x}\n" for s, e, _ in funcs))
-    r = run(brd, elf, timeout, [str(so), f"marker={marker:#x}", f"ranges={ranges}", f"out={out}"])
+    r = run(brd, elf, timeout, [str(so), f"marker={marker:#x}", f"ranges={ranges}", f"out={out}"], output)
     if r.returncode != 0 or not out.is_file():
         raise TradyError(f"{elf}: QEMU with the counting plugin failed (exit {r.returncode}): "
                          f"{' '.join((r.stderr.strip() or ' '.join(r.lines)).splitlines()[-1:])}")
@@ -221,8 +230,8 @@ def cmd_bench_mcu(a: argparse.Namespace) -> int:
     plan = project.plan_json
     images, labels = firmware.load_samples(project, _data(a), a.samples)
     fw = firmware.build(folder, project, brd, images, labels, firmware.Schedule(seed=a.seed, lr=a.lr), bench=True,
-                        opt=f"-{a.opt}", stack=a.stack, kernels=a.kernels)
-    c, r = count(brd, fw.elf, fw.folder, a.timeout)
+                        opt=f"-{a.opt}", stack=a.stack, kernels=a.kernels, output=a.output)
+    c, r = count(brd, fw.elf, fw.folder, a.timeout, a.output)
     ops = plan["ops"]
     want = len(ops) + 2 + 2 * len(images)
     if len(c.snapshots) != want:

@@ -32,6 +32,7 @@ BOARD_FILES = RUNTIME / "boards"
 DSP_KERNELS = RUNTIME / "arm"  # Cortex-M DSP-extension kernels, same file names as the reference ones
 KERNELS = ("dsp", "reference")
 FW_SOURCES = ("tt_startup.c", "tt_semihost.c", "tt_fw_main.c")
+OUTPUTS = {"semihosting": "tt_out_semihost.c", "uart": "tt_out_uart_cmsdk.c"}  # text channel -> source
 CC = "arm-none-eabi-gcc"
 # Fixed flags: -ffp-contract=off on ARM and host alike keeps the fp32 arithmetic bit-identical.
 CFLAGS = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off", "-fno-strict-aliasing",
@@ -49,14 +50,15 @@ class Board:
     flash_bytes: int
     ram_bytes: int
     qemu_machine: str | None  # qemu-system-arm -M, None for a real board
+    cmsdk_uart: bool  # UART0 is a CMSDK APB UART at 0x40004000 (the MPS2 boards)
 
 
 M4 = ("-mcpu=cortex-m4", "-mfpu=fpv4-sp-d16", "-mfloat-abi=hard", "-mthumb")
 M7 = ("-mcpu=cortex-m7", "-mfpu=fpv5-d16", "-mfloat-abi=hard", "-mthumb")
 BOARDS = {
-    "qemu-m7": Board("qemu-m7", M7, "qemu-m7.ld", 4 << 20, 4 << 20, "mps2-an500"),
-    "qemu-m4": Board("qemu-m4", M4, "qemu-m4.ld", 4 << 20, 4 << 20, "mps2-an386"),
-    "stm32f746g-disco": Board("stm32f746g-disco", M7, "stm32f746g-disco.ld", 1 << 20, 320 << 10, None),
+    "qemu-m7": Board("qemu-m7", M7, "qemu-m7.ld", 4 << 20, 4 << 20, "mps2-an500", True),
+    "qemu-m4": Board("qemu-m4", M4, "qemu-m4.ld", 4 << 20, 4 << 20, "mps2-an386", True),
+    "stm32f746g-disco": Board("stm32f746g-disco", M7, "stm32f746g-disco.ld", 1 << 20, 320 << 10, None, False),
 }
 
 
@@ -75,6 +77,7 @@ class Schedule:
 @dataclass(frozen=True)
 class Firmware:
     board: Board
+    output: str  # "semihosting" or "uart"
     folder: Path
     elf: Path
     binary: Path
@@ -133,7 +136,7 @@ def render_samples(images: np.ndarray, labels: np.ndarray, schedule: Schedule) -
         images=rows, labels=", ".join(str(int(v)) for v in labels))
 
 
-def _sources(project_dir: Path, project: Project, kernels: str) -> list[Path]:
+def _sources(project_dir: Path, project: Project, kernels: str, output: str) -> list[Path]:
     """The project's model and runtime sources; with "dsp", a runtime file that has a DSP variant of the
     same name in runtime_c/arm/ is replaced by it."""
     from compiler.emit import model_c_name
@@ -142,16 +145,19 @@ def _sources(project_dir: Path, project: Project, kernels: str) -> list[Path]:
     runtime = sorted((project_dir / "runtime").glob("*.c"))
     if kernels == "dsp":
         runtime = [DSP_KERNELS / p.name if (DSP_KERNELS / p.name).is_file() else p for p in runtime]
-    return [project_dir / f"{name}.c", *runtime, *(BOARD_FILES / s for s in FW_SOURCES)]
+    return [project_dir / f"{name}.c", *runtime, *(BOARD_FILES / s for s in (*FW_SOURCES, OUTPUTS[output]))]
 
 
 def build(project_dir: Path, project: Project, brd: Board, images: np.ndarray, labels: np.ndarray,
           schedule: Schedule, bench: bool = False, opt: str = "-O2", stack: int = DEFAULT_STACK,
-          kernels: str = "dsp", defines: tuple[str, ...] = ()) -> Firmware:
+          kernels: str = "dsp", defines: tuple[str, ...] = (), output: str = "semihosting") -> Firmware:
     """Compile and link the firmware into DIR/firmware-<board>[-bench]/; raise TradyError on failure.
 
     `defines` (NAME=VALUE) reach the C compiler: tests use them to reach a kernel's rare paths."""
     require(CC)
+    if output == "uart" and not brd.cmsdk_uart:
+        raise TradyError(f"--output uart: {brd.name} has no UART driver here (CMSDK UART: qemu-m7, qemu-m4); "
+                         "use --output semihosting")
     project_dir = Path(project_dir).resolve()
     folder = project_dir / f"firmware-{brd.name}{'-bench' if bench else ''}"
     shutil.rmtree(folder, ignore_errors=True)
@@ -160,7 +166,7 @@ def build(project_dir: Path, project: Project, brd: Board, images: np.ndarray, l
     elf = folder / "firmware.elf"
     cmd = [CC, *brd.cpu, opt, *CFLAGS, *(["-DTT_FW_BENCH"] if bench else []), *(f"-D{d}" for d in defines),
            f"-I{folder}", f"-I{project_dir}", f"-I{project_dir / 'runtime'}", f"-I{BOARD_FILES}",
-           *(str(s) for s in _sources(project_dir, project, kernels)),
+           *(str(s) for s in _sources(project_dir, project, kernels, output)),
            f"-L{BOARD_FILES}", f"-T{brd.linker_script}", f"-Wl,--defsym=TT_STACK_SIZE={stack}",
            f"-Wl,-Map={folder / 'firmware.map'}", *LDFLAGS, "-o", str(elf), "-lm"]
     r = subprocess.run(cmd, cwd=folder, check=False, capture_output=True, text=True)
@@ -170,7 +176,7 @@ def build(project_dir: Path, project: Project, brd: Board, images: np.ndarray, l
     binary = folder / "firmware.bin"
     subprocess.run(["arm-none-eabi-objcopy", "-O", "binary", str(elf), str(binary)], check=True)
     bound, note = stack_bound(folder)
-    return Firmware(brd, folder, elf, binary, sections(elf), stack, bound, note)
+    return Firmware(brd, output, folder, elf, binary, sections(elf), stack, bound, note)
 
 
 def _build_error(project_dir: Path, brd: Board, text: str, stack: int) -> str:
@@ -283,7 +289,7 @@ def cmd_firmware(a: argparse.Namespace) -> int:
     project = pipeline.load_project(Path(a.dir), a.model)
     images, labels = load_samples(project, _data(a), a.samples)
     fw = build(Path(a.dir), project, brd, images, labels, Schedule(seed=a.seed, lr=a.lr), opt=f"-{a.opt}",
-               stack=a.stack, kernels=a.kernels)
+               stack=a.stack, kernels=a.kernels, output=a.output)
     for line in report_lines(fw, project.plan_json):
         print(line)
     return 0
@@ -308,6 +314,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--kernels", choices=KERNELS, default="dsp",
                        help="dsp: the Cortex-M DSP-extension kernels of runtime_c/arm/ where one exists (default); "
                             "reference: the plain C99 kernels")
+        p.add_argument("--output", choices=tuple(OUTPUTS), default="semihosting",
+                       help="text channel: semihosting (default) or the CMSDK UART0 (QEMU boards)")
         p.add_argument("--stack", type=positive_int, default=DEFAULT_STACK,
                        help=f"stack bytes reserved at the top of SRAM (default {DEFAULT_STACK})")
 

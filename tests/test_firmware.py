@@ -98,6 +98,19 @@ def test_qemu_training_trace_equals_host(tiny10, board, kernels):
 
 
 @pytest.mark.qemu
+def test_qemu_output_through_the_cmsdk_uart(tiny10):
+    """--output uart: the lines arrive on QEMU's -serial stdio (semihosting carries only the exit status)."""
+    require_tool("qemu-system-arm")
+    data_path()
+    rc, out, err = run_cli(["qemu", str(tiny10), "--output", "uart", "--samples", "3"])
+    assert rc == 0, out[-500:] + err
+    assert out.splitlines()[-1].startswith("qemu: OK qemu-m7 (mps2-an500, dsp kernels, uart)")
+    assert "-serial stdio" in " ".join(emulate.qemu_command(firmware.BOARDS["qemu-m7"], Path("x.elf"), output="uart"))
+    rc, _, err = run_cli(["firmware", str(tiny10), "--board", "stm32f746g-disco", "--output", "uart"])
+    assert_one_line_error(rc, err, "--output uart", "stm32f746g-disco")
+
+
+@pytest.mark.qemu
 def test_qemu_comparison_names_the_first_difference(tiny10):
     """Firmware trained with another learning rate than the host: the first differing line is named."""
     require_tool("qemu-system-arm")

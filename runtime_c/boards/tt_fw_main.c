@@ -1,6 +1,6 @@
 /*
  * Firmware application: training steps on the samples embedded in the image (fw_samples.h, written
- * by `trady firmware`), reported through semihosting one line at a time so the host can compare them
+ * by `trady firmware`), reported one line at a time so the host can compare them
  * with the host build's `host_sim forward` and `host_sim trace` on the same samples:
  *
  *   fwd OP CRC                  first, a forward pass on sample 0: CRC32 of each op's int8 output
@@ -15,6 +15,7 @@
  * calls tt_fw_marker() before the forward pass, after each of its ops (the observer), after the head,
  * and before and after each step: an instruction counting plugin records its count at every call
  * (`trady bench-mcu`), so there are MODEL_NUM_OPS + 2 + 2 * FW_NUM_SAMPLES markers.
+ * Text goes through tt_fw_output.h (semihosting or the CMSDK UART, chosen by the build);
  * main's return value is the emulator's exit status: 0 ok, 1 a kernel reported an error.
  */
 #include <stdint.h>
@@ -23,7 +24,7 @@
 
 #include "fw_samples.h"
 #include "model.h"
-#include "tt_semihost.h"
+#include "tt_fw_output.h"
 #include "tt_state.h"
 
 extern uint32_t tt_stack_used(void);
@@ -33,7 +34,7 @@ static int32_t check(tt_status st, const char *what)
     if (st != TT_OK) {
         char line[96];
         snprintf(line, sizeof line, "error %s: %s\n", what, tt_status_name(st));
-        tt_sh_write0(line);
+        tt_out_write(line);
         return 1;
     }
     return 0;
@@ -60,6 +61,7 @@ int main(void)
 {
     float logits[MODEL_NUM_CLASSES], loss;
     int32_t status = 0;
+    tt_out_init();
     model_init();
     memcpy(model_input(), fw_images[0], MODEL_INPUT_SIZE);
     tt_fw_marker();
@@ -75,7 +77,7 @@ int main(void)
     }
     char line[64];
     snprintf(line, sizeof line, "bench done stack %lu\n", (unsigned long)tt_stack_used());
-    tt_sh_write0(line);
+    tt_out_write(line);
     return status;
 }
 
@@ -93,7 +95,7 @@ static void print_output(int32_t op, const int8_t *data, int32_t size, void *use
     (void)user;
     char line[48];
     snprintf(line, sizeof line, "fwd %ld %08lx\n", (long)op, (unsigned long)tt_crc32(0, (const uint8_t *)data, size));
-    tt_sh_write0(line);
+    tt_out_write(line);
 }
 
 int main(void)
@@ -101,11 +103,12 @@ int main(void)
     char line[96];
     float logits[MODEL_NUM_CLASSES], loss;
     int32_t status = 0, step = 0;
+    tt_out_init();
     model_init();
     memcpy(model_input(), fw_images[0], MODEL_INPUT_SIZE);
     status |= check(model_forward(logits, print_output, NULL), "forward");
     snprintf(line, sizeof line, "fwd logits %08lx\n", (unsigned long)tt_crc32(0, (const uint8_t *)logits, (int32_t)sizeof logits));
-    tt_sh_write0(line);
+    tt_out_write(line);
     model_train_init(FW_SEED, FW_LR, FW_WARMUP, FW_TOTAL);
     for (; step < FW_NUM_SAMPLES && status == 0; step++) {
         if (step % FW_PER_EPOCH == 0) {
@@ -120,14 +123,14 @@ int main(void)
         const int32_t count = model_selection(&layers, &channels, &entries);
         snprintf(line, sizeof line, "step %ld sel %ld %08lx\n", (long)step, (long)count,
                  (unsigned long)tt_crc32(0, (const uint8_t *)entries, count * (int32_t)sizeof entries[0]));
-        tt_sh_write0(line);
+        tt_out_write(line);
         for (int32_t conv = 0; conv < MODEL_NUM_CONVS; conv++) {
             int8_t *w;
             const int32_t size = model_trainable_weights(conv, &w);
             if (size > 0) {
                 snprintf(line, sizeof line, "step %ld w %ld %08lx\n", (long)step, (long)conv,
                          (unsigned long)tt_crc32(0, (const uint8_t *)w, size));
-                tt_sh_write0(line);
+                tt_out_write(line);
             }
         }
         float *hw, *hb;
@@ -135,13 +138,13 @@ int main(void)
         uint32_t crc = tt_crc32(0, (const uint8_t *)hw, (int32_t)sizeof hw[0] * MODEL_NUM_CLASSES * MODEL_FEATURES);
         crc = tt_crc32(crc, (const uint8_t *)hb, (int32_t)sizeof hb[0] * MODEL_NUM_CLASSES);
         snprintf(line, sizeof line, "step %ld head %08lx\n", (long)step, (unsigned long)crc);
-        tt_sh_write0(line);
+        tt_out_write(line);
         snprintf(line, sizeof line, "step %ld loss %08lx logits %08lx\n", (long)step, (unsigned long)float_bits(loss),
                  (unsigned long)tt_crc32(0, (const uint8_t *)logits, (int32_t)sizeof logits));
-        tt_sh_write0(line);
+        tt_out_write(line);
     }
     snprintf(line, sizeof line, "done %ld stack %lu\n", (long)step, (unsigned long)tt_stack_used());
-    tt_sh_write0(line);
+    tt_out_write(line);
     return status;
 }
 
