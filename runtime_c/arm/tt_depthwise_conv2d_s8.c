@@ -22,11 +22,17 @@
 #error "runtime_c/arm/ needs the DSP extension (Cortex-M4/M7); build the reference kernels instead"
 #endif
 
-static inline int8_t finish(int32_t acc, int32_t c, const tt_conv_params *conv, const tt_per_channel_quant *quant,
-                            const int32_t *bias)
+/* Quantisation values are read into locals by the callers: int8 stores may alias anything, so the
+ * compiler would otherwise reload them through the structs for every output. */
+typedef struct {
+    const int32_t *bias, *multiplier, *shift;
+    int32_t output_offset;
+} out_quant;
+
+static inline int8_t finish(int32_t acc, int32_t c, out_quant q)
 {
-    acc = tt_add_wrap(acc, bias[c]);
-    return tt_clamp_s8(tt_requantize_floor(acc, quant->multiplier[c], quant->shift[c]) + conv->output_offset);
+    acc = tt_add_wrap(acc, q.bias[c]);
+    return tt_clamp_s8(tt_requantize_floor(acc, q.multiplier[c], q.shift[c]) + q.output_offset);
 }
 
 tt_status tt_depthwise_conv2d_s8(const tt_context *ctx, const tt_conv_params *conv,
@@ -48,6 +54,8 @@ tt_status tt_depthwise_conv2d_s8(const tt_context *ctx, const tt_conv_params *co
         return TT_ERR_ARG;
     }
     const int32_t h = in_dims->h, w = in_dims->w;
+    const out_quant q = {.bias = bias, .multiplier = quant->multiplier, .shift = quant->shift,
+                         .output_offset = conv->output_offset};
     const int32_t offset = conv->input_offset;
     const int32_t offset2 = (int32_t)(((uint32_t)(uint16_t)offset << 16) | (uint16_t)offset);
     const int32_t c4 = ch & ~3;
@@ -75,10 +83,10 @@ tt_status tt_depthwise_conv2d_s8(const tt_context *ctx, const tt_conv_params *co
                         a3 = __smlatt(wo, xo, a3);
                     }
                 }
-                po[c] = finish(a0, c, conv, quant, bias);
-                po[c + 1] = finish(a1, c + 1, conv, quant, bias);
-                po[c + 2] = finish(a2, c + 2, conv, quant, bias);
-                po[c + 3] = finish(a3, c + 3, conv, quant, bias);
+                po[c] = finish(a0, c, q);
+                po[c + 1] = finish(a1, c + 1, q);
+                po[c + 2] = finish(a2, c + 2, q);
+                po[c + 3] = finish(a3, c + 3, q);
             }
             for (; c < ch; c++) {
                 int32_t acc = 0;
@@ -88,7 +96,7 @@ tt_status tt_depthwise_conv2d_s8(const tt_context *ctx, const tt_conv_params *co
                                ((int32_t)in[((size_t)(y0 + ky) * w + x0 + kx) * ch + c] + offset);
                     }
                 }
-                po[c] = finish(acc, c, conv, quant, bias);
+                po[c] = finish(acc, c, q);
             }
         }
     }

@@ -32,11 +32,17 @@ static inline int32_t dot_tail(const int8_t *pw, const int8_t *px, int32_t from,
     return acc;
 }
 
-static inline int8_t finish(int32_t acc, int32_t o, const tt_conv_params *conv, const tt_per_channel_quant *quant,
-                            const int32_t *bias)
+/* Quantisation values are read into locals by the callers: int8 stores may alias anything, so the
+ * compiler would otherwise reload them through the structs for every output. */
+typedef struct {
+    const int32_t *bias, *multiplier, *shift;
+    int32_t output_offset;
+} out_quant;
+
+static inline int8_t finish(int32_t acc, int32_t o, out_quant q)
 {
-    acc = tt_add_wrap(acc, bias[o]);
-    return tt_clamp_s8(tt_requantize_floor(acc, quant->multiplier[o], quant->shift[o]) + conv->output_offset);
+    acc = tt_add_wrap(acc, q.bias[o]);
+    return tt_clamp_s8(tt_requantize_floor(acc, q.multiplier[o], q.shift[o]) + q.output_offset);
 }
 
 tt_status tt_pointwise_conv2d_s8(const tt_context *ctx, const tt_conv_params *conv,
@@ -57,6 +63,8 @@ tt_status tt_pointwise_conv2d_s8(const tt_context *ctx, const tt_conv_params *co
     if (filter_dims->h != 1 || filter_dims->w != 1 || filter_dims->c != c_in) {
         return TT_ERR_ARG;
     }
+    const out_quant q = {.bias = bias, .multiplier = quant->multiplier, .shift = quant->shift,
+                         .output_offset = conv->output_offset};
     const int32_t offset = conv->input_offset;
     const int32_t offset2 = (int32_t)(((uint32_t)(uint16_t)offset << 16) | (uint16_t)offset);
     const int32_t c4 = c_in & ~3;
@@ -81,10 +89,10 @@ tt_status tt_pointwise_conv2d_s8(const tt_context *ctx, const tt_conv_params *co
                     w = tt_load4(w3 + c);
                     a3 = __smlad(__sxtb16(tt_ror8(w)), xo, __smlad(__sxtb16(w), xe, a3));
                 }
-                po[o] = finish(dot_tail(w0, px, c4, c_in, offset, a0), o, conv, quant, bias);
-                po[o + 1] = finish(dot_tail(w1, px, c4, c_in, offset, a1), o + 1, conv, quant, bias);
-                po[o + 2] = finish(dot_tail(w2, px, c4, c_in, offset, a2), o + 2, conv, quant, bias);
-                po[o + 3] = finish(dot_tail(w3, px, c4, c_in, offset, a3), o + 3, conv, quant, bias);
+                po[o] = finish(dot_tail(w0, px, c4, c_in, offset, a0), o, q);
+                po[o + 1] = finish(dot_tail(w1, px, c4, c_in, offset, a1), o + 1, q);
+                po[o + 2] = finish(dot_tail(w2, px, c4, c_in, offset, a2), o + 2, q);
+                po[o + 3] = finish(dot_tail(w3, px, c4, c_in, offset, a3), o + 3, q);
             }
             for (; o < c_out; o++) {
                 const int8_t *w0 = filter + (size_t)o * c_in;
@@ -94,7 +102,7 @@ tt_status tt_pointwise_conv2d_s8(const tt_context *ctx, const tt_conv_params *co
                     a0 = __smlad(__sxtb16(tt_ror8(w)), __sadd16(__sxtb16(tt_ror8(xw)), offset2),
                                  __smlad(__sxtb16(w), __sadd16(__sxtb16(xw), offset2), a0));
                 }
-                po[o] = finish(dot_tail(w0, px, c4, c_in, offset, a0), o, conv, quant, bias);
+                po[o] = finish(dot_tail(w0, px, c4, c_in, offset, a0), o, q);
             }
         }
     }
