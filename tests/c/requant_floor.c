@@ -1,6 +1,7 @@
 /*
  * tt_requantize_floor (runtime_c/arm/tt_arm_math.h, used by the DSP kernels) against tt_requantize
- * (runtime_c/tt_requant.h): edge values x every shift, then random triples from a fixed xorshift seed.
+ * (runtime_c/tt_requant.h): edge values x every shift, small accumulators with tie-making multipliers,
+ * then random triples from a fixed xorshift seed.
  * Prints "ok N" or the first mismatch; exit 1 on a mismatch.
  */
 #include <inttypes.h>
@@ -41,6 +42,17 @@ int main(void)
         for (int j = 0; j < ne; j++) {
             for (int32_t s = -31; s <= 31; s++) {
                 if (check(edges[i], edges[j], s, &n)) {
+                    return 1;
+                }
+            }
+        }
+    }
+    /* small accumulators with multipliers that make exact halves (ties) at every shift */
+    static const int32_t ties[] = {1073741824, 1073741825, 1518500250, INT32_MAX};
+    for (int32_t x = -4096; x <= 4096; x++) {
+        for (int i = 0; i < 4; i++) {
+            for (int32_t s = -20; s <= 2; s++) {
+                if (check(x, ties[i], s, &n)) {
                     return 1;
                 }
             }
