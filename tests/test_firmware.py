@@ -262,7 +262,7 @@ def test_bench_mcu_per_op_counts_add_up(tiny10):
 def test_floor_requantisation_equals_reference(tmp_path):
     """tt_requantize_floor (runtime_c/arm/tt_arm_math.h) == tt_requantize on edge cases and 4M random inputs.
 
-    Needs only the host gcc: the helper is plain C."""
+    Needs only the host gcc: the function is plain C."""
     gcc = require_tool("gcc")
     root = Path(__file__).resolve().parent.parent
     exe = tmp_path / "requant_floor"
