@@ -26,13 +26,37 @@ static inline int32_t tt_srdhm_floor(int32_t a, int32_t b)
     return (int32_t)(((int64_t)a * (int64_t)b + ((int64_t)1 << 30)) >> 31);
 }
 
-/** tt_requantize with tt_srdhm_floor: the same result for every (x, multiplier, shift). */
+/** tt_rdbpot with a 32-bit mask (exponent in [0, 31]): the same result. */
+static inline int32_t tt_rdbpot32(int32_t x, int32_t exponent)
+{
+    const int32_t mask = (int32_t)((1u << exponent) - 1u);
+    const int32_t remainder = x & mask;
+    const int32_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
+    return (x >> exponent) + (remainder > threshold ? 1 : 0);
+}
+
+/** tt_requantize with tt_srdhm_floor and tt_rdbpot32: the same result for every (x, multiplier, shift). */
 static inline int32_t tt_requantize_floor(int32_t x, int32_t multiplier, int32_t shift)
 {
     const int32_t left = shift > 0 ? shift : 0;
     const int32_t right = shift > 0 ? 0 : -shift;
-    return tt_rdbpot(tt_srdhm_floor((int32_t)((uint32_t)x << left), multiplier), right);
+    return tt_rdbpot32(tt_srdhm_floor((int32_t)((uint32_t)x << left), multiplier), right);
 }
+
+#if defined(__ARM_FEATURE_SAT) && __ARM_FEATURE_SAT
+#include <arm_acle.h>
+
+/** Clamp to int8 with one SSAT (tt_clamp_s8's result). */
+static inline int8_t tt_ssat8(int32_t v)
+{
+    return (int8_t)__ssat(v, 8);
+}
+#else /* the host build of the tests */
+static inline int8_t tt_ssat8(int32_t v)
+{
+    return tt_clamp_s8(v);
+}
+#endif
 
 /** Rotate right by 8 (GCC 12's arm_acle.h has no __ror). */
 static inline int32_t tt_ror8(int32_t x)

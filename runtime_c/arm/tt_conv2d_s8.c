@@ -46,7 +46,7 @@ typedef struct {
 static inline int8_t finish(int32_t acc, int32_t o, out_quant q)
 {
     acc = tt_add_wrap(acc, q.bias[o]);
-    return tt_clamp_s8(tt_requantize_floor(acc, q.multiplier[o], q.shift[o]) + q.output_offset);
+    return tt_ssat8(tt_requantize_floor(acc, q.multiplier[o], q.shift[o]) + q.output_offset);
 }
 
 /* The reference loop, for patches longer than the column. */

@@ -32,7 +32,7 @@ typedef struct {
 static inline int8_t finish(int32_t acc, int32_t c, out_quant q)
 {
     acc = tt_add_wrap(acc, q.bias[c]);
-    return tt_clamp_s8(tt_requantize_floor(acc, q.multiplier[c], q.shift[c]) + q.output_offset);
+    return tt_ssat8(tt_requantize_floor(acc, q.multiplier[c], q.shift[c]) + q.output_offset);
 }
 
 tt_status tt_depthwise_conv2d_s8(const tt_context *ctx, const tt_conv_params *conv,
