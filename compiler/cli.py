@@ -242,9 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--model", type=Path, default=None, help="model file, if moved since compile")
     e.set_defaults(func=cmd_export)
 
-    from compiler import commands  # report, bench, demo
+    from compiler import commands, firmware  # report, bench, demo; firmware, qemu, bench-mcu
 
     commands.register(sub)
+    firmware.register(sub)
     return p
 
 

@@ -1,7 +1,9 @@
 /*
  * trady runtime: float32 exp and cos with a fixed operation sequence, so that the host, the
  * Cortex-M build and compiler/training.py (expf, cosf) agree bit for bit whatever libm is
- * linked. Build with -ffp-contract=off (no fused multiply-add).
+ * linked; and log for the reported loss, so that the host and every Cortex-M build print the same
+ * loss (newlib's logf for single-precision FPUs, e.g. Cortex-M4, differs from glibc's in the last
+ * bit). Build with -ffp-contract=off (no fused multiply-add).
  */
 #ifndef TT_FMATH_H
 #define TT_FMATH_H
@@ -45,6 +47,34 @@ static inline float tt_cosf(float x)
     p = p * y2 + -1.0f / 6.0f;
     p = p * y2 + 1.0f;
     return -(y * p);
+}
+
+/**
+ * log(x) for a positive normal float x (the softmax's sum of exponentials, >= 1): x = m 2^e with
+ * m in (sqrt(1/2), sqrt(2)], log m = 2 atanh(s), s = (m - 1) / (m + 1), |s| < 0.172, odd series to
+ * s^9 (truncation < 3e-9 relative); e ln 2 in two parts (Cody-Waite). Relative error < 3e-7.
+ */
+static inline float tt_logf(float x)
+{
+    uint32_t bits;
+    memcpy(&bits, &x, sizeof bits);
+    int32_t e = (int32_t)(bits >> 23) - 127;
+    bits = (bits & 0x007FFFFFu) | 0x3F800000u; /* the mantissa as a float in [1, 2) */
+    float m;
+    memcpy(&m, &bits, sizeof m);
+    if (m > 1.41421354f) {
+        m = m * 0.5f;
+        e = e + 1;
+    }
+    const float s = (m - 1.0f) / (m + 1.0f);
+    const float s2 = s * s;
+    float p = 1.0f / 9.0f;
+    p = p * s2 + 1.0f / 7.0f;
+    p = p * s2 + 1.0f / 5.0f;
+    p = p * s2 + 1.0f / 3.0f;
+    p = p * s2 + 1.0f;
+    const float fe = (float)e;
+    return fe * 0.693145752f + (fe * 1.42860677e-06f + 2.0f * s * p);
 }
 
 #endif /* TT_FMATH_H */

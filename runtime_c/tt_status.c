@@ -9,8 +9,10 @@ static const char *const status_names[TT_STATUS_COUNT] = {
 
 const char *tt_status_name(tt_status status)
 {
-    if ((int)status < 0 || status >= TT_STATUS_COUNT) {
+    /* unsigned: also rejects negative values, and stays meaningful where enums are 8-bit (ARM EABI) */
+    const unsigned index = (unsigned)status;
+    if (index >= (unsigned)TT_STATUS_COUNT) {
         return "unknown status";
     }
-    return status_names[status];
+    return status_names[index];
 }

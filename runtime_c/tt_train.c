@@ -62,7 +62,7 @@ tt_status tt_softmax_xent_f32(const float *logits, int32_t classes, int32_t labe
         grad[k] = grad[k] / sum;
     }
     grad[label] = grad[label] - 1.0f;
-    *loss = logf(sum) - (logits[label] - m);
+    *loss = tt_logf(sum) - (logits[label] - m);
     return TT_OK;
 }
 

@@ -1,0 +1,268 @@
+"""Stage 9b, emulation: firmware ELF -> QEMU (mps2 Cortex-M machines) -> checked trace and counts.
+
+`trady qemu` runs the training firmware (tt_fw_main.c) in QEMU and the host build's `host_sim trace`
+on the same embedded samples and schedule, turns the host trace into the lines the firmware prints
+(CRC32 of the selection, of each trainable layer's int8 weights and of the head; the fp32 loss bits;
+CRC32 of the logits) and compares them line by line: the first different line is named.
+`trady bench-mcu` runs the benchmark build (-DTT_FW_BENCH) under an instruction-counting TCG plugin
+(host_tools/tt_insn_plugin.c, built with host gcc) that records the count at every tt_fw_marker()
+call: per forward op, per inference, per training step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from compiler import firmware, host
+from compiler.errors import TradyError
+from compiler.pipeline import Project
+
+
+@dataclass(frozen=True)
+class QemuRun:
+    returncode: int
+    lines: list[str]  # semihosting output
+    stderr: str
+    seconds: float
+
+
+def qemu_command(brd: firmware.Board, elf: Path, plugin: list[str] | None = None,
+                 output: str = "semihosting") -> list[str]:
+    """Text on stdout: semihosting through a stdio chardev, or UART0 as `-serial stdio` (semihosting then
+    only carries the exit status)."""
+    if brd.qemu_machine is None:
+        raise TradyError(f"--board {brd.name}: not an emulated board (use qemu-m7 or qemu-m4)")
+    cmd = ["qemu-system-arm", "-M", brd.qemu_machine, "-nographic", "-monitor", "none"]
+    if output == "uart":
+        cmd += ["-serial", "stdio", "-semihosting-config", "enable=on,target=native"]
+    else:
+        cmd += ["-serial", "none", "-chardev", "stdio,id=sh0", "-semihosting-config",
+                "enable=on,target=native,chardev=sh0"]
+    cmd += ["-kernel", str(elf)]
+    if plugin:
+        cmd += ["-plugin", ",".join(plugin), "-d", "plugin"]
+    return cmd
+
+
+def run(brd: firmware.Board, elf: Path, timeout: int, plugin: list[str] | None = None,
+        output: str = "semihosting") -> QemuRun:
+    firmware.require("qemu-system-arm")
+    t0 = time.monotonic()
+    try:
+        r = subprocess.run(qemu_command(brd, elf, plugin, output), stdin=subprocess.DEVNULL, capture_output=True,
+                           text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise TradyError(f"{elf}: QEMU ({brd.qemu_machine}) did not finish within {timeout} s (--timeout)") from None
+    return QemuRun(r.returncode, r.stdout.splitlines(), r.stderr, time.monotonic() - t0)
+
+
+def _crc(a: np.ndarray) -> str:
+    return f"{zlib.crc32(np.ascontiguousarray(a).tobytes()):08x}"
+
+
+def host_lines(project: Project, raw: bytes, steps: int) -> list[str]:
+    """The lines tt_fw_main.c prints, computed from `host_sim trace`'s records (host_main.c layout)."""
+    g = project.graph
+    convs = g.convs
+    trainable = sorted(set(project.spec.pool.layers))
+    classes, feats = g.head.classes, g.head.features
+    pos = 0
+
+    def take(dtype, count: int) -> np.ndarray:
+        nonlocal pos
+        a = np.frombuffer(raw, dtype, count, pos)
+        pos += a.nbytes
+        return a
+
+    lines = []
+    for s in range(steps):
+        count = int(take(np.int32, 1)[0])
+        lines.append(f"step {s} sel {count} {_crc(take(np.uint16, count))}")
+        lines += [f"step {s} w {i} {_crc(take(np.int8, convs[i].weight.size))}" for i in trainable]
+        head = np.concatenate([take(np.float32, classes * feats), take(np.float32, classes)])
+        lines.append(f"step {s} head {_crc(head)}")
+        loss = take(np.uint32, 1)[0]
+        lines.append(f"step {s} loss {int(loss):08x} logits {_crc(take(np.float32, classes))}")
+    if pos != len(raw):
+        raise TradyError(f"host trace: {len(raw)} bytes, expected {pos} for {steps} steps")
+    return lines
+
+
+def forward_lines(project: Project, exe: Path, image: np.ndarray) -> list[str]:
+    """The firmware's "fwd" lines, from `host_sim forward` on the same image."""
+    g = project.graph
+    outs, logits = host.run_forward(exe, image[None], [g.tensors[op.output].size for op in g.ops], g.head.classes)
+    return [f"fwd {i} {_crc(o[0])}" for i, o in enumerate(outs)] + [f"fwd logits {_crc(logits[0])}"]
+
+
+def compare(fw: list[str], want: list[str]) -> str | None:
+    """None if the firmware printed exactly `want` (its fwd and step lines); else the first difference."""
+    got = [ln for ln in fw if ln.startswith(("step ", "fwd "))]
+    for i, w in enumerate(want):
+        if i >= len(got):
+            return f"line {i + 1}: firmware ended early; host: {w!r}"
+        if got[i] != w:
+            return f"line {i + 1}: firmware {got[i]!r} != host {w!r}"
+    if len(got) > len(want):
+        return f"line {len(want) + 1}: firmware printed more than the host: {got[len(want)]!r}"
+    return None
+
+
+def _stack_used(lines: list[str]) -> int | None:
+    for ln in lines:
+        parts = ln.split()
+        if len(parts) >= 2 and parts[-2] == "stack" and parts[-1].isdigit():
+            return int(parts[-1])
+    return None
+
+
+def cmd_qemu(a: argparse.Namespace) -> int:
+    from compiler import pipeline
+    from compiler.commands import _data
+
+    brd = firmware.board(a.board)
+    folder = Path(a.dir)
+    project = pipeline.load_project(folder, a.model)
+    images, labels = firmware.load_samples(project, _data(a), a.samples)
+    schedule = firmware.Schedule(seed=a.seed, lr=a.lr)
+    fw = firmware.build(folder, project, brd, images, labels, schedule, opt=f"-{a.opt}", stack=a.stack,
+                        kernels=a.kernels, output=a.output)
+    steps = len(images)
+    exe = host.build(folder)
+    raw = host.run_trace(exe, images, labels, schedule.per_epoch, schedule.seed, schedule.lr, schedule.warmup,
+                         schedule.total(steps))
+    want = forward_lines(project, exe, images[0]) + host_lines(project, raw, steps)
+    r = run(brd, fw.elf, a.timeout, output=a.output)
+    for ln in r.lines:
+        print(ln)
+    diff = compare(r.lines, want)
+    if diff is None and r.returncode != 0:
+        diff = f"QEMU exit status {r.returncode} (firmware: 1 kernel error, 3 fault){': ' + r.stderr.strip() if r.stderr.strip() else ''}"
+    if diff is None and not any(ln.startswith(f"done {steps} ") for ln in r.lines):
+        diff = "the firmware did not print its final 'done' line"
+    epochs = -(-steps // schedule.per_epoch)
+    if diff is not None:
+        print(f"qemu: FAIL {brd.name} ({brd.qemu_machine}) vs host build: first difference at {diff}")
+        return 1
+    layers = len(set(project.spec.pool.layers))
+    print(f"qemu: OK {brd.name} ({brd.qemu_machine}, {a.kernels} kernels, {a.output}) vs host build: forward outputs of "
+          f"{len(project.graph.ops)} ops and logits, {steps} training steps ({epochs} epochs): identical selections, int8 weight CRCs of {layers} layers, head, loss bits and logits; "
+          f"stack used {_stack_used(r.lines)} bytes; {r.seconds:.1f} s in QEMU")
+    return 0
+
+
+PLUGIN_SOURCE = Path(__file__).resolve().parent.parent / "host_tools" / "tt_insn_plugin.c"
+
+
+def build_plugin(folder: Path) -> Path:
+    """Compile the instruction-counting plugin with the host gcc into `folder`."""
+    firmware.require("gcc")
+    so = Path(folder) / "tt_insn_plugin.so"
+    r = subprocess.run(["gcc", "-shared", "-fPIC", "-O2", "-std=c99", "-Wall", "-Wextra", "-Werror", "-o", str(so),
+                        str(PLUGIN_SOURCE)], capture_output=True, text=True, check=False)
+    if r.returncode != 0:
+        raise TradyError(f"{PLUGIN_SOURCE}: plugin build failed: {(r.stdout + r.stderr).strip().splitlines()[0]}")
+    return so
+
+
+def functions(elf: Path) -> list[tuple[int, int, str]]:
+    """(start, end, name) of every sized function symbol, sorted by address (Thumb bit cleared)."""
+    r = subprocess.run(["arm-none-eabi-nm", "-S", "--defined-only", str(elf)], capture_output=True, text=True,
+                       check=True)
+    found = {}
+    for line in r.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 4 and parts[2] in "tTwW":
+            start, size = int(parts[0], 16) & ~1, int(parts[1], 16)
+            if size > 0:
+                found.setdefault(start, (start, start + size, parts[3]))
+    return sorted(found.values())
+
+
+@dataclass(frozen=True)
+class Counts:
+    snapshots: list[list[int]]  # per marker: [total, per function..., other]
+    names: list[str]  # function names, then "other"
+    end_total: int
+
+
+def count(brd: firmware.Board, elf: Path, folder: Path, timeout: int,
+          output: str = "semihosting") -> tuple[Counts, QemuRun]:
+    """Run `elf` under the plugin; the counts at every tt_fw_marker() call (cumulative)."""
+    so = build_plugin(folder)
+    funcs = functions(elf)
+    marker = next((s for s, _, n in funcs if n == "tt_fw_marker"), None)
+    if marker is None:
+        raise TradyError(f"{elf}: no tt_fw_marker symbol (not a benchmark build)")
+    ranges, out = Path(folder) / "ranges.txt", Path(folder) / "counts.txt"
+    ranges.write_text("".join(f"{s:x} {e:x}\n" for s, e, _ in funcs))
+    r = run(brd, elf, timeout, [str(so), f"marker={marker:#x}", f"ranges={ranges}", f"out={out}"], output)
+    if r.returncode != 0 or not out.is_file():
+        raise TradyError(f"{elf}: QEMU with the counting plugin failed (exit {r.returncode}): "
+                         f"{' '.join((r.stderr.strip() or ' '.join(r.lines)).splitlines()[-1:])}")
+    rows = [ln.split() for ln in out.read_text().splitlines()]
+    snaps = [[int(v) for v in row] for row in rows if row and row[0] != "end"]
+    end = next(int(row[1]) for row in rows if row and row[0] == "end")
+    return Counts(snaps, [n for _, _, n in funcs] + ["other"], end), r
+
+
+def _top(names: list[str], before: list[int], after: list[int], n: int) -> str:
+    d = [(after[k] - before[k], names[k - 1]) for k in range(1, len(after))]
+    d.sort(reverse=True)
+    tot = max(1, after[0] - before[0])
+    return ", ".join(f"{name} {v / tot:.0%}" for v, name in d[:n] if v > 0)
+
+
+def cmd_bench_mcu(a: argparse.Namespace) -> int:
+    from compiler import pipeline
+    from compiler.commands import _data
+
+    brd = firmware.board(a.board)
+    folder = Path(a.dir)
+    project = pipeline.load_project(folder, a.model)
+    plan = project.plan_json
+    images, labels = firmware.load_samples(project, _data(a), a.samples)
+    fw = firmware.build(folder, project, brd, images, labels, firmware.Schedule(seed=a.seed, lr=a.lr), bench=True,
+                        opt=f"-{a.opt}", stack=a.stack, kernels=a.kernels, output=a.output)
+    c, r = count(brd, fw.elf, fw.folder, a.timeout, a.output)
+    ops = plan["ops"]
+    want = len(ops) + 2 + 2 * len(images)
+    if len(c.snapshots) != want:
+        raise TradyError(f"{fw.elf}: {len(c.snapshots)} marker counts, expected {want} "
+                         f"(firmware output: {' | '.join(r.lines[-2:])})")
+    macs = {layer["name"]: layer["macs"] for layer in plan["layers"]}
+    s = [row[0] for row in c.snapshots]
+    print(f"bench-mcu: {plan['model']} on {brd.name} ({brd.qemu_machine}), -{a.opt}, {a.kernels} kernels, budget "
+          f"{plan['budget_units']:,} units, strategy {plan['strategy']}; exact instruction counts (QEMU TCG plugin)")
+    print(f"  {'op':>3} {'name':<34} {'type':<8} {'instructions':>13} {'MACs':>11} {'instr/MAC':>9}")
+    fwd_macs = 0
+    for i, op in enumerate(ops):
+        n = s[i + 1] - s[i]
+        m = macs.get(op["name"], 0)
+        fwd_macs += m
+        ratio = f"{n / m:9.2f}" if m else f"{'':9}"
+        print(f"  {i:>3} {op['name']:<34} {op['type']:<8} {n:>13,} {m:>11,} {ratio}")
+    head = s[len(ops) + 1] - s[len(ops)]
+    head_macs = project.graph.head.classes * project.graph.head.features
+    print(f"  {'':>3} {'head (fp32 classifier)':<34} {'Head':<8} {head:>13,} {head_macs:>11,}")
+    inference = s[len(ops) + 1] - s[0]
+    total_macs = fwd_macs + head_macs
+    print(f"  inference: {inference:,} instructions, {total_macs:,} MACs, {inference / total_macs:.2f} instructions/MAC")
+    base = len(ops) + 2
+    steps = [s[base + 2 * k + 1] - s[base + 2 * k] for k in range(len(images))]
+    for k, n in enumerate(steps):
+        top = _top(c.names, c.snapshots[base + 2 * k], c.snapshots[base + 2 * k + 1], 5)
+        print(f"  training step {k}: {n:,} instructions "
+              f"({n / total_macs:.2f} per forward MAC); top functions: {top}")
+    print(f"  whole run: {c.end_total:,} instructions; stack used {_stack_used(r.lines)} bytes; "
+          f"{r.seconds:.1f} s in QEMU ({c.end_total / max(r.seconds, 1e-9) / 1e6:.0f} M instructions/s)")
+    print(f"bench-mcu: {plan['model']} {brd.name}: inference {inference / 1e6:.2f} M instructions, training step "
+          f"{min(steps) / 1e6:.2f}..{max(steps) / 1e6:.2f} M instructions (mean {sum(steps) / len(steps) / 1e6:.2f} M)")
+    return 0

@@ -1,0 +1,334 @@
+"""Stage 9, firmware: compiled project folder + board -> Cortex-M ELF and .bin (arm-none-eabi-gcc).
+
+The board descriptions are data (`BOARDS`); the startup code, semihosting, the firmware application
+and the linker scripts are C/ld files in `runtime_c/boards/`. The firmware embeds a few training
+samples (`fw_samples.h`, rendered from `templates/fw_samples.h.j2`) and runs training steps on them
+(`tt_fw_main.c`). `--kernels dsp` (the default) swaps in the kernels of `runtime_c/arm/` (same file
+names as the reference kernels, `__SMLAD`-based, bit-exact with them). The build goes into
+`DIR/firmware-<board>/`; a link that overflows the board's flash or SRAM fails with one line naming
+the region and the overflow. On success the sizes come
+from the ELF (`arm-none-eabi-size -A`) and the stack bound from GCC's `-fstack-usage` call graph
+(`-fcallgraph-info=su`), printed next to the plan's figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+import numpy as np
+
+from compiler import __version__
+from compiler.emit import RUNTIME, TEMPLATES
+from compiler.errors import TradyError
+from compiler.pipeline import Project
+
+BOARD_FILES = RUNTIME / "boards"
+DSP_KERNELS = RUNTIME / "arm"  # Cortex-M DSP-extension kernels, same file names as the reference ones
+KERNELS = ("dsp", "reference")
+FW_SOURCES = ("tt_startup.c", "tt_semihost.c", "tt_fw_main.c")
+OUTPUTS = {"semihosting": "tt_out_semihost.c", "uart": "tt_out_uart_cmsdk.c"}  # text channel -> source
+CC = "arm-none-eabi-gcc"
+# Fixed flags: -ffp-contract=off on ARM and host alike keeps the fp32 arithmetic bit-identical.
+CFLAGS = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off", "-fno-strict-aliasing",
+          "-ffunction-sections", "-fdata-sections", "-fstack-usage", "-fcallgraph-info=su")
+LDFLAGS = ("--specs=nano.specs", "--specs=nosys.specs", "-nostartfiles", "-Wl,--gc-sections")
+DEFAULT_STACK = 16 * 1024
+DEFAULT_SAMPLES = 4
+
+
+@dataclass(frozen=True)
+class Board:
+    name: str
+    cpu: tuple[str, ...]  # -mcpu/-mfpu/-mfloat-abi/-mthumb
+    linker_script: str  # in runtime_c/boards/
+    flash_bytes: int
+    ram_bytes: int
+    qemu_machine: str | None  # qemu-system-arm -M, None for a real board
+    cmsdk_uart: bool  # UART0 is a CMSDK APB UART at 0x40004000 (the MPS2 boards)
+
+
+M4 = ("-mcpu=cortex-m4", "-mfpu=fpv4-sp-d16", "-mfloat-abi=hard", "-mthumb")
+M7 = ("-mcpu=cortex-m7", "-mfpu=fpv5-d16", "-mfloat-abi=hard", "-mthumb")
+BOARDS = {
+    "qemu-m7": Board("qemu-m7", M7, "qemu-m7.ld", 4 << 20, 4 << 20, "mps2-an500", True),
+    "qemu-m4": Board("qemu-m4", M4, "qemu-m4.ld", 4 << 20, 4 << 20, "mps2-an386", True),
+    "stm32f746g-disco": Board("stm32f746g-disco", M7, "stm32f746g-disco.ld", 1 << 20, 320 << 10, None, False),
+}
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The training run the firmware embeds; the host trace gets the same arguments."""
+    seed: int = 0
+    lr: float = 0.01
+    per_epoch: int = 2  # steps per epoch: with >= 3 samples the run crosses an epoch boundary
+    warmup: int = 1
+
+    def total(self, steps: int) -> int:
+        return steps
+
+
+@dataclass(frozen=True)
+class Firmware:
+    board: Board
+    output: str  # "semihosting" or "uart"
+    folder: Path
+    elf: Path
+    binary: Path
+    sections: dict[str, int]  # section name -> bytes
+    stack_reserved: int
+    stack_bound: int | None  # static call-graph bound, None if unbounded (recursion, indirect calls)
+    stack_note: str
+
+    @property
+    def flash_used(self) -> int:
+        s = self.sections
+        return s.get(".text", 0) + s.get(".ARM.exidx", 0) + s.get(".data", 0)
+
+    @property
+    def ram_static(self) -> int:
+        return self.sections.get(".data", 0) + self.sections.get(".bss", 0)
+
+
+def board(name: str) -> Board:
+    if name not in BOARDS:
+        raise TradyError(f"--board {name}: expected one of {', '.join(BOARDS)}")
+    return BOARDS[name]
+
+
+def require(tool: str) -> str:
+    found = shutil.which(tool)
+    if found is None:
+        raise TradyError(f"{tool} not found: install gcc-arm-none-eabi, libnewlib-arm-none-eabi and "
+                         "qemu-system-arm (see .ci/run)")
+    return found
+
+
+def load_samples(project: Project, data_path: Path, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first `count` (class-balanced) training images of the data set, int8, and their labels."""
+    from compiler import data
+
+    g = project.graph
+    res = g.tensors[g.input].shape[0]
+    ds = data.load(data_path, res, limit_train=count, limit_test=0)
+    if len(ds.train.y) < count:
+        raise TradyError(f"{data_path}: {len(ds.train.y)} training images, --samples {count} needs as many")
+    labels = ds.train.y[:count]
+    if int(labels.max()) >= g.head.classes:
+        raise TradyError(f"{data_path}: label {int(labels.max())} out of range for {g.head.classes} classes")
+    return np.ascontiguousarray(ds.train.x[:count], np.int8), labels.astype(np.int32)
+
+
+def render_samples(images: np.ndarray, labels: np.ndarray, schedule: Schedule) -> str:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined,
+                             trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    banner = f"/* Generated by trady {__version__} (trady firmware). Do not edit. */"
+    rows = [", ".join(str(int(v)) for v in img.ravel()) for img in images]
+    return env.get_template("fw_samples.h.j2").render(
+        banner=banner, count=len(images), per_epoch=schedule.per_epoch, seed=schedule.seed,
+        lr=repr(float(np.float32(schedule.lr))), warmup=schedule.warmup, total=schedule.total(len(images)),
+        images=rows, labels=", ".join(str(int(v)) for v in labels))
+
+
+def _sources(project_dir: Path, project: Project, kernels: str, output: str) -> list[Path]:
+    """The project's model and runtime sources; with "dsp", a runtime file that has a DSP variant of the
+    same name in runtime_c/arm/ is replaced by it."""
+    from compiler.emit import model_c_name
+
+    name = model_c_name(project.graph)
+    runtime = sorted((project_dir / "runtime").glob("*.c"))
+    if kernels == "dsp":
+        runtime = [DSP_KERNELS / p.name if (DSP_KERNELS / p.name).is_file() else p for p in runtime]
+    return [project_dir / f"{name}.c", *runtime, *(BOARD_FILES / s for s in (*FW_SOURCES, OUTPUTS[output]))]
+
+
+def build(project_dir: Path, project: Project, brd: Board, images: np.ndarray, labels: np.ndarray,
+          schedule: Schedule, bench: bool = False, opt: str = "-O2", stack: int = DEFAULT_STACK,
+          kernels: str = "dsp", defines: tuple[str, ...] = (), output: str = "semihosting") -> Firmware:
+    """Compile and link the firmware into DIR/firmware-<board>[-bench]/; raise TradyError on failure.
+
+    `defines` (NAME=VALUE) reach the C compiler: tests use them to reach a kernel's rare paths."""
+    require(CC)
+    if output == "uart" and not brd.cmsdk_uart:
+        raise TradyError(f"--output uart: {brd.name} has no UART driver here (CMSDK UART: qemu-m7, qemu-m4); "
+                         "use --output semihosting")
+    project_dir = Path(project_dir).resolve()
+    folder = project_dir / f"firmware-{brd.name}{'-bench' if bench else ''}"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    (folder / "fw_samples.h").write_text(render_samples(images, labels, schedule))
+    elf = folder / "firmware.elf"
+    cmd = [CC, *brd.cpu, opt, *CFLAGS, *(["-DTT_FW_BENCH"] if bench else []), *(f"-D{d}" for d in defines),
+           f"-I{folder}", f"-I{project_dir}", f"-I{project_dir / 'runtime'}", f"-I{BOARD_FILES}",
+           *(str(s) for s in _sources(project_dir, project, kernels, output)),
+           f"-L{BOARD_FILES}", f"-T{brd.linker_script}", f"-Wl,--defsym=TT_STACK_SIZE={stack}",
+           f"-Wl,-Map={folder / 'firmware.map'}", *LDFLAGS, "-o", str(elf), "-lm"]
+    r = subprocess.run(cmd, cwd=folder, check=False, capture_output=True, text=True)
+    if r.returncode != 0:
+        shutil.rmtree(folder, ignore_errors=True)  # no half-built firmware left behind
+        raise TradyError(_build_error(project_dir, brd, r.stdout + r.stderr, stack))
+    binary = folder / "firmware.bin"
+    subprocess.run(["arm-none-eabi-objcopy", "-O", "binary", str(elf), str(binary)], check=True)
+    bound, note = stack_bound(folder)
+    return Firmware(brd, output, folder, elf, binary, sections(elf), stack, bound, note)
+
+
+def _build_error(project_dir: Path, brd: Board, text: str, stack: int) -> str:
+    over = re.findall(r"region `(\w+)' overflowed by (\d+) bytes", text)
+    if over:
+        parts = []
+        for region, n in over:
+            size = brd.ram_bytes if region == "RAM" else brd.flash_bytes
+            what = "SRAM (.data + .bss + stack)" if region == "RAM" else "flash (code + constants + .data init)"
+            parts.append(f"{what} overflows the {size:,} bytes by {int(n):,} bytes")
+        return (f"{project_dir}: the plan does not fit {brd.name}: {'; '.join(parts)} "
+                f"(stack reserve {stack:,} bytes)")
+    first = next((ln for ln in text.splitlines() if "error" in ln), text.strip().splitlines()[0] if text.strip() else "")
+    return f"{project_dir}: firmware build for {brd.name} failed: {first.strip()}"
+
+
+def sections(elf: Path) -> dict[str, int]:
+    r = subprocess.run(["arm-none-eabi-size", "-A", str(elf)], check=True, capture_output=True, text=True)
+    out = {}
+    for line in r.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0].startswith(".") and parts[1].isdigit():
+            out[parts[0]] = int(parts[1])
+    return out
+
+
+def stack_bound(folder: Path) -> tuple[int | None, str]:
+    """Worst-case stack depth from the `.ci` call-graph files GCC wrote (-fcallgraph-info=su).
+
+    Each node carries its frame size ("N bytes (static)"; "dynamic" frames make the bound unknown);
+    the bound is the deepest path from the reset handler. Indirect calls (the forward's observer
+    callback) are not edges in the graph: the note says how many calls were left out that way.
+    """
+    frames: dict[str, int] = {}
+    dynamic: set[str] = set()
+    edges: dict[str, set[str]] = {}
+    indirect = 0
+    for ci in sorted(folder.glob("*.ci")):
+        text = ci.read_text()
+        for m in re.finditer(r'node: \{ title: "([^"]+)" label: "([^"]*)"', text):
+            title, label = m.group(1), m.group(2)
+            sm = re.search(r"(\d+) bytes \((\w+)", label)
+            if sm:  # a function defined here; declarations only (library calls) carry no figure
+                frames[title] = max(frames.get(title, 0), int(sm.group(1)))
+                if sm.group(2) != "static":
+                    dynamic.add(title)
+            indirect += label.count("__indirect_call")
+        for m in re.finditer(r'edge: \{ sourcename: "([^"]+)" targetname: "([^"]+)"', text):
+            edges.setdefault(m.group(1), set()).add(m.group(2))
+    # Function names are "file.c:func" for defined nodes and "func" for references: key by the function.
+    def key(title: str) -> str:
+        return title.rsplit(":", 1)[-1]
+
+    frame_of: dict[str, int] = {}
+    for t, v in frames.items():  # static functions of the same name in two files: the larger frame
+        frame_of[key(t)] = max(frame_of.get(key(t), 0), v)
+    succ: dict[str, set[str]] = {}
+    for src, dsts in edges.items():
+        succ.setdefault(key(src), set()).update(key(d) for d in dsts)
+    memo: dict[str, int] = {}
+    unknown: set[str] = set()
+
+    def depth(f: str, path: tuple[str, ...]) -> int:
+        if f in path:
+            unknown.add(f"recursion through {f}")
+            return 0
+        if f in memo:
+            return memo[f]
+        if f not in frame_of:
+            unknown.add(f)  # a library function compiled elsewhere (newlib): no frame figure
+        d = frame_of.get(f, 0) + max((depth(g, (*path, f)) for g in succ.get(f, ())), default=0)
+        memo[f] = d
+        return d
+
+    total = depth("tt_reset_handler", ())
+    if any(key(t) in memo for t in dynamic):
+        return None, "a function on the call graph has a dynamic frame"
+    lib = sorted(u for u in unknown if not u.startswith("recursion") and u != "__indirect_call")
+    note = (f"-fstack-usage call graph; excludes {len(lib)} library functions ({', '.join(lib[:5])}"
+            f"{', ...' if len(lib) > 5 else ''}) and indirect calls")
+    if any(u.startswith("recursion") for u in unknown):
+        return None, "recursion in the call graph"
+    return total, note
+
+
+def report_lines(fw: Firmware, plan: dict) -> list[str]:
+    b = fw.board
+    sram_plan = plan["sram_bytes"]["total"]
+    flash_plan = plan["flash_bytes"]["total"]
+    s = fw.sections
+    lines = [f"firmware: {fw.elf} ({b.name}), {fw.binary.name} {fw.binary.stat().st_size:,} bytes",
+             (f"  flash: {fw.flash_used:,} of {b.flash_bytes:,} bytes (.text {s.get('.text', 0):,} incl. constants, "
+             f".data init {s.get('.data', 0):,}); the plan's flash figure: {flash_plan:,}"),
+             (f"  SRAM:  {fw.ram_static + fw.stack_reserved:,} of {b.ram_bytes:,} bytes (.data {s.get('.data', 0):,} "
+             f"+ .bss {s.get('.bss', 0):,} + stack reserve {fw.stack_reserved:,}); the plan's SRAM figure: {sram_plan:,}")]
+    if fw.stack_bound is None:
+        lines.append(f"  stack: no static bound ({fw.stack_note})")
+    else:
+        lines.append(f"  stack: static bound {fw.stack_bound:,} bytes ({fw.stack_note})")
+        if fw.stack_bound > fw.stack_reserved:
+            lines.append(f"  warning: the stack bound exceeds the reserve of {fw.stack_reserved:,} bytes (--stack)")
+    return lines
+
+
+def cmd_firmware(a: argparse.Namespace) -> int:
+    from compiler import pipeline
+    from compiler.commands import _data
+
+    brd = board(a.board)
+    project = pipeline.load_project(Path(a.dir), a.model)
+    images, labels = load_samples(project, _data(a), a.samples)
+    fw = build(Path(a.dir), project, brd, images, labels, Schedule(seed=a.seed, lr=a.lr), opt=f"-{a.opt}",
+               stack=a.stack, kernels=a.kernels, output=a.output)
+    for line in report_lines(fw, project.plan_json):
+        print(line)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """`trady firmware`, `trady qemu`, `trady bench-mcu`, `trady flash`."""
+    from compiler import emulate, flash
+    from compiler.cli import positive_int
+
+    def common(p: argparse.ArgumentParser, boards: tuple[str, ...], default: str) -> None:
+        p.add_argument("dir", type=Path, help="compiled project folder (trady compile --out)")
+        p.add_argument("--board", choices=boards, default=default, help=f"target (default {default})")
+        p.add_argument("--model", type=Path, default=None, help="model file, if it moved since the compile")
+        p.add_argument("--data", type=Path, default=None,
+                       help="data set the embedded samples come from (default: shared CIFAR-10 subset)")
+        p.add_argument("--samples", type=positive_int, default=DEFAULT_SAMPLES,
+                       help=f"training samples embedded in the image (default {DEFAULT_SAMPLES})")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--lr", type=float, default=0.01)
+        p.add_argument("--opt", choices=("O2", "O3", "Os", "Ofast"), default="O2", help="optimisation (default O2)")
+        p.add_argument("--kernels", choices=KERNELS, default="dsp",
+                       help="dsp: the Cortex-M DSP-extension kernels of runtime_c/arm/ where one exists (default); "
+                            "reference: the plain C99 kernels")
+        p.add_argument("--output", choices=tuple(OUTPUTS), default="semihosting",
+                       help="text channel: semihosting (default) or the CMSDK UART0 (QEMU boards)")
+        p.add_argument("--stack", type=positive_int, default=DEFAULT_STACK,
+                       help=f"stack bytes reserved at the top of SRAM (default {DEFAULT_STACK})")
+
+    f = sub.add_parser("firmware", help="build the Cortex-M firmware (ELF + .bin) for a board; print its sizes")
+    common(f, tuple(BOARDS), "qemu-m7")
+    f.set_defaults(func=cmd_firmware)
+    emulated = tuple(n for n, b in BOARDS.items() if b.qemu_machine)
+    q = sub.add_parser("qemu", help="run the firmware's training steps in QEMU; compare with the host build")
+    common(q, emulated, "qemu-m7")
+    q.add_argument("--timeout", type=positive_int, default=600, help="seconds QEMU may run (default 600)")
+    q.set_defaults(func=emulate.cmd_qemu)
+    bm = sub.add_parser("bench-mcu", help="instructions per layer, inference and training step in QEMU (plugin)")
+    common(bm, emulated, "qemu-m7")
+    bm.add_argument("--timeout", type=positive_int, default=600, help="seconds QEMU may run (default 600)")
+    bm.set_defaults(func=emulate.cmd_bench_mcu)
+    flash.register(sub)

@@ -1,0 +1,75 @@
+/*
+ * trady runtime: helpers shared by the Cortex-M DSP kernels of runtime_c/arm/ (internal).
+ *
+ * tt_requantize_floor() equals tt_requantize() (tt_requant.h) for every input, with a cheaper
+ * SaturatingRoundingDoublingHighMul: gemmlowp's (a*b + nudge) / 2^31 truncated toward zero, nudge
+ * 2^30 for a*b >= 0 and 1 - 2^30 below, is floor((a*b + 2^30) / 2^31) in both cases (for a*b < 0 the
+ * truncation of a negative quotient is the floor of the numerator plus 2^31 - 1), which is one
+ * SMLAL and a shift (CMSIS-NN's arm_nn_doubling_high_mult_no_sat). Plain C: the host test suite
+ * checks the equality on edge cases and random values (tests/test_firmware.py).
+ */
+#ifndef TT_ARM_MATH_H
+#define TT_ARM_MATH_H
+
+#include <stdint.h>
+#include <string.h>
+
+#include "tt_requant.h"
+
+/** floor((a * b + 2^30) / 2^31); INT32_MAX for the one overflowing case, as tt_srdhm. */
+static inline int32_t tt_srdhm_floor(int32_t a, int32_t b)
+{
+    if (a == INT32_MIN && b == INT32_MIN) {
+        return INT32_MAX;
+    }
+    /* Right shift of a negative int64 is arithmetic (floor) on gcc and arm-none-eabi-gcc. */
+    return (int32_t)(((int64_t)a * (int64_t)b + ((int64_t)1 << 30)) >> 31);
+}
+
+/** tt_rdbpot with a 32-bit mask (exponent in [0, 31]): the same result. */
+static inline int32_t tt_rdbpot32(int32_t x, int32_t exponent)
+{
+    const int32_t mask = (int32_t)((1u << exponent) - 1u);
+    const int32_t remainder = x & mask;
+    const int32_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
+    return (x >> exponent) + (remainder > threshold ? 1 : 0);
+}
+
+/** tt_requantize with tt_srdhm_floor and tt_rdbpot32: the same result for every (x, multiplier, shift). */
+static inline int32_t tt_requantize_floor(int32_t x, int32_t multiplier, int32_t shift)
+{
+    const int32_t left = shift > 0 ? shift : 0;
+    const int32_t right = shift > 0 ? 0 : -shift;
+    return tt_rdbpot32(tt_srdhm_floor((int32_t)((uint32_t)x << left), multiplier), right);
+}
+
+#if defined(__ARM_FEATURE_SAT) && __ARM_FEATURE_SAT
+#include <arm_acle.h>
+
+/** Clamp to int8 with one SSAT (tt_clamp_s8's result). */
+static inline int8_t tt_ssat8(int32_t v)
+{
+    return (int8_t)__ssat(v, 8);
+}
+#else /* the host build of the tests */
+static inline int8_t tt_ssat8(int32_t v)
+{
+    return tt_clamp_s8(v);
+}
+#endif
+
+/** Rotate right by 8 (GCC 12's arm_acle.h has no __ror). */
+static inline int32_t tt_ror8(int32_t x)
+{
+    return (int32_t)(((uint32_t)x >> 8) | ((uint32_t)x << 24));
+}
+
+/** Four int8 from any address (Cortex-M4/M7 load words unaligned; memcpy compiles to one LDR). */
+static inline int32_t tt_load4(const int8_t *p)
+{
+    int32_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+#endif /* TT_ARM_MATH_H */

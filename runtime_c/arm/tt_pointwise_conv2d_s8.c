@@ -1,0 +1,164 @@
+/*
+ * trady runtime: pointwise (1x1) convolution for Cortex-M with the DSP extension (see tt_kernels.h).
+ * The firmware build (`trady firmware --kernels dsp`) uses this file instead of the reference kernel
+ * of the same name; the results are bit-identical (integer sums in another order, no overflow).
+ *
+ * Four input channels at a time: SXTB16 widens bytes 0 and 2 (then, after a rotate by 8, bytes 1
+ * and 3) into two int16 lanes, SADD16 adds the input offset to both lanes, SMLAD multiplies two lane
+ * pairs and adds both products to the accumulator. Each pixel's input is widened once into a stack
+ * buffer that every output channel reads (inputs of more than 4 * TT_PW_GROUPS channels widen per
+ * output block instead). Lanes stay in int16: x + input_offset is in
+ * [-255, 255] (x in [-128, 127], input_offset = -x_zero in [-127, 128]), weights in [-128, 127].
+ * Four output channels share each widened input word. |sum| <= 127 * 255 * C_in < 2^31 for
+ * C_in < 66,000 (the compiler checks), so the int32 accumulator is exact in any order. Requantisation:
+ * tt_requantize_floor (tt_arm_math.h), equal to tt_requantize.
+ */
+#include <arm_acle.h>
+#include <stddef.h>
+
+#include "tt_arm_math.h"
+#include "tt_conv_common.h"
+#include "tt_kernels.h"
+#include "tt_requant.h"
+
+#if !defined(__ARM_FEATURE_DSP) || !__ARM_FEATURE_DSP
+#error "runtime_c/arm/ needs the DSP extension (Cortex-M4/M7); build the reference kernels instead"
+#endif
+
+#ifndef TT_PW_GROUPS /* a test builds with fewer to run the long-input path */
+#define TT_PW_GROUPS 256 /* 1,024 input channels widened once per pixel: 2 KB of stack */
+#endif
+
+static inline int32_t dot_tail(const int8_t *pw, const int8_t *px, int32_t from, int32_t c_in, int32_t offset,
+                               int32_t acc)
+{
+    for (int32_t c = from; c < c_in; c++) {
+        acc += (int32_t)pw[c] * ((int32_t)px[c] + offset);
+    }
+    return acc;
+}
+
+/* Quantisation values are read into locals by the callers: int8 stores may alias anything, so the
+ * compiler would otherwise reload them through the structs for every output. */
+typedef struct {
+    const int32_t *bias, *multiplier, *shift;
+    int32_t output_offset;
+} out_quant;
+
+static inline int8_t finish(int32_t acc, int32_t o, out_quant q)
+{
+    acc = tt_add_wrap(acc, q.bias[o]);
+    return tt_ssat8(tt_requantize_floor(acc, q.multiplier[o], q.shift[o]) + q.output_offset);
+}
+
+/* One output pixel without the widened buffer (inputs with more than 4 * TT_PW_GROUPS channels). */
+static void pixel_long(const int8_t *px, int8_t *po, const int8_t *filter, int32_t c_in, int32_t c_out, int32_t offset,
+                       out_quant q)
+{
+    const int32_t offset2 = (int32_t)(((uint32_t)(uint16_t)offset << 16) | (uint16_t)offset);
+    const int32_t c4 = c_in & ~3;
+    int32_t o = 0;
+    for (; o + 4 <= c_out; o += 4) {
+        const int8_t *w0 = filter + (size_t)o * c_in, *w1 = w0 + c_in, *w2 = w1 + c_in, *w3 = w2 + c_in;
+        int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+        for (int32_t c = 0; c < c4; c += 4) {
+            const int32_t xw = tt_load4(px + c);
+            const int32_t xe = __sadd16(__sxtb16(xw), offset2);       /* x0, x2 */
+            const int32_t xo = __sadd16(__sxtb16(tt_ror8(xw)), offset2); /* x1, x3 */
+            int32_t w = tt_load4(w0 + c);
+            a0 = __smlad(__sxtb16(tt_ror8(w)), xo, __smlad(__sxtb16(w), xe, a0));
+            w = tt_load4(w1 + c);
+            a1 = __smlad(__sxtb16(tt_ror8(w)), xo, __smlad(__sxtb16(w), xe, a1));
+            w = tt_load4(w2 + c);
+            a2 = __smlad(__sxtb16(tt_ror8(w)), xo, __smlad(__sxtb16(w), xe, a2));
+            w = tt_load4(w3 + c);
+            a3 = __smlad(__sxtb16(tt_ror8(w)), xo, __smlad(__sxtb16(w), xe, a3));
+        }
+        po[o] = finish(dot_tail(w0, px, c4, c_in, offset, a0), o, q);
+        po[o + 1] = finish(dot_tail(w1, px, c4, c_in, offset, a1), o + 1, q);
+        po[o + 2] = finish(dot_tail(w2, px, c4, c_in, offset, a2), o + 2, q);
+        po[o + 3] = finish(dot_tail(w3, px, c4, c_in, offset, a3), o + 3, q);
+    }
+    for (; o < c_out; o++) {
+        const int8_t *w0 = filter + (size_t)o * c_in;
+        int32_t a0 = 0;
+        for (int32_t c = 0; c < c4; c += 4) {
+            const int32_t xw = tt_load4(px + c), w = tt_load4(w0 + c);
+            a0 = __smlad(__sxtb16(tt_ror8(w)), __sadd16(__sxtb16(tt_ror8(xw)), offset2),
+                         __smlad(__sxtb16(w), __sadd16(__sxtb16(xw), offset2), a0));
+        }
+        po[o] = finish(dot_tail(w0, px, c4, c_in, offset, a0), o, q);
+    }
+}
+
+tt_status tt_pointwise_conv2d_s8(const tt_context *ctx, const tt_conv_params *conv,
+                                 const tt_per_channel_quant *quant, const tt_dims *in_dims, const int8_t *in,
+                                 const tt_dims *filter_dims, const int8_t *filter, const int32_t *bias,
+                                 const tt_dims *out_dims, int8_t *out)
+{
+    (void)ctx;
+    if (filter_dims == NULL || in_dims == NULL) {
+        return TT_ERR_ARG;
+    }
+    const int32_t c_in = in_dims->c;
+    const int32_t c_out = filter_dims->n;
+    tt_status st = tt_check_conv(conv, quant, in_dims, in, filter_dims, filter, bias, out_dims, out, 1, c_out);
+    if (st != TT_OK) {
+        return st;
+    }
+    if (filter_dims->h != 1 || filter_dims->w != 1 || filter_dims->c != c_in) {
+        return TT_ERR_ARG;
+    }
+    const out_quant q = {.bias = bias, .multiplier = quant->multiplier, .shift = quant->shift,
+                         .output_offset = conv->output_offset};
+    const int32_t offset = conv->input_offset;
+    const int32_t offset2 = (int32_t)(((uint32_t)(uint16_t)offset << 16) | (uint16_t)offset);
+    const int32_t c4 = c_in & ~3;
+    const int32_t groups = c4 / 4;
+    int32_t widened[2 * TT_PW_GROUPS]; /* per group of 4 channels: (x0, x2) and (x1, x3) + offset, int16 lanes */
+    for (int32_t oy = 0; oy < out_dims->h; oy++) {
+        for (int32_t ox = 0; ox < out_dims->w; ox++) {
+            const int8_t *px = in + ((size_t)oy * conv->stride * in_dims->w + (size_t)ox * conv->stride) * c_in;
+            int8_t *po = out + ((size_t)oy * out_dims->w + ox) * c_out;
+            if (groups > TT_PW_GROUPS) {
+                pixel_long(px, po, filter, c_in, c_out, offset, q);
+                continue;
+            }
+            for (int32_t g = 0; g < groups; g++) {
+                const int32_t xw = tt_load4(px + 4 * g);
+                widened[2 * g] = __sadd16(__sxtb16(xw), offset2);
+                widened[2 * g + 1] = __sadd16(__sxtb16(tt_ror8(xw)), offset2);
+            }
+            int32_t o = 0;
+            for (; o + 4 <= c_out; o += 4) {
+                const int8_t *w0 = filter + (size_t)o * c_in, *w1 = w0 + c_in, *w2 = w1 + c_in, *w3 = w2 + c_in;
+                int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+                for (int32_t g = 0; g < groups; g++) {
+                    const int32_t xe = widened[2 * g], xo = widened[2 * g + 1];
+                    int32_t w = tt_load4(w0 + 4 * g);
+                    a0 = __smlad(__sxtb16(tt_ror8(w)), xo, __smlad(__sxtb16(w), xe, a0));
+                    w = tt_load4(w1 + 4 * g);
+                    a1 = __smlad(__sxtb16(tt_ror8(w)), xo, __smlad(__sxtb16(w), xe, a1));
+                    w = tt_load4(w2 + 4 * g);
+                    a2 = __smlad(__sxtb16(tt_ror8(w)), xo, __smlad(__sxtb16(w), xe, a2));
+                    w = tt_load4(w3 + 4 * g);
+                    a3 = __smlad(__sxtb16(tt_ror8(w)), xo, __smlad(__sxtb16(w), xe, a3));
+                }
+                po[o] = finish(dot_tail(w0, px, c4, c_in, offset, a0), o, q);
+                po[o + 1] = finish(dot_tail(w1, px, c4, c_in, offset, a1), o + 1, q);
+                po[o + 2] = finish(dot_tail(w2, px, c4, c_in, offset, a2), o + 2, q);
+                po[o + 3] = finish(dot_tail(w3, px, c4, c_in, offset, a3), o + 3, q);
+            }
+            for (; o < c_out; o++) {
+                const int8_t *w0 = filter + (size_t)o * c_in;
+                int32_t a0 = 0;
+                for (int32_t g = 0; g < groups; g++) {
+                    const int32_t w = tt_load4(w0 + 4 * g);
+                    a0 = __smlad(__sxtb16(tt_ror8(w)), widened[2 * g + 1], __smlad(__sxtb16(w), widened[2 * g], a0));
+                }
+                po[o] = finish(dot_tail(w0, px, c4, c_in, offset, a0), o, q);
+            }
+        }
+    }
+    return TT_OK;
+}

@@ -1,0 +1,151 @@
+/*
+ * Firmware application: training steps on the samples embedded in the image (fw_samples.h, written
+ * by `trady firmware`), reported one line at a time so the host can compare them
+ * with the host build's `host_sim forward` and `host_sim trace` on the same samples:
+ *
+ *   fwd OP CRC                  first, a forward pass on sample 0: CRC32 of each op's int8 output
+ *   fwd logits CRC              and of its fp32 logits
+ *   step S sel COUNT CRC        the selection after the step: length, CRC32 of the uint16 entries
+ *   step S w CONV CRC           per trainable conv: CRC32 of its int8 weights (layout as emitted)
+ *   step S head CRC             CRC32 of the fp32 head weights then bias (their bytes)
+ *   step S loss BITS logits CRC the fp32 loss as hex bits, CRC32 of the fp32 logits
+ *   done STEPS stack BYTES      at the end, with the stack painting's measured use
+ *
+ * Built with -DTT_FW_BENCH instead, it runs one forward pass and FW_NUM_SAMPLES training steps and
+ * calls tt_fw_marker() before the forward pass, after each of its ops (the observer), after the head,
+ * and before and after each step: an instruction counting plugin records its count at every call
+ * (`trady bench-mcu`), so there are MODEL_NUM_OPS + 2 + 2 * FW_NUM_SAMPLES markers.
+ * Text goes through tt_fw_output.h (semihosting or the CMSDK UART, chosen by the build);
+ * main's return value is the emulator's exit status: 0 ok, 1 a kernel reported an error.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "fw_samples.h"
+#include "model.h"
+#include "tt_fw_output.h"
+#include "tt_state.h"
+
+extern uint32_t tt_stack_used(void);
+
+static int32_t check(tt_status st, const char *what)
+{
+    if (st != TT_OK) {
+        char line[96];
+        snprintf(line, sizeof line, "error %s: %s\n", what, tt_status_name(st));
+        tt_out_write(line);
+        return 1;
+    }
+    return 0;
+}
+
+#if defined(TT_FW_BENCH)
+
+/** Does nothing; its entry address is what the instruction counter watches. */
+void __attribute__((noinline)) tt_fw_marker(void)
+{
+    __asm__ volatile("" ::: "memory");
+}
+
+static void observe(int32_t op, const int8_t *data, int32_t size, void *user)
+{
+    (void)op;
+    (void)data;
+    (void)size;
+    (void)user;
+    tt_fw_marker();
+}
+
+int main(void)
+{
+    float logits[MODEL_NUM_CLASSES], loss;
+    int32_t status = 0;
+    tt_out_init();
+    model_init();
+    memcpy(model_input(), fw_images[0], MODEL_INPUT_SIZE);
+    tt_fw_marker();
+    status |= check(model_forward(logits, observe, NULL), "forward");
+    tt_fw_marker(); /* the head ran since the last op's marker */
+    model_train_init(FW_SEED, FW_LR, FW_WARMUP, FW_TOTAL);
+    status |= check(model_epoch_begin(), "epoch_begin");
+    for (int32_t i = 0; i < FW_NUM_SAMPLES && status == 0; i++) {
+        memcpy(model_input(), fw_images[i], MODEL_INPUT_SIZE);
+        tt_fw_marker();
+        status |= check(model_train_step(fw_labels[i], &loss, logits), "train_step");
+        tt_fw_marker();
+    }
+    char line[64];
+    snprintf(line, sizeof line, "bench done stack %lu\n", (unsigned long)tt_stack_used());
+    tt_out_write(line);
+    return status;
+}
+
+#else
+
+static uint32_t float_bits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+static void print_output(int32_t op, const int8_t *data, int32_t size, void *user)
+{
+    (void)user;
+    char line[48];
+    snprintf(line, sizeof line, "fwd %ld %08lx\n", (long)op, (unsigned long)tt_crc32(0, (const uint8_t *)data, size));
+    tt_out_write(line);
+}
+
+int main(void)
+{
+    char line[96];
+    float logits[MODEL_NUM_CLASSES], loss;
+    int32_t status = 0, step = 0;
+    tt_out_init();
+    model_init();
+    memcpy(model_input(), fw_images[0], MODEL_INPUT_SIZE);
+    status |= check(model_forward(logits, print_output, NULL), "forward");
+    snprintf(line, sizeof line, "fwd logits %08lx\n", (unsigned long)tt_crc32(0, (const uint8_t *)logits, (int32_t)sizeof logits));
+    tt_out_write(line);
+    model_train_init(FW_SEED, FW_LR, FW_WARMUP, FW_TOTAL);
+    for (; step < FW_NUM_SAMPLES && status == 0; step++) {
+        if (step % FW_PER_EPOCH == 0) {
+            status |= check(model_epoch_begin(), "epoch_begin");
+        }
+        memcpy(model_input(), fw_images[step], MODEL_INPUT_SIZE);
+        status |= status == 0 ? check(model_train_step(fw_labels[step], &loss, logits), "train_step") : 0;
+        if (status != 0) {
+            break;
+        }
+        const uint16_t *layers, *channels, *entries;
+        const int32_t count = model_selection(&layers, &channels, &entries);
+        snprintf(line, sizeof line, "step %ld sel %ld %08lx\n", (long)step, (long)count,
+                 (unsigned long)tt_crc32(0, (const uint8_t *)entries, count * (int32_t)sizeof entries[0]));
+        tt_out_write(line);
+        for (int32_t conv = 0; conv < MODEL_NUM_CONVS; conv++) {
+            int8_t *w;
+            const int32_t size = model_trainable_weights(conv, &w);
+            if (size > 0) {
+                snprintf(line, sizeof line, "step %ld w %ld %08lx\n", (long)step, (long)conv,
+                         (unsigned long)tt_crc32(0, (const uint8_t *)w, size));
+                tt_out_write(line);
+            }
+        }
+        float *hw, *hb;
+        model_head(&hw, &hb);
+        uint32_t crc = tt_crc32(0, (const uint8_t *)hw, (int32_t)sizeof hw[0] * MODEL_NUM_CLASSES * MODEL_FEATURES);
+        crc = tt_crc32(crc, (const uint8_t *)hb, (int32_t)sizeof hb[0] * MODEL_NUM_CLASSES);
+        snprintf(line, sizeof line, "step %ld head %08lx\n", (long)step, (unsigned long)crc);
+        tt_out_write(line);
+        snprintf(line, sizeof line, "step %ld loss %08lx logits %08lx\n", (long)step, (unsigned long)float_bits(loss),
+                 (unsigned long)tt_crc32(0, (const uint8_t *)logits, (int32_t)sizeof logits));
+        tt_out_write(line);
+    }
+    snprintf(line, sizeof line, "done %ld stack %lu\n", (long)step, (unsigned long)tt_stack_used());
+    tt_out_write(line);
+    return status;
+}
+
+#endif

@@ -1,0 +1,12 @@
+/* Firmware text output through ARM semihosting (SYS_WRITE0): QEMU's chardev, or a debugger on a board. */
+#include "tt_fw_output.h"
+#include "tt_semihost.h"
+
+void tt_out_init(void)
+{
+}
+
+void tt_out_write(const char *text)
+{
+    tt_sh_write0(text);
+}

@@ -1,0 +1,72 @@
+/*
+ * tt_requantize_floor (runtime_c/arm/tt_arm_math.h, used by the DSP kernels) against tt_requantize
+ * (runtime_c/tt_requant.h): edge values x every shift, small accumulators with tie-making multipliers,
+ * then random triples from a fixed xorshift seed.
+ * Prints "ok N" or the first mismatch; exit 1 on a mismatch.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+
+#include "tt_arm_math.h"
+
+static uint32_t state = 2463534242u;
+
+static uint32_t next(void)
+{
+    state ^= state << 13;
+    state ^= state >> 17;
+    state ^= state << 5;
+    return state;
+}
+
+static int check(int32_t x, int32_t m, int32_t s, long *n)
+{
+    const int32_t want = tt_requantize(x, m, s), got = tt_requantize_floor(x, m, s);
+    (*n)++;
+    if (want != got) {
+        printf("mismatch x=%" PRId32 " multiplier=%" PRId32 " shift=%" PRId32 ": floor %" PRId32 " != reference %" PRId32
+               "\n", x, m, s, got, want);
+        return 1;
+    }
+    return 0;
+}
+
+int main(void)
+{
+    static const int32_t edges[] = {INT32_MIN, INT32_MIN + 1, -1073741825, -1073741824, -1073741823, -65536, -257,
+                                    -256, -255, -129, -128, -127, -3, -2, -1, 0, 1, 2, 3, 127, 128, 255, 256,
+                                    65535, 1073741823, 1073741824, 1073741825, INT32_MAX - 1, INT32_MAX};
+    const int ne = (int)(sizeof edges / sizeof edges[0]);
+    long n = 0;
+    for (int i = 0; i < ne; i++) {
+        for (int j = 0; j < ne; j++) {
+            for (int32_t s = -31; s <= 31; s++) {
+                if (check(edges[i], edges[j], s, &n)) {
+                    return 1;
+                }
+            }
+        }
+    }
+    /* small accumulators with multipliers that make exact halves (ties) at every shift */
+    static const int32_t ties[] = {1073741824, 1073741825, 1518500250, INT32_MAX};
+    for (int32_t x = -4096; x <= 4096; x++) {
+        for (int i = 0; i < 4; i++) {
+            for (int32_t s = -20; s <= 2; s++) {
+                if (check(x, ties[i], s, &n)) {
+                    return 1;
+                }
+            }
+        }
+    }
+    for (long k = 0; k < 4000000; k++) {
+        const int32_t x = (int32_t)next(), s = (int32_t)(next() % 63u) - 31;
+        /* quantised multipliers lie in [2^30, 2^31); every other int32 too, less often */
+        const int32_t m = (k & 3) ? (int32_t)((next() >> 1) | 0x40000000u) : (int32_t)next();
+        /* small accumulators are the common case: shift some x down */
+        if (check((k & 1) ? x : x >> (next() % 31u), m, s, &n)) {
+            return 1;
+        }
+    }
+    printf("ok %ld\n", n);
+    return 0;
+}
