@@ -17,6 +17,7 @@ import argparse
 import re
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +40,8 @@ CFLAGS = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off", "-fno-
           "-ffunction-sections", "-fdata-sections", "-fstack-usage", "-fcallgraph-info=su")
 LDFLAGS = ("--specs=nano.specs", "--specs=nosys.specs", "-nostartfiles", "-Wl,--gc-sections")
 DEFAULT_STACK = 16 * 1024
+# A flash weight home goes to the linker script's .tt_flash section (in FLASH), not to .data (SRAM).
+FLASH_SECTION = '-DTT_FLASH_SECTION=__attribute__((section(".tt_flash")))'
 DEFAULT_SAMPLES = 4
 
 
@@ -51,6 +54,9 @@ class Board:
     ram_bytes: int
     qemu_machine: str | None  # qemu-system-arm -M, None for a real board
     cmsdk_uart: bool  # UART0 is a CMSDK APB UART at 0x40004000 (the MPS2 boards)
+    # tt_flash_program_page port in runtime_c/boards/ (None: the runtime's default, which writes the memory
+    # directly: right for the mps2 machines, whose code memory is RAM in QEMU)
+    flash_port: str | None = None
 
 
 M4 = ("-mcpu=cortex-m4", "-mfpu=fpv4-sp-d16", "-mfloat-abi=hard", "-mthumb")
@@ -58,7 +64,8 @@ M7 = ("-mcpu=cortex-m7", "-mfpu=fpv5-d16", "-mfloat-abi=hard", "-mthumb")
 BOARDS = {
     "qemu-m7": Board("qemu-m7", M7, "qemu-m7.ld", 4 << 20, 4 << 20, "mps2-an500", True),
     "qemu-m4": Board("qemu-m4", M4, "qemu-m4.ld", 4 << 20, 4 << 20, "mps2-an386", True),
-    "stm32f746g-disco": Board("stm32f746g-disco", M7, "stm32f746g-disco.ld", 1 << 20, 320 << 10, None, False),
+    "stm32f746g-disco": Board("stm32f746g-disco", M7, "stm32f746g-disco.ld", 1 << 20, 320 << 10, None, False,
+                              "tt_flash_stm32f7.c"),
 }
 
 
@@ -89,7 +96,7 @@ class Firmware:
     @property
     def flash_used(self) -> int:
         s = self.sections
-        return s.get(".text", 0) + s.get(".ARM.exidx", 0) + s.get(".data", 0)
+        return s.get(".text", 0) + s.get(".ARM.exidx", 0) + s.get(".tt_flash", 0) + s.get(".data", 0)
 
     @property
     def ram_static(self) -> int:
@@ -136,7 +143,7 @@ def render_samples(images: np.ndarray, labels: np.ndarray, schedule: Schedule) -
         images=rows, labels=", ".join(str(int(v)) for v in labels))
 
 
-def _sources(project_dir: Path, project: Project, kernels: str, output: str) -> list[Path]:
+def _sources(project_dir: Path, project: Project, brd: Board, kernels: str, output: str) -> list[Path]:
     """The project's model and runtime sources; with "dsp", a runtime file that has a DSP variant of the
     same name in runtime_c/arm/ is replaced by it."""
     from compiler.emit import model_c_name
@@ -145,7 +152,8 @@ def _sources(project_dir: Path, project: Project, kernels: str, output: str) -> 
     runtime = sorted((project_dir / "runtime").glob("*.c"))
     if kernels == "dsp":
         runtime = [DSP_KERNELS / p.name if (DSP_KERNELS / p.name).is_file() else p for p in runtime]
-    return [project_dir / f"{name}.c", *runtime, *(BOARD_FILES / s for s in (*FW_SOURCES, OUTPUTS[output]))]
+    port = () if brd.flash_port is None else (brd.flash_port,)
+    return [project_dir / f"{name}.c", *runtime, *(BOARD_FILES / s for s in (*FW_SOURCES, OUTPUTS[output], *port))]
 
 
 def build(project_dir: Path, project: Project, brd: Board, images: np.ndarray, labels: np.ndarray,
@@ -166,7 +174,7 @@ def build(project_dir: Path, project: Project, brd: Board, images: np.ndarray, l
     elf = folder / "firmware.elf"
     cmd = [CC, *brd.cpu, opt, *CFLAGS, *(["-DTT_FW_BENCH"] if bench else []), *(f"-D{d}" for d in defines),
            f"-I{folder}", f"-I{project_dir}", f"-I{project_dir / 'runtime'}", f"-I{BOARD_FILES}",
-           *(str(s) for s in _sources(project_dir, project, kernels, output)),
+           FLASH_SECTION, *(str(s) for s in _sources(project_dir, project, brd, kernels, output)),
            f"-L{BOARD_FILES}", f"-T{brd.linker_script}", f"-Wl,--defsym=TT_STACK_SIZE={stack}",
            f"-Wl,-Map={folder / 'firmware.map'}", *LDFLAGS, "-o", str(elf), "-lm"]
     r = subprocess.run(cmd, cwd=folder, check=False, capture_output=True, text=True)
@@ -269,7 +277,8 @@ def report_lines(fw: Firmware, plan: dict) -> list[str]:
     s = fw.sections
     lines = [f"firmware: {fw.elf} ({b.name}), {fw.binary.name} {fw.binary.stat().st_size:,} bytes",
              (f"  flash: {fw.flash_used:,} of {b.flash_bytes:,} bytes (.text {s.get('.text', 0):,} incl. constants, "
-             f".data init {s.get('.data', 0):,}); the plan's flash figure: {flash_plan:,}"),
+             + (f".tt_flash {s['.tt_flash']:,} (trainable weights' home), " if s.get(".tt_flash") else "")
+             + f".data init {s.get('.data', 0):,}); the plan's flash figure: {flash_plan:,}"),
              (f"  SRAM:  {fw.ram_static + fw.stack_reserved:,} of {b.ram_bytes:,} bytes (.data {s.get('.data', 0):,} "
              f"+ .bss {s.get('.bss', 0):,} + stack reserve {fw.stack_reserved:,}); the plan's SRAM figure: {sram_plan:,}")]
     if fw.stack_bound is None:
@@ -292,6 +301,10 @@ def cmd_firmware(a: argparse.Namespace) -> int:
                stack=a.stack, kernels=a.kernels, output=a.output)
     for line in report_lines(fw, project.plan_json):
         print(line)
+    if brd.flash_port is not None and project.spec.weight_home == "flash":
+        print(f"  warning: {brd.name}: the trainable weights have a flash home and this board has no flash write-back "
+              f"yet (runtime_c/boards/{brd.flash_port}): training stops with 'not supported on this target' at the "
+              f"first resampling", file=sys.stderr)
     return 0
 
 

@@ -41,6 +41,77 @@ static inline const int8_t *tt_patched_weights(const tt_weight_patch *patch, int
     return filter + c;
 }
 
+/*
+ * Forward corrections for patched channels (tt_weight_patch): the sum over their taps of
+ * (slice - home) * (x + input_offset). Only the total with the working weights is bounded (see the kernels'
+ * accumulator bounds), so the correction is summed mod 2^32; added with tt_add_wrap it makes the
+ * accumulator exactly the one with the working weights. |slice - home| * |x + offset| <= 254 * 255.
+ */
+
+/* Pointwise: output o at input pixel px; w_row = the home weights of o ([C_in]). */
+static inline int32_t tt_patch_delta_1x1(const tt_weight_patch *patch, const int8_t *w_row, const int8_t *px,
+                                         int32_t o, int32_t input_offset)
+{
+    uint32_t delta = 0;
+    for (int32_t j = 0; j < patch->count; j++) {
+        const int32_t c = patch->channel[j];
+        const int32_t d = (int32_t)tt_patch_slice(patch, j)[o] - (int32_t)w_row[c];
+        delta += (uint32_t)(d * ((int32_t)px[c] + input_offset));
+    }
+    return (int32_t)delta;
+}
+
+/* Dense K x K: output o at the window starting at (y0, x0); filter OHWI. */
+static inline int32_t tt_patch_delta_conv(const tt_weight_patch *patch, const tt_dims *in_dims, const int8_t *in,
+                                          const int8_t *filter, int32_t k, int32_t o, int32_t y0, int32_t x0,
+                                          int32_t input_offset)
+{
+    const int32_t h = in_dims->h, w = in_dims->w, c_in = in_dims->c;
+    uint32_t delta = 0;
+    for (int32_t j = 0; j < patch->count; j++) {
+        const int32_t c = patch->channel[j];
+        const int8_t *s = tt_patch_slice(patch, j) + (size_t)o * k * k;
+        for (int32_t ky = 0; ky < k; ky++) {
+            const int32_t iy = y0 + ky;
+            for (int32_t kx = 0; kx < k && iy >= 0 && iy < h; kx++) {
+                const int32_t ix = x0 + kx;
+                if (ix < 0 || ix >= w) {
+                    continue;
+                }
+                const int32_t d = (int32_t)s[ky * k + kx] - (int32_t)filter[(((size_t)o * k + ky) * k + kx) * c_in + c];
+                delta += (uint32_t)(d * ((int32_t)in[((size_t)iy * w + ix) * c_in + c] + input_offset));
+            }
+        }
+    }
+    return (int32_t)delta;
+}
+
+/* Depthwise: channel c at the window starting at (y0, x0) if c is the patch's next channel (then *next moves
+ * on; callers visit channels in ascending order), else 0; filter KKC. */
+static inline int32_t tt_patch_delta_dw(const tt_weight_patch *patch, int32_t *next, const tt_dims *in_dims,
+                                        const int8_t *in, const int8_t *filter, int32_t c, int32_t k, int32_t y0,
+                                        int32_t x0, int32_t input_offset)
+{
+    if (patch == NULL || *next >= patch->count || patch->channel[*next] != c) {
+        return 0;
+    }
+    const int8_t *s = tt_patch_slice(patch, (*next)++);
+    const int32_t h = in_dims->h, w = in_dims->w, ch = in_dims->c;
+    uint32_t delta = 0;
+    for (int32_t ky = 0; ky < k; ky++) {
+        const int32_t iy = y0 + ky;
+        for (int32_t kx = 0; kx < k && iy >= 0 && iy < h; kx++) {
+            const int32_t ix = x0 + kx;
+            if (ix < 0 || ix >= w) {
+                continue;
+            }
+            const int32_t d = (int32_t)s[ky * k + kx] - (int32_t)filter[((size_t)ky * k + kx) * ch + c];
+            delta += (uint32_t)(d * ((int32_t)in[((size_t)iy * w + ix) * ch + c] + input_offset));
+        }
+    }
+    return (int32_t)delta;
+}
+
 static inline tt_status tt_check_conv(const tt_conv_params *conv, const tt_per_channel_quant *quant,
                                       const tt_dims *in_dims, const void *in, const tt_dims *filter_dims,
                                       const void *filter, const void *bias, const tt_dims *out_dims,

@@ -34,16 +34,8 @@ tt_status tt_pointwise_conv2d_s8(const tt_context *ctx, const tt_conv_params *co
                 for (int32_t c = 0; c < c_in; c++) {
                     acc += (int32_t)pw[c] * ((int32_t)px[c] + conv->input_offset);
                 }
-                if (conv->patch != NULL) {
-                    /* Patched channels: add (slice - home) * x. Only the total with the working weights is
-                     * bounded (as above), so the correction is summed mod 2^32, which makes the result exact. */
-                    uint32_t delta = 0;
-                    for (int32_t j = 0; j < conv->patch->count; j++) {
-                        const int32_t c = conv->patch->channel[j];
-                        const int32_t d = (int32_t)tt_patch_slice(conv->patch, j)[o] - (int32_t)pw[c];
-                        delta += (uint32_t)(d * ((int32_t)px[c] + conv->input_offset)); /* |d * x| <= 254 * 255 */
-                    }
-                    acc = tt_add_wrap(acc, (int32_t)delta);
+                if (conv->patch != NULL) { /* working slices of some channels (tt_conv_common.h) */
+                    acc = tt_add_wrap(acc, tt_patch_delta_1x1(conv->patch, pw, px, o, conv->input_offset));
                 }
                 acc = tt_add_wrap(acc, bias[o]);
                 acc = tt_requantize(acc, quant->multiplier[o], quant->shift[o]) + conv->output_offset;

@@ -5,6 +5,7 @@ static const char *const status_names[TT_STATUS_COUNT] = {
     [TT_OK] = "ok",
     [TT_ERR_ARG] = "bad argument",
     [TT_ERR_RANGE] = "parameter out of range",
+    [TT_ERR_UNSUPPORTED] = "not supported on this target",
 };
 
 const char *tt_status_name(tt_status status)

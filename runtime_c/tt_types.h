@@ -15,7 +15,8 @@ typedef enum {
     TT_OK = 0,
     TT_ERR_ARG = 1,       /**< a NULL pointer or an inconsistent dimension */
     TT_ERR_RANGE = 2,     /**< a parameter out of its documented range */
-    TT_STATUS_COUNT = 3
+    TT_ERR_UNSUPPORTED = 3, /**< not available on this target (e.g. no flash write-back port) */
+    TT_STATUS_COUNT = 4
 } tt_status;
 
 /** Tensor dimensions, NHWC; for filters n = C_out, h = w = K, c = C_in (1 for depthwise). */

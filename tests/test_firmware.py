@@ -146,11 +146,27 @@ def mcunet17(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.arm
+def test_mcunet_flash_home_fits_the_stm32_board(mcunet17):
+    """Its trainable weights (394 KB) have a flash home: the ELF puts them in .tt_flash (flash), SRAM fits."""
+    plan = json.loads(next(mcunet17.glob("*_plan.json")).read_text())
+    assert plan["weight_home"] == "flash"
+    rc, out, err = run_cli(["firmware", str(mcunet17), "--board", "stm32f746g-disco"])
+    assert rc == 0, err
+    assert "no flash write-back yet" in err  # training there stops at the first resampling, and says so
+    elf = mcunet17 / "firmware-stm32f746g-disco" / "firmware.elf"
+    sections = firmware.sections(elf)
+    assert sections[".tt_flash"] == plan["flash_bytes"]["trainable_weights_init"]
+    assert sections[".data"] + sections[".bss"] <= 320 * 1024
+    assert ".tt_flash" in out
+
+
 @pytest.mark.qemu
 @pytest.mark.parametrize("board", ["qemu-m7", "qemu-m4"])
 def test_qemu_mcunet(mcunet17, board):
     """On the M4 the loss once differed in its last bit (newlib's logf for single-precision FPUs): the
-    runtime's tt_logf makes host and both cores agree."""
+    runtime's tt_logf makes host and both cores agree. The trainable weights have a flash home here, so
+    this also runs the DSP kernels' weight patches and the page write-back at the resampling."""
     require_tool("qemu-system-arm")
     data_path()
     rc, text, err = run_cli(["qemu", str(mcunet17), "--board", board])

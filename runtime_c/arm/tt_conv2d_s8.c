@@ -49,6 +49,14 @@ static inline int8_t finish(int32_t acc, int32_t o, out_quant q)
     return tt_ssat8(tt_requantize_floor(acc, q.multiplier[o], q.shift[o]) + q.output_offset);
 }
 
+/* acc plus the correction for the working slices of patched channels, if any (tt_conv_common.h). */
+static inline int32_t patched(const tt_conv_params *conv, const tt_dims *in_dims, const int8_t *in,
+                              const int8_t *filter, int32_t k, int32_t o, int32_t y0, int32_t x0, int32_t acc)
+{
+    return conv->patch == NULL ? acc : tt_add_wrap(acc, tt_patch_delta_conv(conv->patch, in_dims, in, filter, k, o, y0,
+                                                                            x0, conv->input_offset));
+}
+
 /* The reference loop, for patches longer than the column. */
 static int32_t dot_reference(const tt_conv_params *conv, const tt_dims *in_dims, const int8_t *in, const int8_t *pw,
                              int32_t k, int32_t y0, int32_t x0)
@@ -109,7 +117,8 @@ tt_status tt_conv2d_s8(const tt_context *ctx, const tt_conv_params *conv, const 
             int8_t *po = out + ((size_t)oy * out_dims->w + ox) * c_out;
             if (n > TT_CONV_COLUMN) {
                 for (int32_t o = 0; o < c_out; o++) {
-                    po[o] = finish(dot_reference(conv, in_dims, in, filter + (size_t)o * n, k, y0, x0), o, q);
+                    po[o] = finish(patched(conv, in_dims, in, filter, k, o, y0, x0,
+                                           dot_reference(conv, in_dims, in, filter + (size_t)o * n, k, y0, x0)), o, q);
                 }
                 continue;
             }
@@ -138,7 +147,7 @@ tt_status tt_conv2d_s8(const tt_context *ctx, const tt_conv_params *conv, const 
                 for (int32_t i = n4; i < n; i++) {
                     acc += (int32_t)pw[i] * column[i];
                 }
-                po[o] = finish(acc, o, q);
+                po[o] = finish(patched(conv, in_dims, in, filter, k, o, y0, x0, acc), o, q);
             }
         }
     }

@@ -66,6 +66,7 @@ tt_status tt_depthwise_conv2d_s8(const tt_context *ctx, const tt_conv_params *co
             const int32_t x0 = ox * conv->stride - conv->padding;
             const int32_t kx0 = x0 < 0 ? -x0 : 0, kx1 = x0 + k > w ? w - x0 : k;
             int8_t *po = out + ((size_t)oy * out_dims->w + ox) * ch;
+            int32_t next = 0; /* the next patched channel (tt_patch_delta_dw), channels ascend */
             int32_t c = 0;
             for (; c < c4; c += 4) {
                 int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
@@ -83,6 +84,15 @@ tt_status tt_depthwise_conv2d_s8(const tt_context *ctx, const tt_conv_params *co
                         a3 = __smlatt(wo, xo, a3);
                     }
                 }
+                if (conv->patch != NULL) { /* working slices of some channels, in channel order */
+                    a0 = tt_add_wrap(a0, tt_patch_delta_dw(conv->patch, &next, in_dims, in, filter, c, k, y0, x0, offset));
+                    a1 = tt_add_wrap(a1, tt_patch_delta_dw(conv->patch, &next, in_dims, in, filter, c + 1, k, y0, x0,
+                                                           offset));
+                    a2 = tt_add_wrap(a2, tt_patch_delta_dw(conv->patch, &next, in_dims, in, filter, c + 2, k, y0, x0,
+                                                           offset));
+                    a3 = tt_add_wrap(a3, tt_patch_delta_dw(conv->patch, &next, in_dims, in, filter, c + 3, k, y0, x0,
+                                                           offset));
+                }
                 po[c] = finish(a0, c, q);
                 po[c + 1] = finish(a1, c + 1, q);
                 po[c + 2] = finish(a2, c + 2, q);
@@ -96,6 +106,7 @@ tt_status tt_depthwise_conv2d_s8(const tt_context *ctx, const tt_conv_params *co
                                ((int32_t)in[((size_t)(y0 + ky) * w + x0 + kx) * ch + c] + offset);
                     }
                 }
+                acc = tt_add_wrap(acc, tt_patch_delta_dw(conv->patch, &next, in_dims, in, filter, c, k, y0, x0, offset));
                 po[c] = finish(acc, c, q);
             }
         }

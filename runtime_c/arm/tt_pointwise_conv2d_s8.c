@@ -42,11 +42,16 @@ static inline int32_t dot_tail(const int8_t *pw, const int8_t *px, int32_t from,
  * compiler would otherwise reload them through the structs for every output. */
 typedef struct {
     const int32_t *bias, *multiplier, *shift;
-    int32_t output_offset;
+    int32_t output_offset, input_offset;
+    const tt_weight_patch *patch;  /* working slices of some channels (flash weight home), or NULL */
 } out_quant;
 
-static inline int8_t finish(int32_t acc, int32_t o, out_quant q)
+/* Output o of the pixel px: the patch correction (w = the home row of o), the bias, requantisation. */
+static inline int8_t finish(int32_t acc, int32_t o, out_quant q, const int8_t *w, const int8_t *px)
 {
+    if (q.patch != NULL) {
+        acc = tt_add_wrap(acc, tt_patch_delta_1x1(q.patch, w, px, o, q.input_offset));
+    }
     acc = tt_add_wrap(acc, q.bias[o]);
     return tt_ssat8(tt_requantize_floor(acc, q.multiplier[o], q.shift[o]) + q.output_offset);
 }
@@ -74,10 +79,10 @@ static void pixel_long(const int8_t *px, int8_t *po, const int8_t *filter, int32
             w = tt_load4(w3 + c);
             a3 = __smlad(__sxtb16(tt_ror8(w)), xo, __smlad(__sxtb16(w), xe, a3));
         }
-        po[o] = finish(dot_tail(w0, px, c4, c_in, offset, a0), o, q);
-        po[o + 1] = finish(dot_tail(w1, px, c4, c_in, offset, a1), o + 1, q);
-        po[o + 2] = finish(dot_tail(w2, px, c4, c_in, offset, a2), o + 2, q);
-        po[o + 3] = finish(dot_tail(w3, px, c4, c_in, offset, a3), o + 3, q);
+        po[o] = finish(dot_tail(w0, px, c4, c_in, offset, a0), o, q, w0, px);
+        po[o + 1] = finish(dot_tail(w1, px, c4, c_in, offset, a1), o + 1, q, w1, px);
+        po[o + 2] = finish(dot_tail(w2, px, c4, c_in, offset, a2), o + 2, q, w2, px);
+        po[o + 3] = finish(dot_tail(w3, px, c4, c_in, offset, a3), o + 3, q, w3, px);
     }
     for (; o < c_out; o++) {
         const int8_t *w0 = filter + (size_t)o * c_in;
@@ -87,7 +92,7 @@ static void pixel_long(const int8_t *px, int8_t *po, const int8_t *filter, int32
             a0 = __smlad(__sxtb16(tt_ror8(w)), __sadd16(__sxtb16(tt_ror8(xw)), offset2),
                          __smlad(__sxtb16(w), __sadd16(__sxtb16(xw), offset2), a0));
         }
-        po[o] = finish(dot_tail(w0, px, c4, c_in, offset, a0), o, q);
+        po[o] = finish(dot_tail(w0, px, c4, c_in, offset, a0), o, q, w0, px);
     }
 }
 
@@ -110,7 +115,8 @@ tt_status tt_pointwise_conv2d_s8(const tt_context *ctx, const tt_conv_params *co
         return TT_ERR_ARG;
     }
     const out_quant q = {.bias = bias, .multiplier = quant->multiplier, .shift = quant->shift,
-                         .output_offset = conv->output_offset};
+                         .output_offset = conv->output_offset, .input_offset = conv->input_offset,
+                         .patch = conv->patch};
     const int32_t offset = conv->input_offset;
     const int32_t offset2 = (int32_t)(((uint32_t)(uint16_t)offset << 16) | (uint16_t)offset);
     const int32_t c4 = c_in & ~3;
@@ -144,10 +150,10 @@ tt_status tt_pointwise_conv2d_s8(const tt_context *ctx, const tt_conv_params *co
                     w = tt_load4(w3 + 4 * g);
                     a3 = __smlad(__sxtb16(tt_ror8(w)), xo, __smlad(__sxtb16(w), xe, a3));
                 }
-                po[o] = finish(dot_tail(w0, px, c4, c_in, offset, a0), o, q);
-                po[o + 1] = finish(dot_tail(w1, px, c4, c_in, offset, a1), o + 1, q);
-                po[o + 2] = finish(dot_tail(w2, px, c4, c_in, offset, a2), o + 2, q);
-                po[o + 3] = finish(dot_tail(w3, px, c4, c_in, offset, a3), o + 3, q);
+                po[o] = finish(dot_tail(w0, px, c4, c_in, offset, a0), o, q, w0, px);
+                po[o + 1] = finish(dot_tail(w1, px, c4, c_in, offset, a1), o + 1, q, w1, px);
+                po[o + 2] = finish(dot_tail(w2, px, c4, c_in, offset, a2), o + 2, q, w2, px);
+                po[o + 3] = finish(dot_tail(w3, px, c4, c_in, offset, a3), o + 3, q, w3, px);
             }
             for (; o < c_out; o++) {
                 const int8_t *w0 = filter + (size_t)o * c_in;
@@ -156,7 +162,7 @@ tt_status tt_pointwise_conv2d_s8(const tt_context *ctx, const tt_conv_params *co
                     const int32_t w = tt_load4(w0 + 4 * g);
                     a0 = __smlad(__sxtb16(tt_ror8(w)), widened[2 * g + 1], __smlad(__sxtb16(w), widened[2 * g], a0));
                 }
-                po[o] = finish(dot_tail(w0, px, c4, c_in, offset, a0), o, q);
+                po[o] = finish(dot_tail(w0, px, c4, c_in, offset, a0), o, q, w0, px);
             }
         }
     }
