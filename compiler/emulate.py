@@ -233,7 +233,9 @@ def cmd_bench_mcu(a: argparse.Namespace) -> int:
                         opt=f"-{a.opt}", stack=a.stack, kernels=a.kernels, output=a.output)
     c, r = count(brd, fw.elf, fw.folder, a.timeout, a.output)
     ops = plan["ops"]
-    want = len(ops) + 2 + 2 * len(images)
+    backward = list(range(len(ops) - 1, plan["backward_first_op"] - 1, -1))  # the backward blocks, in order
+    per_step = 2 + len(ops) + 1 + len(backward)  # step start, forward ops, loss + head, backward ops, step end
+    want = len(ops) + 2 + per_step * len(images)
     if len(c.snapshots) != want:
         raise TradyError(f"{fw.elf}: {len(c.snapshots)} marker counts, expected {want} "
                          f"(firmware output: {' | '.join(r.lines[-2:])})")
@@ -256,9 +258,16 @@ def cmd_bench_mcu(a: argparse.Namespace) -> int:
     total_macs = fwd_macs + head_macs
     print(f"  inference: {inference:,} instructions, {total_macs:,} MACs, {inference / total_macs:.2f} instructions/MAC")
     base = len(ops) + 2
-    steps = [s[base + 2 * k + 1] - s[base + 2 * k] for k in range(len(images))]
+    starts = [base + per_step * k for k in range(len(images))]
+    steps = [s[b + per_step - 1] - s[b] for b in starts]
+    print("  training step 0, per layer (forward with saved planes and masks, loss and head, backward):")
+    marks = s[starts[0]:starts[0] + per_step]
+    rows = ([(f"fwd {i}", op["name"], op["type"]) for i, op in enumerate(ops)] + [("", "loss + head update", "Head")]
+            + [(f"bwd {k}", ops[k]["name"], ops[k]["type"]) for k in backward] + [("", "step bookkeeping", "")])
+    for (label, name, kind), lo, hi in zip(rows, marks[:-1], marks[1:], strict=True):
+        print(f"  {label:>7} {name:<34} {kind:<8} {hi - lo:>13,}")
     for k, n in enumerate(steps):
-        top = _top(c.names, c.snapshots[base + 2 * k], c.snapshots[base + 2 * k + 1], 5)
+        top = _top(c.names, c.snapshots[starts[k]], c.snapshots[starts[k] + per_step - 1], 5)
         print(f"  training step {k}: {n:,} instructions "
               f"({n / total_macs:.2f} per forward MAC); top functions: {top}")
     print(f"  whole run: {c.end_total:,} instructions; stack used {_stack_used(r.lines)} bytes; "

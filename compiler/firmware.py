@@ -172,7 +172,7 @@ def build(project_dir: Path, project: Project, brd: Board, images: np.ndarray, l
     folder.mkdir(parents=True)
     (folder / "fw_samples.h").write_text(render_samples(images, labels, schedule))
     elf = folder / "firmware.elf"
-    cmd = [CC, *brd.cpu, opt, *CFLAGS, *(["-DTT_FW_BENCH"] if bench else []), *(f"-D{d}" for d in defines),
+    cmd = [CC, *brd.cpu, opt, *CFLAGS, *(["-DTT_FW_BENCH", "-DTT_TRAIN_MARKS"] if bench else []), *(f"-D{d}" for d in defines),
            f"-I{folder}", f"-I{project_dir}", f"-I{project_dir / 'runtime'}", f"-I{BOARD_FILES}",
            FLASH_SECTION, *(str(s) for s in _sources(project_dir, project, brd, kernels, output)),
            f"-L{BOARD_FILES}", f"-T{brd.linker_script}", f"-Wl,--defsym=TT_STACK_SIZE={stack}",

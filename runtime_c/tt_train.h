@@ -21,6 +21,18 @@
 #define TT_RESIDUAL_ONE 256        /**< residual units per weight LSB (8 fractional bits) */
 #define TT_STEP_LIMIT 1048576.0f   /**< |update| bound in residual units before the int conversion */
 
+/*
+ * Per-layer cost of a training step: the generated train_step calls TT_TRAIN_MARK() after each forward op, after
+ * the loss and head, and after each backward op. The firmware's instruction-count build (trady bench-mcu)
+ * defines TT_TRAIN_MARKS and provides tt_train_mark(); elsewhere the marks compile to nothing.
+ */
+#if defined(TT_TRAIN_MARKS)
+void tt_train_mark(void);
+#define TT_TRAIN_MARK() tt_train_mark()
+#else
+#define TT_TRAIN_MARK() ((void)0)
+#endif
+
 /** mask bit i (LSB first within each byte) = 1 where -128 < q[i] < 127 (the output was not clamped). */
 tt_status tt_clamp_mask_s8(const int8_t *q, int32_t size, uint8_t *mask);
 

@@ -273,6 +273,14 @@ def test_bench_mcu_per_op_counts_add_up(tiny10):
         if r[2] == "Conv":
             assert int(r[4].replace(",", "")) == macs[r[1]] > 0
     assert len(re.findall(r"training step \d+: [\d,]+ instructions", out)) == 3
+    # training step 0 per layer: every forward op, the loss and head, every backward op; they add up to the step
+    step_rows = [ln.split() for ln in lines if re.match(r"\s+(fwd|bwd) \d+ ", ln)]
+    first = plan["backward_first_op"]
+    assert [r[2] for r in step_rows] == ([op["name"] for op in plan["ops"]]
+                                         + [op["name"] for op in plan["ops"][first:]][::-1])
+    extra = [int(ln.split()[-1].replace(",", "")) for ln in lines if "loss + head update" in ln or "step bookkeeping" in ln]
+    step0 = int(re.search(r"training step 0: ([\d,]+) instructions", out).group(1).replace(",", ""))
+    assert sum(int(r[-1].replace(",", "")) for r in step_rows) + sum(extra) == step0
 
 
 def test_floor_requantisation_equals_reference(tmp_path):

@@ -660,11 +660,13 @@ tt_status tiny_train_step(int32_t label, float *loss, float *logits)
     float *g_features = train.deepest_op < TINY_NUM_OPS ? GRAD_pool : head_grad_features;
     TT_TRY(tt_fully_connected_f32_bwd_update(head_features, grad, 10, 3, lr, 2.000000030e-01f,
         head_weight, head_bias, g_features));
+    TT_TRAIN_MARK(); /* loss and head */
 
     /* backward 8: pool */
     if (train.deepest_op <= 8) {
         TT_TRY(tt_avgpool_global_bwd_f32(&L8_in_dims, GRAD_pool, L8_INV_HW, 0, GRAD_feature_mix));
     }
+    TT_TRAIN_MARK();
 
     /* backward 7: feature_mix */
     if (train.deepest_op <= 7) {
@@ -681,6 +683,7 @@ tt_status tiny_train_step(int32_t label, float *loss, float *logits)
                 weight_block(j)));
         }
     }
+    TT_TRAIN_MARK();
 
     /* backward 6: blocks.1.pointwise2 */
     if (train.deepest_op <= 6) {
@@ -697,6 +700,7 @@ tt_status tiny_train_step(int32_t label, float *loss, float *logits)
                 weight_block(j)));
         }
     }
+    TT_TRAIN_MARK();
 
     /* backward 5: blocks.1.depthwise */
     if (train.deepest_op <= 5) {
@@ -713,6 +717,7 @@ tt_status tiny_train_step(int32_t label, float *loss, float *logits)
                 weight_block(j)));
         }
     }
+    TT_TRAIN_MARK();
 
     /* backward 4: blocks.0.residual */
     if (train.deepest_op <= 4) {
@@ -720,6 +725,7 @@ tt_status tiny_train_step(int32_t label, float *loss, float *logits)
             0, 0 >= train.deepest_op ? GRAD_first_conv : NULL,
             0, 3 >= train.deepest_op ? GRAD_blocks_0_pointwise2 : NULL));
     }
+    TT_TRAIN_MARK();
 
     /* backward 3: blocks.0.pointwise2 */
     if (train.deepest_op <= 3) {
@@ -736,6 +742,7 @@ tt_status tiny_train_step(int32_t label, float *loss, float *logits)
                 weight_block(j)));
         }
     }
+    TT_TRAIN_MARK();
 
     /* backward 2: blocks.0.depthwise */
     if (train.deepest_op <= 2) {
@@ -752,6 +759,7 @@ tt_status tiny_train_step(int32_t label, float *loss, float *logits)
                 weight_block(j)));
         }
     }
+    TT_TRAIN_MARK();
 
     /* backward 1: blocks.0.pointwise1 */
     if (train.deepest_op <= 1) {
@@ -768,6 +776,7 @@ tt_status tiny_train_step(int32_t label, float *loss, float *logits)
                 weight_block(j)));
         }
     }
+    TT_TRAIN_MARK();
 
     /* backward 0: first_conv */
     if (train.deepest_op <= 0) {
@@ -780,6 +789,7 @@ tt_status tiny_train_step(int32_t label, float *loss, float *logits)
                 weight_block(j)));
         }
     }
+    TT_TRAIN_MARK();
     return TT_OK;
 }
 
@@ -1016,6 +1026,9 @@ static tt_status run_forward(float *logits, tiny_observer observe, void *user, i
         TT_TRY(tt_clamp_mask_s8(BUF_first_conv, 648, MASK_L0));
     }
     OBSERVE(0, BUF_first_conv, 648);
+    if (training) {
+        TT_TRAIN_MARK();
+    }
     /* 1: blocks.0.pointwise1, pointwise 1x1/1, [9, 9, 8] -> [9, 9, 12], 7,776 MACs */
     if (training) {
         TT_TRY(save_inputs(1, &L1_in_dims, BUF_first_conv));
@@ -1026,6 +1039,9 @@ static tt_status run_forward(float *logits, tiny_observer observe, void *user, i
         TT_TRY(tt_clamp_mask_s8(BUF_blocks_0_pointwise1, 972, MASK_L1));
     }
     OBSERVE(1, BUF_blocks_0_pointwise1, 972);
+    if (training) {
+        TT_TRAIN_MARK();
+    }
     /* 2: blocks.0.depthwise, depthwise 3x3/1, [9, 9, 12] -> [9, 9, 12], 8,748 MACs */
     if (training) {
         TT_TRY(save_inputs(2, &L2_in_dims, BUF_blocks_0_pointwise1));
@@ -1036,6 +1052,9 @@ static tt_status run_forward(float *logits, tiny_observer observe, void *user, i
         TT_TRY(tt_clamp_mask_s8(BUF_blocks_0_depthwise, 972, MASK_L2));
     }
     OBSERVE(2, BUF_blocks_0_depthwise, 972);
+    if (training) {
+        TT_TRAIN_MARK();
+    }
     /* 3: blocks.0.pointwise2, pointwise 1x1/1, [9, 9, 12] -> [9, 9, 8], 7,776 MACs */
     if (training) {
         TT_TRY(save_inputs(3, &L3_in_dims, BUF_blocks_0_depthwise));
@@ -1046,12 +1065,18 @@ static tt_status run_forward(float *logits, tiny_observer observe, void *user, i
         TT_TRY(tt_clamp_mask_s8(BUF_blocks_0_pointwise2, 648, MASK_L3));
     }
     OBSERVE(3, BUF_blocks_0_pointwise2, 648);
+    if (training) {
+        TT_TRAIN_MARK();
+    }
     /* 4: blocks.0.residual, residual add first_conv + blocks.0.pointwise2, [9, 9, 8] */
     TT_TRY(tt_add_s8(&L4_params, BUF_first_conv, BUF_blocks_0_pointwise2, 648, BUF_blocks_0_residual));
     if (training && train.deepest_op <= 4) {
         TT_TRY(tt_clamp_mask_s8(BUF_blocks_0_residual, 648, MASK_L4));
     }
     OBSERVE(4, BUF_blocks_0_residual, 648);
+    if (training) {
+        TT_TRAIN_MARK();
+    }
     /* 5: blocks.1.depthwise, depthwise 5x5/2, [9, 9, 8] -> [5, 5, 8], 5,000 MACs */
     if (training) {
         TT_TRY(save_inputs(4, &L5_in_dims, BUF_blocks_0_residual));
@@ -1062,6 +1087,9 @@ static tt_status run_forward(float *logits, tiny_observer observe, void *user, i
         TT_TRY(tt_clamp_mask_s8(BUF_blocks_1_depthwise, 200, MASK_L5));
     }
     OBSERVE(5, BUF_blocks_1_depthwise, 200);
+    if (training) {
+        TT_TRAIN_MARK();
+    }
     /* 6: blocks.1.pointwise2, pointwise 1x1/1, [5, 5, 8] -> [5, 5, 6], 1,200 MACs */
     if (training) {
         TT_TRY(save_inputs(5, &L6_in_dims, BUF_blocks_1_depthwise));
@@ -1072,6 +1100,9 @@ static tt_status run_forward(float *logits, tiny_observer observe, void *user, i
         TT_TRY(tt_clamp_mask_s8(BUF_blocks_1_pointwise2, 150, MASK_L6));
     }
     OBSERVE(6, BUF_blocks_1_pointwise2, 150);
+    if (training) {
+        TT_TRAIN_MARK();
+    }
     /* 7: feature_mix, pointwise 1x1/1, [5, 5, 6] -> [5, 5, 10], 1,500 MACs */
     if (training) {
         TT_TRY(save_inputs(6, &L7_in_dims, BUF_blocks_1_pointwise2));
@@ -1082,9 +1113,15 @@ static tt_status run_forward(float *logits, tiny_observer observe, void *user, i
         TT_TRY(tt_clamp_mask_s8(BUF_feature_mix, 250, MASK_L7));
     }
     OBSERVE(7, BUF_feature_mix, 250);
+    if (training) {
+        TT_TRAIN_MARK();
+    }
     /* 8: pool, global average pool, [5, 5, 10] -> [1, 1, 10] */
     TT_TRY(tt_avgpool_global_s8(&L8_in_dims, BUF_feature_mix, BUF_pool));
     OBSERVE(8, BUF_pool, 10);
+    if (training) {
+        TT_TRAIN_MARK();
+    }
     /* head: dequantise the pooled features (zero -128, scale 2.000000030e-01f), then fp32 FC */
     TT_TRY(tt_dequantize_s8_f32(BUF_pool, 10, -128, 2.000000030e-01f, head_features));
     TT_TRY(tt_fully_connected_f32(head_features, head_weight, head_bias, 10, 3, logits));
