@@ -70,28 +70,13 @@ def _crc(a: np.ndarray) -> str:
 def host_lines(project: Project, raw: bytes, steps: int) -> list[str]:
     """The lines tt_fw_main.c prints, computed from `host_sim trace`'s records (host_main.c layout)."""
     g = project.graph
-    convs = g.convs
-    trainable = sorted(set(project.spec.pool.layers))
-    classes, feats = g.head.classes, g.head.features
-    pos = 0
-
-    def take(dtype, count: int) -> np.ndarray:
-        nonlocal pos
-        a = np.frombuffer(raw, dtype, count, pos)
-        pos += a.nbytes
-        return a
-
+    sizes = {i: g.convs[i].weight.size for i in sorted(set(project.spec.pool.layers))}
     lines = []
-    for s in range(steps):
-        count = int(take(np.int32, 1)[0])
-        lines.append(f"step {s} sel {count} {_crc(take(np.uint16, count))}")
-        lines += [f"step {s} w {i} {_crc(take(np.int8, convs[i].weight.size))}" for i in trainable]
-        head = np.concatenate([take(np.float32, classes * feats), take(np.float32, classes)])
-        lines.append(f"step {s} head {_crc(head)}")
-        loss = take(np.uint32, 1)[0]
-        lines.append(f"step {s} loss {int(loss):08x} logits {_crc(take(np.float32, classes))}")
-    if pos != len(raw):
-        raise TradyError(f"host trace: {len(raw)} bytes, expected {pos} for {steps} steps")
+    for s, rec in enumerate(host.parse_trace(raw, steps, sizes, g.head.classes, g.head.features)):
+        lines.append(f"step {s} sel {len(rec.selection)} {_crc(rec.selection)}")
+        lines += [f"step {s} w {i} {_crc(w)}" for i, w in rec.weights.items()]
+        lines.append(f"step {s} head {_crc(np.concatenate([rec.head_weight.ravel(), rec.head_bias]))}")
+        lines.append(f"step {s} loss {int(rec.loss.view(np.uint32)):08x} logits {_crc(rec.logits)}")
     return lines
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -72,3 +73,40 @@ def run_trace(exe: Path, images: np.ndarray, labels: np.ndarray, per_epoch: int,
         if r.returncode != 0:
             raise TradyError(f"{exe.name} trace failed (exit {r.returncode}): {r.stderr.strip()}")
         return dst.read_bytes()
+
+
+@dataclass(frozen=True, eq=False)
+class TraceStep:
+    """One training step's record of `host_sim trace` (host_main.c write_state, then loss and logits)."""
+
+    selection: np.ndarray  # uint16 pool indices
+    weights: dict[int, np.ndarray]  # trainable conv index -> int8 weights as trained, emitted C layout (flat)
+    head_weight: np.ndarray  # float32 [classes, features]
+    head_bias: np.ndarray  # float32 [classes]
+    loss: np.float32
+    logits: np.ndarray  # float32 [classes]
+
+
+def parse_trace(raw: bytes, steps: int, weight_sizes: dict[int, int], classes: int, features: int) -> list[TraceStep]:
+    """Split `host_sim trace` output into its per-step records; weight_sizes: trainable conv -> size, conv order."""
+    pos = 0
+
+    def take(dtype, count: int) -> np.ndarray:
+        nonlocal pos
+        if pos + np.dtype(dtype).itemsize * count > len(raw):
+            raise TradyError(f"host trace: {len(raw)} bytes end inside step {len(out)} of {steps}")
+        a = np.frombuffer(raw, dtype, count, pos)
+        pos += a.nbytes
+        return a
+
+    out: list[TraceStep] = []
+    for _ in range(steps):
+        sel = take(np.uint16, int(take(np.int32, 1)[0]))
+        weights = {i: take(np.int8, n) for i, n in sorted(weight_sizes.items())}
+        hw = take(np.float32, classes * features).reshape(classes, features)
+        hb = take(np.float32, classes)
+        loss = take(np.float32, 1)[0]
+        out.append(TraceStep(sel, weights, hw, hb, loss, take(np.float32, classes)))
+    if pos != len(raw):
+        raise TradyError(f"host trace: {len(raw)} bytes, expected {pos} for {steps} steps")
+    return out

@@ -89,41 +89,31 @@ def compare_training(project: Project, exe, images: np.ndarray, labels: np.ndarr
     trainer = training.Trainer.for_spec(g, spec, seed, training.Schedule(lr, steps, warmup))
     raw = host.run_trace(exe, images[:steps], labels[:steps], per_epoch, seed, lr, warmup, steps)
     convs = g.convs
-    trainable = [i for i in range(len(convs)) if i in set(spec.pool.layers)]
-    classes, feats = g.head.classes, g.head.features
-    pos = 0
-
-    def take(dtype, count: int) -> np.ndarray:
-        nonlocal pos
-        a = np.frombuffer(raw, dtype, count, pos)
-        pos += a.nbytes
-        return a
-
-    for s in range(steps):
+    trainable = sorted(set(spec.pool.layers))
+    records = host.parse_trace(raw, steps, {i: convs[i].weight.size for i in trainable}, g.head.classes,
+                               g.head.features)
+    for s, rec in enumerate(records):
         if s % per_epoch == 0:
             trainer.epoch_begin()
         res = trainer.train_step(images[s], int(labels[s]))
-        count = int(take(np.int32, 1)[0])
-        sel = take(np.uint16, count).tolist()
+        sel = rec.selection.tolist()
         if sel != trainer.selection:
             return TrainResult(False, s, f"step {s}: selection differs: C {len(sel)} channels {sel[:8]}..., "
                                          f"reference {len(trainer.selection)} channels {trainer.selection[:8]}...")
         for i in trainable:
             conv = convs[i]
             want = c_weight(dataclasses.replace(conv, weight=trainer.weights[conv.name]))
-            got = take(np.int8, want.size).reshape(want.shape)
+            got = rec.weights[i].reshape(want.shape)
             where = first_difference(got, want)
             if where is not None:
                 return TrainResult(False, s, f"step {s}: layer {i} ({conv.name}) weight index {where} "
                                              f"(C layout {conv.kind}): C {int(got[where])} != reference {int(want[where])}")
-        hw = take(np.float32, classes * feats).reshape(classes, feats)
-        hb = take(np.float32, classes)
-        for name, got, want in (("head weight", hw, trainer.head_w), ("head bias", hb, trainer.head_b)):
+        for name, got, want in (("head weight", rec.head_weight, trainer.head_w),
+                                ("head bias", rec.head_bias, trainer.head_b)):
             where = first_difference(got.view(np.int32), want.view(np.int32))
             if where is not None:
                 return TrainResult(False, s, f"step {s}: {name} {where}: C {got[where]!r} != reference {want[where]!r}")
-        loss = float(take(np.float32, 1)[0])
-        logits = take(np.float32, classes)
+        loss, logits = float(rec.loss), rec.logits
         where = first_difference(logits.view(np.int32), res.logits.view(np.int32))
         if where is not None:
             return TrainResult(False, s, f"step {s}: logit {where}: C {logits[where]!r} != reference {res.logits[where]!r}")
@@ -131,5 +121,6 @@ def compare_training(project: Project, exe, images: np.ndarray, labels: np.ndarr
             return TrainResult(False, s, f"step {s}: loss C {loss!r} != reference {res.loss!r} (rtol {loss_rtol})")
     changed = sum(int((trainer.weights[convs[i].name] != convs[i].weight).sum()) for i in trainable)
     return TrainResult(True, steps, f"{steps} training steps ({-(-steps // per_epoch)} epochs, strategy "
-                                    f"{spec.pool.strategy}, {spec.weight_home} weight home, accumulate {spec.accumulate}): identical selections, int8 weights ({changed:,} changed), "
+                                    f"{spec.pool.strategy}, {spec.weight_home} weight home, accumulate {spec.accumulate}): identical "
+                                    f"selections, int8 weights ({changed:,} changed), "
                                     f"head and logits bit-identical, loss within {loss_rtol:g}")
