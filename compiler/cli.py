@@ -235,6 +235,10 @@ def build_parser() -> argparse.ArgumentParser:
     from compiler import commands  # report, bench, demo
 
     commands.register(sub)
+    from compiler import analysis, experiment  # analyze, experiment
+
+    analysis.register(sub)
+    experiment.register(sub)
     return p
 
 
