@@ -217,9 +217,10 @@ def sign_flip_p(d: np.ndarray, samples: int = 20000, seed: int = 0) -> float:
         return float("nan")
     if 2 ** n <= samples:
         signs = np.array(list(itertools.product((1.0, -1.0), repeat=n)))
-    else:
-        signs = np.random.default_rng(seed).choice((1.0, -1.0), size=(samples, n))
-    return float(((signs * d).mean(axis=1) >= obs - 1e-12).mean())
+        return float(((signs * d).mean(axis=1) >= obs - 1e-12).mean())
+    signs = np.random.default_rng(seed).choice((1.0, -1.0), size=(samples, n))
+    hits = int(((signs * d).mean(axis=1) >= obs - 1e-12).sum())
+    return (hits + 1) / (samples + 1)  # sampled: the observed sign pattern counts as one
 
 
 def channel_test(runs: Sequence[Run]) -> dict:
@@ -232,7 +233,7 @@ def channel_test(runs: Sequence[Run]) -> dict:
         raise TradyError("channel test: needs at least two tasks and two seeds of one task")
     within, across, layers = [], [], []
     for li in range(len(runs[0].channel_rgn)):
-        if len(runs[0].channel_rgn[li]) < 3:
+        if len(runs[0].channel_rgn[li]) < 2:
             continue
 
         def r(a: int, b: int, li: int = li) -> float:
@@ -242,6 +243,8 @@ def channel_test(runs: Sequence[Run]) -> dict:
         within.append(np.mean([r(a, b) for a, b in pairs_within]))
         across.append(np.mean([r(a, b) for a, b in pairs_across]))
         layers.append(li)
+    if not layers:
+        raise TradyError("channel test: no layer has two channels that can be compared")
     w, a = np.array(within), np.array(across)
     d = w - a
     wil = wilcoxon(w, a, alternative="greater", zero_method="zsplit") if np.any(d != 0) else None
@@ -275,7 +278,11 @@ def ranking_study(graph: Graph, dataset: data.Dataset, tasks: Sequence[str], see
                "k": [r.k for r in runs], "layer_spearman": m.tolist(),
                "layer_spearman_min_within_task": float(min(within)) if within else None,
                "layer_spearman_min_across_tasks": float(min(across)) if across else None,
-               "channel_test": channel_test(runs)}
+               "channel_test": None}
+    try:
+        summary["channel_test"] = channel_test(runs)
+    except TradyError as e:
+        summary["channel_test_skipped"] = str(e)
     return runs, summary
 
 
@@ -284,7 +291,8 @@ def plot_rankings(summary: dict, png: Path) -> None:
     m = np.array(summary["layer_spearman"])
     labels = summary["runs"]
     ct = summary["channel_test"]
-    fig, ax = plt.subplots(1, 2, figsize=(14, 5.5))
+    fig, ax = plt.subplots(1, 2 if ct else 1, figsize=(14 if ct else 7, 5.5), squeeze=False)
+    ax = ax[0]
     im = ax[0].imshow(m, vmin=min(0.0, float(m.min())), vmax=1, cmap="viridis")
     ax[0].set_xticks(range(len(labels)), labels, rotation=45, ha="right")
     ax[0].set_yticks(range(len(labels)), labels)
@@ -294,6 +302,9 @@ def plot_rankings(summary: dict, png: Path) -> None:
                        color="black" if m[i, j] > 0.6 else "white")
     fig.colorbar(im, ax=ax[0], fraction=0.046)
     ax[0].set_title(f"{summary['model']}: Spearman of layer RGN rankings (K = {summary['k']})")
+    if not ct:
+        _save(fig, png)
+        return
     x = np.array(ct["layers"])
     ax[1].plot(x, ct["within"], marker="o", label=f"same task, other seed (mean {ct['mean_within']:.2f})")
     ax[1].plot(x, ct["across"], marker="s", label=f"other task (mean {ct['mean_across']:.2f})")
@@ -357,14 +368,17 @@ def cmd_analyze(a: argparse.Namespace) -> int:
         _, summary = ranking_study(graph, ds, a.tasks, a.seeds, a.epochs, a.lr)
         _write_json(summary, out / "rankings.json")
         plot_rankings(summary, out / "rankings.png")
-        ct = summary["channel_test"]
+        ct = summary["channel_test"] or {}
         print(f"layer rankings ({', '.join(summary['runs'])}; K = {summary['k']}): Spearman min within a task "
               f"{summary['layer_spearman_min_within_task']}, min across tasks "
               f"{summary['layer_spearman_min_across_tasks']:.3f}")
-        print(f"channel RGN Spearman per layer: within a task (other seed) mean {ct['mean_within']:.3f}, across "
-              f"tasks mean {ct['mean_across']:.3f}; within > across in {ct['layers_within_greater']} of "
-              f"{ct['n_layers']} layers; Wilcoxon one-sided p = {ct['wilcoxon_p']:.3g}, sign-flip p = "
-              f"{ct['sign_flip_p']:.3g}")
+        if not ct:
+            print(f"channel test skipped: {summary.get('channel_test_skipped')}")
+        else:
+            print(f"channel RGN Spearman per layer: within a task (other seed) mean {ct['mean_within']:.3f}, "
+                  f"across tasks mean {ct['mean_across']:.3f}; within > across in {ct['layers_within_greater']} "
+                  f"of {ct['n_layers']} layers; Wilcoxon one-sided p = {ct['wilcoxon_p']:.3g}, sign-flip p = "
+                  f"{ct['sign_flip_p']:.3g}")
         print(f"wrote {out / 'rankings.json'} and {out / 'rankings.png'}")
     return 0
 

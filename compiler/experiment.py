@@ -272,8 +272,9 @@ def efficiency(costs, sel: Sequence[tuple[int, int]]) -> dict:
             "weight_sparsity": 1 - w / w_all, "activation_sparsity": 1 - a / a_all, "dw_flops_saved": 1 - f / f_all}
 
 
-def train_torch(spec: RunSpec, graph=None, dataset=None, progress=None) -> dict:
-    """One run of the batched PyTorch trainer; returns {"spec", "epochs": [...], "seconds", ...}."""
+def train_torch(spec: RunSpec, graph=None, dataset=None, progress=None, return_model: bool = False) -> dict:
+    """One run of the batched PyTorch trainer; returns {"spec", "epochs": [...], "seconds", ...}
+    (and the trained TorchModel and each epoch's selection under "model" / "selections" if asked)."""
     import torch
     import torch.nn.functional as F
 
@@ -304,7 +305,7 @@ def train_torch(spec: RunSpec, graph=None, dataset=None, progress=None) -> dict:
     warmup = min(round(spec.warmup_epochs * per_epoch), total)
     costs = sel_obj.costs
     step = 0
-    rows = []
+    rows, selections = [], []
 
     def batch_x(idx):
         return model.input_real(x_all[idx]).contiguous(memory_format=torch.channels_last)
@@ -325,6 +326,7 @@ def train_torch(spec: RunSpec, graph=None, dataset=None, progress=None) -> dict:
             model.zero_grad(set_to_none=True)
             rgn = [s.numpy() for s in sums]
         sel = sel_obj.epoch(epoch, rgn)
+        selections.append(list(sel))
         if spec.budget is not None:
             used = sum(costs[i].c_w + costs[i].c_a for i, _ in sel)
             assert used <= spec.budget, (spec.key, used)
@@ -364,8 +366,11 @@ def train_torch(spec: RunSpec, graph=None, dataset=None, progress=None) -> dict:
         rows.append(row)
         if progress is not None:
             progress(row)
-    return {"spec": asdict(spec), "key": spec.key, "epochs": rows, "final_test_acc": rows[-1]["test_acc"],
-            "note": sel_obj.note, "seconds": round(time.perf_counter() - t0, 2)}
+    out = {"spec": asdict(spec), "key": spec.key, "epochs": rows, "final_test_acc": rows[-1]["test_acc"],
+           "note": sel_obj.note, "seconds": round(time.perf_counter() - t0, 2)}
+    if return_model:
+        out |= {"model": model, "selections": selections}
+    return out
 
 
 def evaluate(model, split, batch: int = 256) -> float:
@@ -618,7 +623,8 @@ def _plot_ttests(blocks, png: Path) -> None:
     n = max(len(blocks), 1)
     fig, axes = plt.subplots(1, n, figsize=(5.2 * n, 4.8), squeeze=False)
     for ax, (title, names, p) in zip(axes[0], blocks):
-        im = ax.imshow(np.nan_to_num(p, nan=1.0), vmin=0, vmax=1, cmap="RdYlGn_r")
+        cmap = plt.get_cmap("RdYlGn_r").with_extremes(bad="lightgrey")  # diagonal; pairs without 2 common seeds
+        im = ax.imshow(np.ma.masked_invalid(p), vmin=0, vmax=1, cmap=cmap)
         ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
         ax.set_yticks(range(len(names)), names)
         for i in range(len(names)):
