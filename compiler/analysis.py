@@ -14,7 +14,7 @@ rankings, task-dependent channel importance. `trady analyze tail|rankings`.
 - `ranking_study`: `trady rank` (compiler/rank.py) for every (task, seed); the Spearman
   correlation matrix of the layer RGN vectors (layer level, claim b) and, per layer, the Spearman
   correlation of the per-channel RGN between two runs of the same task (other seed) and of
-  different tasks (claim c). Test: per layer, d = mean within-task r - mean cross-task r; one-sided
+  different tasks (other seed too, when there is one; claim c). Test: per layer, d = mean within-task r - mean cross-task r; one-sided
   Wilcoxon signed-rank over layers (H1: d > 0, channel importance depends on the task beyond seed
   noise) and an exact/sampled sign-flip permutation test of mean d.
 """
@@ -229,6 +229,8 @@ def channel_test(runs: Sequence[Run]) -> dict:
 
     pairs_within = [(a, b) for a, b in itertools.combinations(range(len(runs)), 2) if runs[a].task == runs[b].task]
     pairs_across = [(a, b) for a, b in itertools.combinations(range(len(runs)), 2) if runs[a].task != runs[b].task]
+    # compare like with like: both kinds of pair differ in seed (head init, shuffle), when possible
+    pairs_across = [(a, b) for a, b in pairs_across if runs[a].seed != runs[b].seed] or pairs_across
     if not pairs_within or not pairs_across:
         raise TradyError("channel test: needs at least two tasks and two seeds of one task")
     within, across, layers = [], [], []

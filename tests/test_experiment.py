@@ -163,3 +163,18 @@ def test_experiment_cli_bad_config(tmp_path, capsys):
     assert main(["experiment", str(_write(tmp_path, BASE | {"strategies": ["nope"]}))]) == 2
     err = capsys.readouterr().err
     assert "c.json" in err and "'strategies'" in err and len(err.strip().splitlines()) == 1
+
+
+@needs_models
+@pytest.mark.slow
+def test_sim_backend_cell(tmp_path):
+    """One cell through `trady compile` + `trady sim` (the generated C), next to the torch trainer."""
+    base = {"models": ["mcunet-5fps"], "budgets": [15936], "strategies": ["su"], "seeds": [0], "epochs": 1,
+            "lr": 0.01, "train": 8, "test": 8, "topk": "all"}
+    sim = ex.run_grid(ex.load_config(_write(tmp_path, base | {"backend": "sim"}, "s.json")), tmp_path / "sim",
+                      inline=True, progress=False)
+    assert len(sim) == 1 and sim[0]["spec"]["backend"] == "sim"
+    row = sim[0]["epochs"][0]
+    assert 0 <= row["test_acc"] <= 1 and row["channels"] > 0
+    assert (tmp_path / "sim" / "cells" / sim[0]["key"] / "project").is_dir()
+    assert "| su | " in (tmp_path / "sim" / "table.md").read_text()
