@@ -168,6 +168,7 @@ def plot_tail(result: TailResult, png: Path) -> None:
     ax[0].legend()
     ax[0].grid(alpha=0.3)
     ax[1].plot(range(1, len(result.alpha_all) + 1), result.alpha_all, marker="o")
+    ax[1].set_xticks(range(1, len(result.alpha_all) + 1))
     ax[1].axhline(2.0, color="grey", ls="--", lw=1)
     ax[1].set(xlabel="epoch", ylabel="alpha (all conv weights)", title=f"{result.data}, lr {result.lr:g}, "
               f"{result.probe} probe batches")

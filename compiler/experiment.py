@@ -457,6 +457,9 @@ def run_grid(cfg: Config, out: Path, num_cpus: int | None = None, address: str |
         raise TradyError(f"data: {data_path}: not found")
     topk_files: dict[str, str] = {}
     needs_topk = any(s in ("trady", "static-topk") for s in cfg.strategies)
+    import torch
+
+    torch.set_num_threads(1)  # the ranking runs here; 2 threads on a busy 2-core machine are much slower
     for name in cfg.models:
         if not needs_topk or cfg.topk == "all":
             topk_files[name] = "all"
@@ -481,6 +484,7 @@ def run_grid(cfg: Config, out: Path, num_cpus: int | None = None, address: str |
         except (OSError, ValueError):
             pass
         todo.append(s)
+    todo.sort(key=lambda s: s.seed)  # seed by seed: a grid cut short still has every strategy paired
     if progress:
         print(f"experiment: {len(specs)} runs, {len(results)} already done, {len(todo)} to run "
               f"({'in process' if inline else 'on Ray'}, backend {cfg.backend})", file=sys.stderr)
@@ -661,6 +665,7 @@ def _plot_efficiency(results: Sequence[dict], cfg: Config, png: Path) -> None:
                 ax.plot(range(1, ep + 1), np.nanmean(vals, axis=0), marker="o", ms=3,
                         label=s if len({k[0] for k in curves}) == 1 else f"{m} {s}")
             ax.set(xlabel="epoch", ylabel=label)
+            ax.xaxis.get_major_locator().set_params(integer=True)
             ax.grid(alpha=0.3)
             if row == 0:
                 ax.set_title(f"{b:,} units (mean over seeds)")
