@@ -355,7 +355,7 @@ def cmd_analyze(a: argparse.Namespace) -> int:
     out = Path(a.out)
     if out.exists() and not out.is_dir():
         raise TradyError(f"--out {out}: not a folder")
-    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    torch.set_num_threads(1)  # 2 threads on a busy 2-core machine are several times slower
     graph, ds = _load(Path(a.model), Path(a.data), a.train)
     if a.what == "tail":
         res = gradient_tail_indices(graph, ds, epochs=a.epochs, lr=a.lr, seed=a.seeds[0], probe=a.probe)

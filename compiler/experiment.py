@@ -654,6 +654,7 @@ def _plot_efficiency(results: Sequence[dict], cfg: Config, png: Path) -> None:
             s = r["spec"]
             if s["budget"] in (b, None):
                 curves.setdefault((s["model"], s["strategy"]), []).append(r["epochs"])
+        legend = False
         for row, (key, label) in enumerate(metrics):
             ax = axes[row][col]
             for (m, s), runs in sorted(curves.items()):
@@ -669,7 +670,9 @@ def _plot_efficiency(results: Sequence[dict], cfg: Config, png: Path) -> None:
             ax.grid(alpha=0.3)
             if row == 0:
                 ax.set_title(f"{b:,} units (mean over seeds)")
+            if ax.get_legend_handles_labels()[0] and not legend:  # the first panel with curves
                 ax.legend(fontsize=7)
+                legend = True
     _save(fig, png)
 
 
