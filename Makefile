@@ -31,3 +31,8 @@ lint: $(STAMP)
 
 clean:
 	rm -rf out build
+
+# Reduced TraDy comparison (docs/EXPERIMENTS.md): mcunet-5fps, 2 budgets x 5 strategies x 3 seeds on Ray.
+.PHONY: experiments-small
+experiments-small: $(STAMP)
+	$(BIN)/trady experiment experiments/small.json --out out/experiments/small --num-cpus 2

@@ -246,6 +246,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.register(sub)
     firmware.register(sub)
+    from compiler import analysis, experiment  # analyze, experiment
+
+    analysis.register(sub)
+    experiment.register(sub)
     return p
 
 
