@@ -111,7 +111,7 @@ def build(model: Path, opt: Options) -> Project:
     home = opt.weight_home
     if home == "auto":
         home = "flash" if pool.layers and pj["sram_bytes"]["total"] > TARGET_SRAM[opt.target] else "ram"
-    if home == "flash":
+    if home == "flash" and pool.layers:  # (no pool, e.g. head-only: no conv weight is trainable, nothing to place)
         spec = dataclasses.replace(spec, weight_home="flash")
         pj = plan_json(graph, fwd, mem, opt, model, spec, topk)
     return Project(graph, q, mem, opt, pj, spec)

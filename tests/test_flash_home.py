@@ -154,3 +154,16 @@ def test_accumulated_training_resumes_mid_sum(tiny_setup, tmp_path):
     full = trace(0, 10)
     state = tmp_path / "s.bin"
     assert trace(0, 6, f"save={state}") + trace(6, 10, f"load={state}", "start=6") == full
+
+
+def test_flash_home_without_trainable_convs_is_a_ram_plan(tiny_setup, tmp_path):
+    """head-only has no trainable conv weights: --weight-home flash has nothing to place and builds as usual."""
+    require_tool("make")
+    model, data = tiny_setup
+    out = tmp_path / "p"
+    rc, _, err = run_cli(["compile", str(model), "--budget", "300", "--classes", "3", "--strategy", "head-only",
+                          "--weight-home", "flash", "--out", str(out)])
+    assert rc == 0, err
+    assert json.loads(next(out.glob("*_plan.json")).read_text())["weight_home"] == "ram"
+    rc, stdout, err = run_cli(["verify", str(out), "--data", str(data), "--steps", "4"])
+    assert rc == 0, stdout + err
