@@ -17,19 +17,14 @@ tt_status tt_conv2d_s8(const tt_context *ctx, const tt_conv_params *conv, const 
                        const int32_t *bias, const tt_dims *out_dims, int8_t *out)
 {
     (void)ctx;
-    if (filter_dims == NULL || in_dims == NULL) {
-        return TT_ERR_ARG;
+    const tt_status st = tt_check_conv_args(TT_CONV_DENSE, conv, quant, in_dims, in, filter_dims, filter, bias, out_dims,
+                                            out);
+    if (st != TT_OK) {
+        return st;
     }
     const int32_t k = filter_dims->h;
     const int32_t c_in = in_dims->c;
     const int32_t c_out = filter_dims->n;
-    tt_status st = tt_check_conv(conv, quant, in_dims, in, filter_dims, filter, bias, out_dims, out, k, c_out);
-    if (st != TT_OK) {
-        return st;
-    }
-    if (filter_dims->w != k || filter_dims->c != c_in) {
-        return TT_ERR_ARG;
-    }
     const int32_t h = in_dims->h, w = in_dims->w;
     for (int32_t oy = 0; oy < out_dims->h; oy++) {
         for (int32_t ox = 0; ox < out_dims->w; ox++) {

@@ -141,4 +141,40 @@ static inline tt_status tt_check_conv(const tt_conv_params *conv, const tt_per_c
     return tt_check_patch(conv->patch, in_dims->c);
 }
 
+
+/** The three conv kernels (tt_kernels.h), for tt_check_conv_args. */
+typedef enum { TT_CONV_DENSE, TT_CONV_POINTWISE, TT_CONV_DEPTHWISE } tt_conv_kind;
+
+/* Every argument check of a conv kernel of `kind`, in the kernels' order (NULL dims, then tt_check_conv, then
+ * the filter's shape); shared by the reference kernels and their DSP variants. */
+static inline tt_status tt_check_conv_args(tt_conv_kind kind, const tt_conv_params *conv,
+                                           const tt_per_channel_quant *quant, const tt_dims *in_dims, const void *in,
+                                           const tt_dims *filter_dims, const void *filter, const void *bias,
+                                           const tt_dims *out_dims, const void *out)
+{
+    if (filter_dims == NULL || in_dims == NULL) {
+        return TT_ERR_ARG;
+    }
+    const int32_t k = filter_dims->h, c_in = in_dims->c;
+    const int32_t c_out = kind == TT_CONV_DEPTHWISE ? c_in : filter_dims->n;
+    const tt_status st = tt_check_conv(conv, quant, in_dims, in, filter_dims, filter, bias, out_dims, out,
+                                       kind == TT_CONV_POINTWISE ? 1 : k, c_out);
+    if (st != TT_OK) {
+        return st;
+    }
+    int ok;
+    switch (kind) {
+    case TT_CONV_POINTWISE:
+        ok = filter_dims->h == 1 && filter_dims->w == 1 && filter_dims->c == c_in;
+        break;
+    case TT_CONV_DEPTHWISE:
+        ok = filter_dims->n == 1 && filter_dims->w == k && filter_dims->c == c_in;
+        break;
+    default:
+        ok = filter_dims->w == k && filter_dims->c == c_in;
+        break;
+    }
+    return ok ? TT_OK : TT_ERR_ARG;
+}
+
 #endif /* TT_CONV_COMMON_H */

@@ -11,18 +11,13 @@ tt_status tt_depthwise_conv2d_s8(const tt_context *ctx, const tt_conv_params *co
                                  const tt_dims *out_dims, int8_t *out)
 {
     (void)ctx;
-    if (filter_dims == NULL || in_dims == NULL) {
-        return TT_ERR_ARG;
-    }
-    const int32_t k = filter_dims->h;
-    const int32_t ch = in_dims->c;
-    tt_status st = tt_check_conv(conv, quant, in_dims, in, filter_dims, filter, bias, out_dims, out, k, ch);
+    const tt_status st = tt_check_conv_args(TT_CONV_DEPTHWISE, conv, quant, in_dims, in, filter_dims, filter, bias,
+                                            out_dims, out);
     if (st != TT_OK) {
         return st;
     }
-    if (filter_dims->n != 1 || filter_dims->w != k || filter_dims->c != ch) {
-        return TT_ERR_ARG;
-    }
+    const int32_t k = filter_dims->h;
+    const int32_t ch = in_dims->c;
     const int32_t h = in_dims->h, w = in_dims->w;
     for (int32_t oy = 0; oy < out_dims->h; oy++) {
         for (int32_t ox = 0; ox < out_dims->w; ox++) {

@@ -11,18 +11,13 @@ tt_status tt_pointwise_conv2d_s8(const tt_context *ctx, const tt_conv_params *co
                                  const tt_dims *out_dims, int8_t *out)
 {
     (void)ctx;
-    if (filter_dims == NULL || in_dims == NULL) {
-        return TT_ERR_ARG;
-    }
-    const int32_t c_in = in_dims->c;
-    const int32_t c_out = filter_dims->n;
-    tt_status st = tt_check_conv(conv, quant, in_dims, in, filter_dims, filter, bias, out_dims, out, 1, c_out);
+    const tt_status st = tt_check_conv_args(TT_CONV_POINTWISE, conv, quant, in_dims, in, filter_dims, filter, bias,
+                                            out_dims, out);
     if (st != TT_OK) {
         return st;
     }
-    if (filter_dims->h != 1 || filter_dims->w != 1 || filter_dims->c != c_in) {
-        return TT_ERR_ARG;
-    }
+    const int32_t c_in = in_dims->c;
+    const int32_t c_out = filter_dims->n;
     for (int32_t oy = 0; oy < out_dims->h; oy++) {
         for (int32_t ox = 0; ox < out_dims->w; ox++) {
             const int8_t *px = in + ((size_t)oy * conv->stride * in_dims->w + (size_t)ox * conv->stride) * c_in;
