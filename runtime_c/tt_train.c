@@ -415,19 +415,21 @@ static int sgd_args_bad(const tt_conv_params *conv, const tt_sgd_params *sgd, co
            c >= filter_dims->c;
 }
 
-tt_status tt_conv2d_s8_bwd_weight_update_sr(const tt_conv_params *conv, const tt_sgd_params *sgd,
-                                            const tt_dims *in_dims, const int8_t *saved, int32_t c,
-                                            const tt_dims *out_dims, const int16_t *grad_q,
-                                            const tt_dims *filter_dims, int8_t *slice)
+/* The SR update of input channel c's working slice, element by element in (o, ky, kx) order ((ky, kx) and o = c
+ * if depthwise): the two _sr kernels. */
+static tt_status update_slice_sr(const tt_conv_params *conv, const tt_sgd_params *sgd, const tt_dims *in_dims,
+                                 const int8_t *saved, int32_t c, const tt_dims *out_dims, const int16_t *grad_q,
+                                 const tt_dims *filter_dims, int32_t depthwise, int8_t *slice)
 {
     if (sgd_args_bad(conv, sgd, in_dims, saved, c, out_dims, grad_q, filter_dims, slice)) {
         return TT_ERR_ARG;
     }
-    const int32_t k = filter_dims->h;
-    for (int32_t o = 0; o < filter_dims->n; o++) {
+    const int32_t k = filter_dims->h, rows = depthwise ? 1 : filter_dims->n;
+    for (int32_t r = 0; r < rows; r++) {
+        const int32_t o = depthwise ? c : r;
         for (int32_t ky = 0; ky < k; ky++) {
             for (int32_t kx = 0; kx < k; kx++) {
-                sgd_round(slice + ((size_t)o * k + ky) * k + kx,
+                sgd_round(slice + ((size_t)r * k + ky) * k + kx,
                           (float)weight_grad_sum(conv, in_dims, saved, out_dims, grad_q, o, ky, kx) * sgd->sigma, sgd, o);
             }
         }
@@ -435,22 +437,20 @@ tt_status tt_conv2d_s8_bwd_weight_update_sr(const tt_conv_params *conv, const tt
     return TT_OK;
 }
 
+tt_status tt_conv2d_s8_bwd_weight_update_sr(const tt_conv_params *conv, const tt_sgd_params *sgd,
+                                            const tt_dims *in_dims, const int8_t *saved, int32_t c,
+                                            const tt_dims *out_dims, const int16_t *grad_q,
+                                            const tt_dims *filter_dims, int8_t *slice)
+{
+    return update_slice_sr(conv, sgd, in_dims, saved, c, out_dims, grad_q, filter_dims, 0, slice);
+}
+
 tt_status tt_depthwise_conv2d_s8_bwd_weight_update_sr(const tt_conv_params *conv, const tt_sgd_params *sgd,
                                                       const tt_dims *in_dims, const int8_t *saved, int32_t c,
                                                       const tt_dims *out_dims, const int16_t *grad_q,
                                                       const tt_dims *filter_dims, int8_t *slice)
 {
-    if (sgd_args_bad(conv, sgd, in_dims, saved, c, out_dims, grad_q, filter_dims, slice)) {
-        return TT_ERR_ARG;
-    }
-    const int32_t k = filter_dims->h;
-    for (int32_t ky = 0; ky < k; ky++) {
-        for (int32_t kx = 0; kx < k; kx++) {
-            sgd_round(slice + (size_t)ky * k + kx,
-                      (float)weight_grad_sum(conv, in_dims, saved, out_dims, grad_q, c, ky, kx) * sgd->sigma, sgd, c);
-        }
-    }
-    return TT_OK;
+    return update_slice_sr(conv, sgd, in_dims, saved, c, out_dims, grad_q, filter_dims, 1, slice);
 }
 
 tt_status tt_conv_s8_bwd_weight_accumulate(const tt_conv_params *conv, float sigma, int32_t depthwise,

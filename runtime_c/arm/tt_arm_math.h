@@ -72,4 +72,18 @@ static inline int32_t tt_load4(const int8_t *p)
     return v;
 }
 
+/* Quantisation values are read into locals by the DSP kernels: int8 stores may alias anything, so the
+ * compiler would otherwise reload them through the structs for every output. */
+typedef struct {
+    const int32_t *bias, *multiplier, *shift;
+    int32_t output_offset;
+} tt_out_quant;
+
+/** Output channel o's int8 value from its accumulator: bias (wrapping), requantisation, offset, clamp. */
+static inline int8_t tt_finish_s8(int32_t acc, int32_t o, tt_out_quant q)
+{
+    acc = tt_add_wrap(acc, q.bias[o]);
+    return tt_ssat8(tt_requantize_floor(acc, q.multiplier[o], q.shift[o]) + q.output_offset);
+}
+
 #endif /* TT_ARM_MATH_H */

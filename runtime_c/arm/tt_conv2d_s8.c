@@ -36,18 +36,6 @@ int32_t tt_conv2d_s8_get_buffer_size(const tt_dims *in_dims, const tt_dims *filt
     return 0;
 }
 
-/* Quantisation values are read into locals by the callers: int8 stores may alias anything, so the
- * compiler would otherwise reload them through the structs for every output. */
-typedef struct {
-    const int32_t *bias, *multiplier, *shift;
-    int32_t output_offset;
-} out_quant;
-
-static inline int8_t finish(int32_t acc, int32_t o, out_quant q)
-{
-    acc = tt_add_wrap(acc, q.bias[o]);
-    return tt_ssat8(tt_requantize_floor(acc, q.multiplier[o], q.shift[o]) + q.output_offset);
-}
 
 /* acc plus the correction for the working slices of patched channels, if any (tt_conv_common.h). */
 static inline int32_t patched(const tt_conv_params *conv, const tt_dims *in_dims, const int8_t *in,
@@ -101,7 +89,7 @@ tt_status tt_conv2d_s8(const tt_context *ctx, const tt_conv_params *conv, const 
     const int32_t c_in = in_dims->c;
     const int32_t c_out = filter_dims->n;
     const int32_t h = in_dims->h, w = in_dims->w;
-    const out_quant q = {.bias = bias, .multiplier = quant->multiplier, .shift = quant->shift,
+    const tt_out_quant q = {.bias = bias, .multiplier = quant->multiplier, .shift = quant->shift,
                          .output_offset = conv->output_offset};
     const int32_t n = k * k * c_in, n4 = n & ~3;
     int16_t column[TT_CONV_COLUMN];
@@ -112,7 +100,7 @@ tt_status tt_conv2d_s8(const tt_context *ctx, const tt_conv_params *conv, const 
             int8_t *po = out + ((size_t)oy * out_dims->w + ox) * c_out;
             if (n > TT_CONV_COLUMN) {
                 for (int32_t o = 0; o < c_out; o++) {
-                    po[o] = finish(patched(conv, in_dims, in, filter, k, o, y0, x0,
+                    po[o] = tt_finish_s8(patched(conv, in_dims, in, filter, k, o, y0, x0,
                                            dot_reference(conv, in_dims, in, filter + (size_t)o * n, k, y0, x0)), o, q);
                 }
                 continue;
@@ -142,7 +130,7 @@ tt_status tt_conv2d_s8(const tt_context *ctx, const tt_conv_params *conv, const 
                 for (int32_t i = n4; i < n; i++) {
                     acc += (int32_t)pw[i] * column[i];
                 }
-                po[o] = finish(patched(conv, in_dims, in, filter, k, o, y0, x0, acc), o, q);
+                po[o] = tt_finish_s8(patched(conv, in_dims, in, filter, k, o, y0, x0, acc), o, q);
             }
         }
     }

@@ -22,18 +22,6 @@
 #error "runtime_c/arm/ needs the DSP extension (Cortex-M4/M7); build the reference kernels instead"
 #endif
 
-/* Quantisation values are read into locals by the callers: int8 stores may alias anything, so the
- * compiler would otherwise reload them through the structs for every output. */
-typedef struct {
-    const int32_t *bias, *multiplier, *shift;
-    int32_t output_offset;
-} out_quant;
-
-static inline int8_t finish(int32_t acc, int32_t c, out_quant q)
-{
-    acc = tt_add_wrap(acc, q.bias[c]);
-    return tt_ssat8(tt_requantize_floor(acc, q.multiplier[c], q.shift[c]) + q.output_offset);
-}
 
 tt_status tt_depthwise_conv2d_s8(const tt_context *ctx, const tt_conv_params *conv,
                                  const tt_per_channel_quant *quant, const tt_dims *in_dims, const int8_t *in,
@@ -49,7 +37,7 @@ tt_status tt_depthwise_conv2d_s8(const tt_context *ctx, const tt_conv_params *co
     const int32_t k = filter_dims->h;
     const int32_t ch = in_dims->c;
     const int32_t h = in_dims->h, w = in_dims->w;
-    const out_quant q = {.bias = bias, .multiplier = quant->multiplier, .shift = quant->shift,
+    const tt_out_quant q = {.bias = bias, .multiplier = quant->multiplier, .shift = quant->shift,
                          .output_offset = conv->output_offset};
     const int32_t offset = conv->input_offset;
     const int32_t offset2 = (int32_t)(((uint32_t)(uint16_t)offset << 16) | (uint16_t)offset);
@@ -88,10 +76,10 @@ tt_status tt_depthwise_conv2d_s8(const tt_context *ctx, const tt_conv_params *co
                     a3 = tt_add_wrap(a3, tt_patch_delta_dw(conv->patch, &next, in_dims, in, filter, c + 3, k, y0, x0,
                                                            offset));
                 }
-                po[c] = finish(a0, c, q);
-                po[c + 1] = finish(a1, c + 1, q);
-                po[c + 2] = finish(a2, c + 2, q);
-                po[c + 3] = finish(a3, c + 3, q);
+                po[c] = tt_finish_s8(a0, c, q);
+                po[c + 1] = tt_finish_s8(a1, c + 1, q);
+                po[c + 2] = tt_finish_s8(a2, c + 2, q);
+                po[c + 3] = tt_finish_s8(a3, c + 3, q);
             }
             for (; c < ch; c++) {
                 int32_t acc = 0;
@@ -102,7 +90,7 @@ tt_status tt_depthwise_conv2d_s8(const tt_context *ctx, const tt_conv_params *co
                     }
                 }
                 acc = tt_add_wrap(acc, tt_patch_delta_dw(conv->patch, &next, in_dims, in, filter, c, k, y0, x0, offset));
-                po[c] = finish(acc, c, q);
+                po[c] = tt_finish_s8(acc, c, q);
             }
         }
     }
