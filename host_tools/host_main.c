@@ -16,6 +16,17 @@
  *   Both trace and train accept trailing options: load=STATE (restore a trained state after init),
  *   save=STATE (write the trained state at the end), start=S (trace only: the global step of the first
  *   image, for epoch boundaries when resuming).
+ *   trace also accepts persist=REGION: the file models the reserved flash region of the persistent state
+ *   (tt_persist.h; created erased if absent): at boot the newest valid record is restored and the run goes
+ *   on from its step (IMAGES then holds the whole run from step 0; not with start=), and a record is written
+ *   at every epoch boundary after the first step taken (before the resampling), also when the run ends on one.
+ *   It prints one "persist ..." line per restore and record on stdout. fail_after=N: power loss after N bytes
+ *   programmed into the region (the page being programmed keeps N's share of new bytes, the rest is junk):
+ *   the region file is left as the flash would be and host_sim exits with status 3.
+ *   host_sim persist-restore REGION OUT
+ *                                   restore the newest valid record of REGION into a fresh model and write
+ *                                   it as a trained state file to OUT; prints the slots and what was restored
+ *                                   (OUT is not written when no valid record exists)
  *   host_sim bench-train IMAGES LABELS N
  *                                   time training steps; prints "train_us_per_step <float>"
  *
@@ -28,12 +39,135 @@
 #include <time.h>
 
 #include "model.h"
+#include "tt_flash.h"
+#include "tt_persist.h"
 #include "tt_prng.h"
 
 static int fail(const char *what, const char *detail)
 {
     fprintf(stderr, "host_sim: %s: %s\n", what, detail);
     return 2;
+}
+
+/* ---- the persistent-state region, modelled by a file (persist=REGION) ---- */
+#define PERSIST_SLOT_BYTES TT_PERSIST_SLOT_BYTES(MODEL_STATE_MAX_BYTES, TT_PERSIST_PAGE_BYTES)
+static uint8_t *persist_base;
+static uint8_t persist_page[TT_PERSIST_PAGE_BYTES];
+static tt_persist persist;
+static FILE *persist_file;
+static long persist_fail_after = -1; /* bytes the region may still take before the power goes; -1: never */
+
+/* Open (or create, erased) the region file and read it into memory. */
+static int persist_open(const char *path)
+{
+    const long size = 2L * PERSIST_SLOT_BYTES;
+    persist_base = malloc((size_t)size);
+    if (persist_base == NULL) {
+        return fail(path, "out of memory for the persistent region");
+    }
+    memset(persist_base, 0xFF, (size_t)size);
+    persist_file = fopen(path, "r+b");
+    if (persist_file == NULL) {
+        persist_file = fopen(path, "w+b");
+        if (persist_file == NULL || fwrite(persist_base, 1, (size_t)size, persist_file) != (size_t)size ||
+            fflush(persist_file) != 0) {
+            return fail(path, "cannot create the persistent region file");
+        }
+    } else {
+        if (fseek(persist_file, 0, SEEK_END) != 0 || ftell(persist_file) != size) {
+            fprintf(stderr, "host_sim: %s: a persistent region of this model is %ld bytes (2 slots of %ld)\n", path,
+                    size, (long)PERSIST_SLOT_BYTES);
+            return 2;
+        }
+        rewind(persist_file);
+        if (fread(persist_base, 1, (size_t)size, persist_file) != (size_t)size) {
+            return fail(path, "cannot read the persistent region file");
+        }
+    }
+    persist = (tt_persist){.base = persist_base, .slot_bytes = PERSIST_SLOT_BYTES, .page_bytes = TT_PERSIST_PAGE_BYTES,
+                           .page_buffer = persist_page};
+    return 0;
+}
+
+static void persist_store(const uint8_t *at, int32_t bytes)
+{
+    const long offset = (long)(at - persist_base);
+    if (fseek(persist_file, offset, SEEK_SET) != 0 || fwrite(at, 1, (size_t)bytes, persist_file) != (size_t)bytes ||
+        fflush(persist_file) != 0) {
+        fprintf(stderr, "host_sim: cannot write the persistent region file\n");
+        exit(2);
+    }
+}
+
+/* The host flash model (tt_flash.h): erase then program; in the persistent region also the file, and the
+ * power-loss hook. */
+tt_status tt_flash_program_page(int8_t *page, const uint8_t *data, int32_t bytes)
+{
+    uint8_t *p = (uint8_t *)page;
+    const int in_region = persist_base != NULL && p >= persist_base && p < persist_base + 2L * PERSIST_SLOT_BYTES;
+    if (in_region && persist_fail_after >= 0 && persist_fail_after < bytes) {
+        const int32_t kept = (int32_t)persist_fail_after;
+        memcpy(p, data, (size_t)kept);
+        for (int32_t i = kept; i < bytes; i++) { /* the torn rest: neither erased nor the new bytes */
+            p[i] = (uint8_t)(data[i] ^ (0x5Au + (uint8_t)i));
+        }
+        persist_store(p, bytes);
+        printf("persist power-loss at page offset %ld byte %ld\n", (long)(p - persist_base), (long)kept);
+        fflush(stdout);
+        exit(3);
+    }
+    memset(p, 0xFF, (size_t)bytes); /* erase */
+    memcpy(p, data, (size_t)bytes); /* program */
+    if (in_region) {
+        persist_store(p, bytes);
+        persist_fail_after = persist_fail_after >= 0 ? persist_fail_after - bytes : -1;
+    }
+    return TT_OK;
+}
+
+static void persist_slots(void)
+{
+    for (int32_t k = 0; k < 2; k++) {
+        const tt_persist_slot s = tt_persist_examine(&persist, k, MODEL_ID_CRC);
+        printf("persist slot %d %s", (int)k, tt_slot_state_name(s.state));
+        if (s.state == TT_SLOT_VALID && s.length >= 4) { /* the state file's own CRC32, its last 4 bytes */
+            const uint8_t *c = s.payload + s.length - 4;
+            printf(" seq %lu state-crc %08lx", (unsigned long)s.seq,
+                   (unsigned long)((uint32_t)c[0] | (uint32_t)c[1] << 8 | (uint32_t)c[2] << 16 | (uint32_t)c[3] << 24));
+        }
+        printf("\n");
+    }
+}
+
+/* Restore from the region; prints what was found. Returns 0 or an exit status. */
+static int persist_boot(uint32_t *seq)
+{
+    persist_slots();
+    const tt_status st = model_persist_restore(&persist, seq);
+    if (st != TT_OK) {
+        fprintf(stderr, "host_sim: persist restore: %s\n", tt_status_name(st));
+        return 1;
+    }
+    if (*seq == 0) {
+        printf("persist none: no valid record of this model, starting from scratch\n");
+    } else {
+        printf("persist restored seq %lu step %ld\n", (unsigned long)*seq, (long)model_step());
+    }
+    fflush(stdout);
+    return 0;
+}
+
+static int persist_save(void)
+{
+    uint32_t seq = 0;
+    const tt_status st = model_persist_save(&persist, &seq);
+    if (st != TT_OK) {
+        fprintf(stderr, "host_sim: persist save: %s\n", tt_status_name(st));
+        return 1;
+    }
+    printf("persist saved seq %lu step %ld\n", (unsigned long)seq, (long)model_step());
+    fflush(stdout);
+    return 0;
 }
 
 static double now_s(void)
@@ -162,8 +296,24 @@ static int trace(int argc, char **argv)
     const char *start_opt = option(argc, argv, 11, "start");
     const long start = start_opt != NULL ? strtol(start_opt, NULL, 10) : 0;
     status = status == 0 ? load_state(option(argc, argv, 11, "load")) : status;
-    for (long i = 0; i < n && status == 0; i++) {
+    const char *persist_path = option(argc, argv, 11, "persist"), *fail_opt = option(argc, argv, 11, "fail_after");
+    long first = 0; /* the first image (and step) this run takes */
+    if (status == 0 && persist_path != NULL) {
+        uint32_t seq;
+        status = start_opt != NULL ? fail("trace", "persist= goes on from the restored step: no start=") : 0;
+        status = status == 0 ? persist_open(persist_path) : status;
+        status = status == 0 ? persist_boot(&seq) : status;
+        first = model_step();
+        persist_fail_after = fail_opt != NULL ? strtol(fail_opt, NULL, 10) : -1;
+    }
+    for (long i = first; i < n && status == 0; i++) {
         float loss, logits[MODEL_NUM_CLASSES];
+        if (persist_path != NULL && i > first && i % per_epoch == 0) {
+            status = persist_save();
+            if (status != 0) {
+                break;
+            }
+        }
         tt_status st = (start + i) % per_epoch == 0 ? model_epoch_begin() : TT_OK;
         memcpy(model_input(), images + (size_t)i * MODEL_INPUT_SIZE, MODEL_INPUT_SIZE);
         st = st == TT_OK ? model_train_step(labels[i], &loss, logits) : st;
@@ -176,6 +326,9 @@ static int trace(int argc, char **argv)
         fwrite(&loss, sizeof loss, 1, out);
         fwrite(logits, sizeof logits[0], MODEL_NUM_CLASSES, out);
     }
+    if (status == 0 && persist_path != NULL && n > first && n % per_epoch == 0) {
+        status = persist_save(); /* the run ends on an epoch boundary */
+    }
     if (out != NULL && fclose(out) != 0) {
         status = fail(argv[10], "write failed");
     }
@@ -183,6 +336,15 @@ static int trace(int argc, char **argv)
     free(images);
     free(labels);
     return status;
+}
+
+static int persist_restore_cmd(char **argv)
+{
+    model_train_init(0, 0.0f, 1, 1);
+    uint32_t seq = 0;
+    int status = persist_open(argv[2]);
+    status = status == 0 ? persist_boot(&seq) : status;
+    return status == 0 && seq != 0 ? save_state(argv[3]) : status;
 }
 
 static int argmax(const float *v, int32_t n)
@@ -297,13 +459,16 @@ static void write_output(int32_t op, const int8_t *data, int32_t size, void *use
 int main(int argc, char **argv)
 {
     if (argc < 4) {
-        return fail("usage", "host_sim forward|bench|trace|train|bench-train ... (see host_main.c)");
+        return fail("usage", "host_sim forward|bench|trace|train|bench-train|persist-restore ... (see host_main.c)");
     }
     if (strcmp(argv[1], "trace") == 0) {
         return argc >= 11 ? trace(argc, argv) : fail("trace", "wrong argument count");
     }
     if (strcmp(argv[1], "train") == 0) {
         return argc >= 12 ? train(argc, argv) : fail("train", "wrong argument count");
+    }
+    if (strcmp(argv[1], "persist-restore") == 0) {
+        return argc == 4 ? persist_restore_cmd(argv) : fail("persist-restore", "wrong argument count");
     }
     if (strcmp(argv[1], "bench-train") == 0) {
         return argc == 5 ? bench_train(argv) : fail("bench-train", "wrong argument count");

@@ -15,8 +15,27 @@ uint32_t tt_crc32(uint32_t crc, const uint8_t *data, int32_t size)
     return ~crc;
 }
 
+tt_status tt_sink_count(void *ctx, const uint8_t *data, int32_t size)
+{
+    (void)ctx;
+    (void)data;
+    (void)size;
+    return TT_OK;
+}
+
 void tt_put(tt_cursor *c, const void *data, int32_t size)
 {
+    if (c->sink != NULL) {
+        if (c->overflow || size < 0 || c->sink(c->sink_ctx, data, size) != TT_OK) {
+            c->overflow = 1;
+            return;
+        }
+        if (c->sink != tt_sink_count) {
+            c->crc = tt_crc32(c->crc, data, size);
+        }
+        c->pos += size;
+        return;
+    }
     if (c->overflow || size < 0 || c->pos > c->capacity - size) {
         c->overflow = 1;
         return;

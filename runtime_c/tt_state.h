@@ -19,13 +19,25 @@
 /** CRC32 (reflected polynomial 0xEDB88320), continuing from `crc` (start with 0). */
 uint32_t tt_crc32(uint32_t crc, const uint8_t *data, int32_t size);
 
-/** A bounded byte writer/reader over a caller's buffer. */
+/** Where a streaming cursor's bytes go (tt_persist_append, tt_sink_count); a non-OK status stops the writes. */
+typedef tt_status (*tt_sink)(void *ctx, const uint8_t *data, int32_t size);
+
+/**
+ * A bounded byte writer/reader over a caller's buffer; or, with `sink` set, a streaming writer that hands
+ * each write to the sink (no buffer, no capacity) and keeps the CRC32 of the bytes written so far in `crc`.
+ */
 typedef struct {
     uint8_t *buf;
     int32_t capacity;
     int32_t pos;
-    int32_t overflow; /**< set when a write or read ran past capacity */
+    int32_t overflow; /**< set when a write or read ran past capacity, or the sink failed */
+    tt_sink sink;     /**< NULL: write into buf */
+    void *sink_ctx;
+    uint32_t crc;     /**< with a sink: CRC32 of the bytes written (start with 0) */
 } tt_cursor;
+
+/** A sink that only counts (a cursor's pos): the length pass before a streamed write. */
+tt_status tt_sink_count(void *ctx, const uint8_t *data, int32_t size);
 
 void tt_put(tt_cursor *c, const void *data, int32_t size);
 void tt_put_u32(tt_cursor *c, uint32_t v);

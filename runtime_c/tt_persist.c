@@ -1,0 +1,170 @@
+/* trady runtime: double-buffered persistent records of the trained state (see tt_persist.h). */
+#include <stddef.h>
+#include <string.h>
+
+#include "tt_flash.h"
+#include "tt_persist.h"
+#include "tt_state.h"
+
+#define TRY(call)                    \
+    do {                             \
+        const tt_status st_ = (call); \
+        if (st_ != TT_OK) {          \
+            return st_;              \
+        }                            \
+    } while (0)
+
+static uint32_t get_u32(const uint8_t *b)
+{
+    return (uint32_t)b[0] | ((uint32_t)b[1] << 8) | ((uint32_t)b[2] << 16) | ((uint32_t)b[3] << 24);
+}
+
+static void put_u32(uint8_t *b, uint32_t v)
+{
+    b[0] = (uint8_t)v;
+    b[1] = (uint8_t)(v >> 8);
+    b[2] = (uint8_t)(v >> 16);
+    b[3] = (uint8_t)(v >> 24);
+}
+
+static int region_bad(const tt_persist *p)
+{
+    return p == NULL || p->base == NULL || p->page_buffer == NULL || p->page_bytes < TT_PERSIST_HEADER_BYTES ||
+           p->slot_bytes < 2 * p->page_bytes || p->slot_bytes % p->page_bytes != 0;
+}
+
+const char *tt_slot_state_name(tt_slot_state state)
+{
+    switch (state) {
+    case TT_SLOT_VALID:
+        return "valid";
+    case TT_SLOT_EMPTY:
+        return "empty";
+    case TT_SLOT_TORN:
+        return "torn";
+    default:
+        return "other";
+    }
+}
+
+tt_persist_slot tt_persist_examine(const tt_persist *p, int32_t slot, uint32_t model_id)
+{
+    tt_persist_slot s = {.state = TT_SLOT_EMPTY, .seq = 0, .length = 0, .payload_crc = 0, .payload = NULL};
+    if (region_bad(p) || slot < 0 || slot > 1) {
+        return s;
+    }
+    const uint8_t *h = p->base + (size_t)slot * (size_t)p->slot_bytes;
+    if (get_u32(h) != TT_PERSIST_MAGIC) {
+        return s;
+    }
+    s.state = TT_SLOT_TORN;
+    if (get_u32(h + 24) != tt_crc32(0, h, 24)) {
+        return s;
+    }
+    const uint32_t length = get_u32(h + 16);
+    if (length > (uint32_t)(p->slot_bytes - p->page_bytes)) {
+        return s;
+    }
+    const uint8_t *payload = h + p->page_bytes;
+    if (get_u32(h + 20) != tt_crc32(0, payload, (int32_t)length)) {
+        return s;
+    }
+    s.state = get_u32(h + 4) == TT_PERSIST_VERSION && get_u32(h + 12) == model_id ? TT_SLOT_VALID : TT_SLOT_OTHER;
+    s.seq = get_u32(h + 8);
+    s.length = (int32_t)length;
+    s.payload_crc = get_u32(h + 20);
+    s.payload = payload;
+    return s;
+}
+
+int32_t tt_persist_newest(const tt_persist *p, uint32_t model_id, tt_persist_slot *found)
+{
+    const tt_persist_slot a = tt_persist_examine(p, 0, model_id), b = tt_persist_examine(p, 1, model_id);
+    int32_t slot = -1;
+    if (a.state == TT_SLOT_VALID && (b.state != TT_SLOT_VALID || a.seq > b.seq)) {
+        slot = 0;
+    } else if (b.state == TT_SLOT_VALID) {
+        slot = 1;
+    }
+    if (found != NULL) {
+        *found = slot == 0 ? a : b;
+    }
+    return slot;
+}
+
+static tt_status program(const tt_persist *p, uint8_t *page)
+{
+    return tt_flash_program_page((int8_t *)page, p->page_buffer, p->page_bytes);
+}
+
+tt_status tt_persist_begin(const tt_persist *p, uint32_t model_id, int32_t length, tt_persist_writer *w)
+{
+    if (region_bad(p) || w == NULL || length < 0 || length > p->slot_bytes - p->page_bytes) {
+        return TT_ERR_ARG;
+    }
+    tt_persist_slot newest;
+    const int32_t slot = tt_persist_newest(p, model_id, &newest);
+    w->region = p;
+    w->slot_base = p->base + (size_t)(slot == 0 ? 1 : 0) * (size_t)p->slot_bytes; /* never the newest record */
+    w->seq = slot < 0 ? 1u : newest.seq + 1u;
+    w->model_id = model_id;
+    w->length = length;
+    w->written = 0;
+    w->crc = 0;
+    w->pending = 0;
+    w->page = 1;
+    memset(p->page_buffer, 0xFF, (size_t)p->page_bytes); /* erase the header page: the slot's old record is gone */
+    return program(p, w->slot_base);
+}
+
+tt_status tt_persist_append(void *ctx, const uint8_t *data, int32_t size)
+{
+    tt_persist_writer *w = ctx;
+    if (w == NULL || data == NULL || size < 0 || size > w->length - w->written) {
+        return TT_ERR_ARG;
+    }
+    const tt_persist *p = w->region;
+    w->crc = tt_crc32(w->crc, data, size);
+    w->written += size;
+    while (size > 0) {
+        const int32_t n = size < p->page_bytes - w->pending ? size : p->page_bytes - w->pending;
+        memcpy(p->page_buffer + w->pending, data, (size_t)n);
+        w->pending += n;
+        data += n;
+        size -= n;
+        if (w->pending == p->page_bytes) {
+            TRY(program(p, w->slot_base + (size_t)w->page * (size_t)p->page_bytes));
+            w->page++;
+            w->pending = 0;
+        }
+    }
+    return TT_OK;
+}
+
+tt_status tt_persist_commit(tt_persist_writer *w, uint32_t *seq)
+{
+    if (w == NULL || w->written != w->length) {
+        return TT_ERR_ARG;
+    }
+    const tt_persist *p = w->region;
+    if (w->pending > 0) {
+        memset(p->page_buffer + w->pending, 0xFF, (size_t)(p->page_bytes - w->pending));
+        TRY(program(p, w->slot_base + (size_t)w->page * (size_t)p->page_bytes));
+        w->page++;
+        w->pending = 0;
+    }
+    uint8_t *h = p->page_buffer;
+    memset(h, 0xFF, (size_t)p->page_bytes);
+    put_u32(h, TT_PERSIST_MAGIC);
+    put_u32(h + 4, TT_PERSIST_VERSION);
+    put_u32(h + 8, w->seq);
+    put_u32(h + 12, w->model_id);
+    put_u32(h + 16, (uint32_t)w->length);
+    put_u32(h + 20, w->crc);
+    put_u32(h + 24, tt_crc32(0, h, 24));
+    TRY(program(p, w->slot_base)); /* the commit: until this page is whole, the other slot's record wins */
+    if (seq != NULL) {
+        *seq = w->seq;
+    }
+    return TT_OK;
+}
