@@ -22,7 +22,8 @@
  *   at every epoch boundary after the first step taken (before the resampling), also when the run ends on one.
  *   It prints one "persist ..." line per restore and record on stdout. fail_after=N: power loss after N bytes
  *   programmed into the region (the page being programmed keeps N's share of new bytes, the rest is junk):
- *   the region file is left as the flash would be and host_sim exits with status 3.
+ *   the region file is left as the flash would be and host_sim exits with status 3. junk_home=1: before the
+ *   restore, overwrite the trainable weights' home with junk (what a reset or a torn write-back leaves).
  *   host_sim persist-restore REGION OUT
  *                                   restore the newest valid record of REGION into a fresh model and write
  *                                   it as a trained state file to OUT; prints the slots and what was restored
@@ -302,6 +303,15 @@ static int trace(int argc, char **argv)
         uint32_t seq;
         status = start_opt != NULL ? fail("trace", "persist= goes on from the restored step: no start=") : 0;
         status = status == 0 ? persist_open(persist_path) : status;
+        if (option(argc, argv, 11, "junk_home") != NULL) { /* the home as a torn write-back may leave it */
+            for (int32_t conv = 0; conv < MODEL_NUM_CONVS; conv++) {
+                int8_t *home;
+                const int32_t size = model_trainable_weights(conv, &home);
+                for (int32_t k = 0; k < size; k++) {
+                    home[k] = (int8_t)(k * 37 + conv);
+                }
+            }
+        }
         status = status == 0 ? persist_boot(&seq) : status;
         first = model_step();
         persist_fail_after = fail_opt != NULL ? strtol(fail_opt, NULL, 10) : -1;

@@ -1,0 +1,66 @@
+"""Persistent trained state (docs/PERSIST.md): read the reserved flash region's two record slots.
+
+The region is written by the generated `<model>_persist_save` (format in runtime_c/tt_persist.h): on the
+host `host_sim trace ... persist=REGION` keeps it in a file, on the board it is the `.tt_persist` section.
+This module reads a region file back the way the firmware does at boot (`tt_persist_examine`), so a host
+run's region can be checked, and preloaded into the emulator, knowing which record the target will restore.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from compiler.emit import model_id_text
+from compiler.errors import TradyError
+from compiler.pipeline import Project
+
+MAGIC, VERSION, HEADER_BYTES = 0x52505454, 1, 28
+PAGE_BYTES = 2048  # TT_PERSIST_PAGE_BYTES unless the build sets it
+
+
+@dataclass(frozen=True)
+class Slot:
+    state: str  # "valid", "empty", "torn", "other" (tt_slot_state_name)
+    seq: int
+    payload: bytes  # the trained-state file (compiler.state reads it); empty unless valid/other
+
+    @property
+    def state_crc(self) -> int:
+        """The state file's own CRC32 (its last 4 bytes), as the firmware reports it."""
+        return struct.unpack_from("<I", self.payload, len(self.payload) - 4)[0] if len(self.payload) >= 4 else 0
+
+
+def model_id(project: Project) -> int:
+    return zlib.crc32(model_id_text(project.graph, project.spec).encode())
+
+
+def slot_bytes(state_max_bytes: int, page: int = PAGE_BYTES) -> int:
+    """TT_PERSIST_SLOT_BYTES: a header page plus the pages of the largest state."""
+    return (1 + -(-state_max_bytes // page)) * page
+
+
+def examine(raw: bytes, slot: int, want_id: int, page: int = PAGE_BYTES) -> Slot:
+    size = len(raw) // 2
+    h = raw[slot * size:(slot + 1) * size]
+    if len(h) < page or struct.unpack_from("<I", h)[0] != MAGIC:
+        return Slot("empty", 0, b"")
+    magic, version, seq, mid, length, pcrc, hcrc = struct.unpack_from("<7I", h)
+    if hcrc != zlib.crc32(h[:24]) or length > size - page or pcrc != zlib.crc32(h[page:page + length]):
+        return Slot("torn", 0, b"")
+    return Slot("valid" if (version, mid) == (VERSION, want_id) else "other", seq, bytes(h[page:page + length]))
+
+
+def read_region(path: Path, project: Project, page: int = PAGE_BYTES) -> tuple[list[Slot], int]:
+    """Both slots of a region file and the index of the one a boot restores (-1: none valid)."""
+    raw = Path(path).read_bytes() if Path(path).is_file() else None
+    if raw is None:
+        raise TradyError(f"{path}: persistent region file not found")
+    if len(raw) % (2 * page) != 0 or len(raw) < 4 * page:
+        raise TradyError(f"{path}: {len(raw)} bytes is not a region of two slots of whole {page}-byte pages")
+    want = model_id(project)
+    slots = [examine(raw, k, want, page) for k in (0, 1)]
+    valid = [k for k in (0, 1) if slots[k].state == "valid"]
+    return slots, max(valid, key=lambda k: slots[k].seq, default=-1)

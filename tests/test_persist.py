@@ -1,0 +1,187 @@
+"""Trained state that survives a reset (docs/PERSIST.md), on the host build: the region file models the flash.
+
+The tiny model (tests/tt_support.py), with each weight home, built with 256-byte persistence pages so one record
+spans a header page and seven payload pages. A run records at every epoch boundary; a second run is cut by a
+simulated power loss (host_sim fail_after=N) at many offsets of one record write: every page boundary, around
+it, inside pages and every byte of the commit header. The boot after it must restore exactly the last committed
+state (or the new one once its header is whole), never anything else, and training from there must go on
+bit-exactly like the run that was never interrupted.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tt_support import data_path, run_cli, tiny_model_dict, write_model
+
+from compiler import firmware, host, persist, pipeline, state
+
+PAGE, PER_EPOCH, STEPS, SEED, LR = 256, 2, 8, 3, 0.01
+
+
+@pytest.fixture(scope="module", params=["ram", "flash"], ids=["ram-home", "flash-home"])
+def project(tmp_path_factory, request):
+    tmp = tmp_path_factory.mktemp(f"persist-{request.param}")
+    model = write_model(tiny_model_dict(), tmp / "tiny.pkl")
+    out = tmp / "tiny"
+    rc, _, err = run_cli(["compile", str(model), "--budget", "300", "--classes", "10", "--weight-home", request.param,
+                          "--flash-page", "256", "--out", str(out)])
+    assert rc == 0, err
+    r = subprocess.run(["make", "-s", "-C", str(out), "host_sim", f"EXTRA_CFLAGS=-DTT_PERSIST_PAGE_BYTES={PAGE}"],
+                       capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    proj = pipeline.load_project(out)
+    x, y = firmware.load_samples(proj, data_path(), STEPS)
+    x.tofile(tmp / "x.bin")
+    y.tofile(tmp / "y.bin")
+    return tmp, proj, out / "host_sim", x, y
+
+
+def sim(exe: Path, *args: str, ok=(0,)) -> subprocess.CompletedProcess:
+    r = subprocess.run([str(exe), *args], capture_output=True, text=True, check=False)
+    assert r.returncode in ok, f"host_sim {' '.join(args)}: exit {r.returncode}: {r.stdout[-400:]}{r.stderr}"
+    return r
+
+
+def trace(tmp: Path, exe: Path, n: int, out: str, *options: str, ok=(0,)) -> subprocess.CompletedProcess:
+    return sim(exe, "trace", str(tmp / "x.bin"), str(tmp / "y.bin"), str(n), str(PER_EPOCH), str(SEED), repr(LR), "1",
+               str(STEPS), str(tmp / out), *options, ok=ok)
+
+
+def steps_of(proj, raw: bytes, n: int) -> list[host.TraceStep]:
+    g = proj.graph
+    sizes = {i: g.convs[i].weight.size for i in sorted(set(proj.spec.pool.layers))}
+    return host.parse_trace(raw, n, sizes, g.head.classes, g.head.features)
+
+
+def same_steps(got: list[host.TraceStep], want: list[host.TraceStep]) -> None:
+    assert len(got) == len(want)
+    for k, (a, b) in enumerate(zip(got, want, strict=True)):
+        for what, u, v in (("selection", a.selection, b.selection), ("logits", a.logits, b.logits),
+                           ("head", a.head_weight, b.head_weight), ("loss", a.loss, b.loss),
+                           *((f"conv {i} weights", a.weights[i], b.weights[i]) for i in a.weights)):
+            u, v = np.atleast_1d(u), np.atleast_1d(v)
+            bad = np.flatnonzero(u.view(np.uint8) != v.view(np.uint8)) if u.shape == v.shape else [0]
+            assert len(bad) == 0, f"step {k}: {what} differs first at byte {bad[0]}"
+
+
+@pytest.fixture(scope="module")
+def reference(project):
+    """The uninterrupted run's trace, the states at steps 2, 4 and 6, and a region holding records at 2 and 4."""
+    tmp, proj, exe, _, _ = project
+    trace(tmp, exe, STEPS, "full.bin")
+    full = steps_of(proj, (tmp / "full.bin").read_bytes(), STEPS)
+    states = {}
+    for s in (2, 4, 6):
+        trace(tmp, exe, s, "t.bin", f"save={tmp / f's{s}.bin'}")
+        states[s] = (tmp / f"s{s}.bin").read_bytes()
+    out = trace(tmp, exe, 5, "t.bin", f"persist={tmp / 'base.region'}").stdout
+    assert "persist none" in out and "persist saved seq 1 step 2" in out and "persist saved seq 2 step 4" in out
+    return full, states, (tmp / "base.region").read_bytes()
+
+
+def restore(tmp: Path, exe: Path, region: Path) -> tuple[str, bytes | None]:
+    out = tmp / "restored.bin"
+    out.unlink(missing_ok=True)
+    r = sim(exe, "persist-restore", str(region), str(out))
+    return r.stdout, out.read_bytes() if out.is_file() else None
+
+
+def test_records_at_epoch_boundaries_restore_the_newest(project, reference):
+    tmp, proj, exe, _, _ = project
+    full, states, base = reference
+    region = tmp / "r.region"
+    region.write_bytes(base)
+    text, got = restore(tmp, exe, region)
+    assert "persist slot 0 valid seq 1" in text and "persist slot 1 valid seq 2" in text
+    assert "persist restored seq 2 step 4" in text and got == states[4]
+    slots, newest = persist.read_region(region, proj, PAGE)  # the Python reader agrees with the C boot
+    assert newest == 1 and slots[1].seq == 2 and slots[1].payload == states[4]
+    assert state.read(tmp / "restored.bin", proj).step == 4
+    r = trace(tmp, exe, STEPS, "cont.bin", f"persist={region}")  # boots from step 4 and trains on to the end
+    assert "persist restored seq 2 step 4" in r.stdout and "persist saved seq 3 step 6" in r.stdout
+    assert "persist saved seq 4 step 8" in r.stdout
+    same_steps(steps_of(proj, (tmp / "cont.bin").read_bytes(), STEPS - 4), full[4:])
+
+
+def cut_offsets(slot_pages: int) -> list[int]:
+    """Power-loss points (bytes programmed into the region) over one record write: the header-page erase, the
+    payload pages, the header page; every page boundary and its neighbours, every 7th byte, every header byte."""
+    write = (slot_pages + 1) * PAGE  # erase + payload pages + header
+    commit = write - PAGE
+    cuts = {0, 1, write, write + 1, *range(0, write, 7)}
+    for p in range(slot_pages + 1):
+        cuts |= {p * PAGE - 1, p * PAGE, p * PAGE + 1, p * PAGE + 97}
+    cuts |= set(range(commit, commit + persist.HEADER_BYTES + 2))
+    return sorted(c for c in cuts if 0 <= c <= write + 1)
+
+
+def test_power_loss_at_any_point_of_a_write_keeps_the_previous_state(project, reference):
+    tmp, proj, exe, _, _ = project
+    full, states, base = reference
+    slot_pages = len(base) // 2 // PAGE
+    payload_pages = -(-len(states[6]) // PAGE)
+    write = (1 + payload_pages + 1) * PAGE
+    commit = write - PAGE + persist.HEADER_BYTES  # the new record is whole once its header is
+    region, outcomes = tmp / "cut.region", {}
+    for n in cut_offsets(payload_pages + 1):
+        region.write_bytes(base)
+        r = trace(tmp, exe, 7, "t.bin", f"persist={region}", f"fail_after={n}", ok=(0, 3))
+        assert (r.returncode == 3) == (n < write), f"cut at {n}: exit {r.returncode}"
+        text, got = restore(tmp, exe, region)
+        want = 6 if n >= commit else 4
+        assert got == states[want], (f"power loss after {n} bytes of a {write}-byte write: restored "
+                                     f"{'nothing' if got is None else f'{len(got)} bytes'} != the state at step {want}"
+                                     f"\n{text}")
+        outcomes[n] = want
+        if n in (PAGE + 97, commit - 1, commit):  # train on from what came back: bit-exact with no interruption
+            r = trace(tmp, exe, STEPS, "cont.bin", f"persist={region}")
+            same_steps(steps_of(proj, (tmp / "cont.bin").read_bytes(), STEPS - want), full[want:])
+    assert slot_pages >= 1 + payload_pages and payload_pages >= 4
+    assert set(outcomes.values()) == {4, 6} and len(outcomes) > 4 * payload_pages
+
+
+def test_torn_or_damaged_records_fall_back_and_junk_home_is_rebuilt(project, reference):
+    tmp, proj, exe, _, _ = project
+    full, states, base = reference
+    size = len(base) // 2
+    region = tmp / "bad.region"
+    damaged = bytearray(base)
+    damaged[size + PAGE + 10] ^= 0x01  # one payload bit of the newest record (slot 1)
+    region.write_bytes(bytes(damaged))
+    text, got = restore(tmp, exe, region)
+    assert "persist slot 1 torn" in text and "persist restored seq 1 step 2" in text and got == states[2]
+    r = trace(tmp, exe, STEPS, "cont.bin", f"persist={region}", "junk_home=1")
+    assert "persist restored seq 1 step 2" in r.stdout
+    same_steps(steps_of(proj, (tmp / "cont.bin").read_bytes(), STEPS - 2), full[2:])
+    damaged[10] ^= 0x01  # and the older record's header: nothing valid left
+    region.write_bytes(bytes(damaged))
+    text, got = restore(tmp, exe, region)
+    assert "persist slot 0 torn" in text and "persist none" in text and got is None
+    r = trace(tmp, exe, STEPS, "cont.bin", f"persist={region}")
+    assert "persist none" in r.stdout
+    same_steps(steps_of(proj, (tmp / "cont.bin").read_bytes(), STEPS), full)
+    region.write_bytes(base[:-1])
+    r = sim(exe, "persist-restore", str(region), str(tmp / "x.state"), ok=(2,))
+    assert r.stderr.count("\n") == 1 and "bad.region" in r.stderr and "bytes" in r.stderr
+
+
+def test_record_of_another_model_is_not_restored(project, reference, tmp_path):
+    tmp, proj, exe, _, _ = project
+    _, _, base = reference
+    raw = bytearray(base)
+    for k in (0, 1):  # rewrite both headers with another model id, CRCs made consistent
+        h = k * (len(raw) // 2)
+        raw[h + 12:h + 16] = (int.from_bytes(raw[h + 12:h + 16], "little") ^ 1).to_bytes(4, "little")
+        raw[h + 24:h + 28] = zlib.crc32(bytes(raw[h:h + 24])).to_bytes(4, "little")
+    region = tmp_path / "other.region"
+    region.write_bytes(bytes(raw))
+    text, got = restore(tmp, exe, region)
+    assert "persist slot 0 other" in text and "persist slot 1 other" in text and got is None
+    assert persist.read_region(region, proj, PAGE)[1] == -1
+    shutil.copy(region, tmp_path / "copy.region")
