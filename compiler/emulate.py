@@ -12,6 +12,7 @@ call: per forward op, per inference, per training step.
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import time
 import zlib
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from compiler import firmware, host
+from compiler import firmware, host, persist
 from compiler.errors import TradyError
 from compiler.pipeline import Project
 
@@ -34,9 +35,10 @@ class QemuRun:
 
 
 def qemu_command(brd: firmware.Board, elf: Path, plugin: list[str] | None = None,
-                 output: str = "semihosting") -> list[str]:
+                 output: str = "semihosting", preload: tuple[Path, int] | None = None) -> list[str]:
     """Text on stdout: semihosting through a stdio chardev, or UART0 as `-serial stdio` (semihosting then
-    only carries the exit status)."""
+    only carries the exit status). `preload` (file, address): raw bytes QEMU's generic loader puts in memory
+    before the reset (the persistent-state region)."""
     if brd.qemu_machine is None:
         raise TradyError(f"--board {brd.name}: not an emulated board (use qemu-m7 or qemu-m4)")
     cmd = ["qemu-system-arm", "-M", brd.qemu_machine, "-nographic", "-monitor", "none"]
@@ -46,17 +48,19 @@ def qemu_command(brd: firmware.Board, elf: Path, plugin: list[str] | None = None
         cmd += ["-serial", "none", "-chardev", "stdio,id=sh0", "-semihosting-config",
                 "enable=on,target=native,chardev=sh0"]
     cmd += ["-kernel", str(elf)]
+    if preload is not None:
+        cmd += ["-device", f"loader,file={preload[0]},addr={preload[1]:#x},force-raw=on"]
     if plugin:
         cmd += ["-plugin", ",".join(plugin), "-d", "plugin"]
     return cmd
 
 
 def run(brd: firmware.Board, elf: Path, timeout: int, plugin: list[str] | None = None,
-        output: str = "semihosting") -> QemuRun:
+        output: str = "semihosting", preload: tuple[Path, int] | None = None) -> QemuRun:
     firmware.require("qemu-system-arm")
     t0 = time.monotonic()
     try:
-        r = subprocess.run(qemu_command(brd, elf, plugin, output), stdin=subprocess.DEVNULL, capture_output=True,
+        r = subprocess.run(qemu_command(brd, elf, plugin, output, preload), stdin=subprocess.DEVNULL, capture_output=True,
                            text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
         raise TradyError(f"{elf}: QEMU ({brd.qemu_machine}) did not finish within {timeout} s (--timeout)") from None
@@ -67,12 +71,13 @@ def _crc(a: np.ndarray) -> str:
     return f"{zlib.crc32(np.ascontiguousarray(a).tobytes()):08x}"
 
 
-def host_lines(project: Project, raw: bytes, steps: int) -> list[str]:
-    """The lines tt_fw_main.c prints, computed from `host_sim trace`'s records (host_main.c layout)."""
+def host_lines(project: Project, raw: bytes, steps: int, first: int = 0) -> list[str]:
+    """The lines tt_fw_main.c prints, computed from `host_sim trace`'s records (host_main.c layout); the
+    records start at step `first` (a run restored from the persistent state)."""
     g = project.graph
     sizes = {i: g.convs[i].weight.size for i in sorted(set(project.spec.pool.layers))}
     lines = []
-    for s, rec in enumerate(host.parse_trace(raw, steps, sizes, g.head.classes, g.head.features)):
+    for s, rec in enumerate(host.parse_trace(raw, steps, sizes, g.head.classes, g.head.features), first):
         lines.append(f"step {s} sel {len(rec.selection)} {_crc(rec.selection)}")
         lines += [f"step {s} w {i} {_crc(w)}" for i, w in rec.weights.items()]
         lines.append(f"step {s} head {_crc(np.concatenate([rec.head_weight.ravel(), rec.head_bias]))}")
@@ -117,28 +122,56 @@ def cmd_qemu(a: argparse.Namespace) -> int:
     project = pipeline.load_project(folder, a.model)
     images, labels = firmware.load_samples(project, _data(a), a.samples)
     schedule = firmware.Schedule(seed=a.seed, lr=a.lr)
+    restore_at = getattr(a, "restore_at", None)
+    if restore_at is not None and (restore_at < 1 or restore_at % schedule.per_epoch or restore_at > len(images)):
+        raise TradyError(f"--restore-at {restore_at}: expected an epoch boundary (a multiple of {schedule.per_epoch}) "
+                         f"in 1..{len(images)} (--samples)")
     fw = firmware.build(folder, project, brd, images, labels, schedule, opt=f"-{a.opt}", stack=a.stack,
                         kernels=a.kernels, output=a.output)
     steps = len(images)
     exe = host.build(folder)
-    raw = host.run_trace(exe, images, labels, schedule.per_epoch, schedule.seed, schedule.lr, schedule.warmup,
-                         schedule.total(steps))
-    want = forward_lines(project, exe, images[0]) + host_lines(project, raw, steps)
-    r = run(brd, fw.elf, a.timeout, output=a.output)
+    region = fw.folder / "persist.region"  # the host build's model of the firmware's .tt_persist region
+    region.unlink(missing_ok=True)
+    preload, first, restored = None, 0, None
+    if restore_at is not None:  # the host trains up to the boundary and leaves its record in the region
+        persist.host_trace(exe, images[:restore_at], labels[:restore_at], schedule, steps, region)
+        slots, newest = persist.read_region(region, project)
+        restored = slots[newest]
+        addr, size = persist.region_address(fw.elf)
+        if size != region.stat().st_size:
+            raise TradyError(f"{fw.elf}: .tt_persist is {size} bytes, the host's region {region.stat().st_size}")
+        preload, first = (fw.folder / "persist.bin", addr), restore_at
+        shutil.copy(region, preload[0])
+    # the host's run from the same region: the reference for every step and persist line the firmware prints
+    raw, host_persist = persist.host_trace(exe, images, labels, schedule, steps, region)
+    want = forward_lines(project, exe, images[0]) + host_lines(project, raw, steps - first, first)
+    r = run(brd, fw.elf, a.timeout, output=a.output, preload=preload)
     for ln in r.lines:
         print(ln)
     diff = compare(r.lines, want)
+    got_persist = [ln for ln in r.lines if ln.startswith("persist ")]
+    if diff is None and got_persist != host_persist:
+        bad = next((i for i, (u, v) in enumerate(zip(got_persist, host_persist)) if u != v),
+                   min(len(got_persist), len(host_persist)))
+        diff = (f"persist line {bad + 1}: firmware {got_persist[bad] if bad < len(got_persist) else 'none'!r} != "
+                f"host {host_persist[bad] if bad < len(host_persist) else 'none'!r}")
     if diff is None and r.returncode != 0:
         diff = f"QEMU exit status {r.returncode} (firmware: 1 kernel error, 3 fault){': ' + r.stderr.strip() if r.stderr.strip() else ''}"
     if diff is None and not any(ln.startswith(f"done {steps} ") for ln in r.lines):
         diff = "the firmware did not print its final 'done' line"
-    epochs = -(-steps // schedule.per_epoch)
+    epochs = -(-(steps - first) // schedule.per_epoch)
     if diff is not None:
         print(f"qemu: FAIL {brd.name} ({brd.qemu_machine}) vs host build: first difference at {diff}")
         return 1
     layers = len(set(project.spec.pool.layers))
+    saved = sum(ln.startswith("persist saved") for ln in got_persist)
+    if restored is not None:
+        print(f"qemu: restored on the target: record seq {restored.seq} (state CRC {restored.state_crc:08x}, step "
+              f"{first}) preloaded at {preload[1]:#x} by QEMU's loader, as the host build wrote it")
     print(f"qemu: OK {brd.name} ({brd.qemu_machine}, {a.kernels} kernels, {a.output}) vs host build: forward outputs of "
-          f"{len(project.graph.ops)} ops and logits, {steps} training steps ({epochs} epochs): identical selections, int8 weight CRCs of {layers} layers, head, loss bits and logits; "
+          f"{len(project.graph.ops)} ops and logits, {steps - first} training steps ({epochs} epochs"
+          f"{f', from step {first}' if first else ''}): identical selections, int8 weight CRCs of {layers} layers, "
+          f"head, loss bits and logits; {saved} persistent-state records; "
           f"stack used {_stack_used(r.lines)} bytes; {r.seconds:.1f} s in QEMU")
     return 0
 

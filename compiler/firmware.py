@@ -43,6 +43,7 @@ DEFAULT_STACK = 16 * 1024
 # A flash weight home goes to the linker script's .tt_flash section (in FLASH), not to .data (SRAM).
 FLASH_SECTION = '-DTT_FLASH_SECTION=__attribute__((section(".tt_flash")))'
 DEFAULT_SAMPLES = 4
+PERSIST_PAGE = 2048  # erase page of the persistent-state region on the emulated boards (TT_PERSIST_PAGE_BYTES)
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,7 @@ class Firmware:
     stack_reserved: int
     stack_bound: int | None  # static call-graph bound, None if unbounded (recursion, indirect calls)
     stack_note: str
+    persist_bytes: int = 0  # flash reserved after the image for the persistent trained state (2 slots)
 
     @property
     def flash_used(self) -> int:
@@ -172,10 +174,15 @@ def build(project_dir: Path, project: Project, brd: Board, images: np.ndarray, l
     folder.mkdir(parents=True)
     (folder / "fw_samples.h").write_text(render_samples(images, labels, schedule))
     elf = folder / "firmware.elf"
-    cmd = [CC, *brd.cpu, opt, *CFLAGS, *(["-DTT_FW_BENCH", "-DTT_TRAIN_MARKS"] if bench else []), *(f"-D{d}" for d in defines),
+    # the trained state survives a reset where the board's flash can be programmed (docs/PERSIST.md)
+    persist_bytes = persist_region_bytes(project_dir, project) if brd.flash_port is None and not bench else 0
+    persist = ["-DTT_FW_PERSIST", f"-DTT_PERSIST_PAGE_BYTES={PERSIST_PAGE}"] if persist_bytes else []
+    cmd = [CC, *brd.cpu, opt, *CFLAGS, *(["-DTT_FW_BENCH", "-DTT_TRAIN_MARKS"] if bench else []), *persist,
+           *(f"-D{d}" for d in defines),
            f"-I{folder}", f"-I{project_dir}", f"-I{project_dir / 'runtime'}", f"-I{BOARD_FILES}",
            FLASH_SECTION, *(str(s) for s in _sources(project_dir, project, brd, kernels, output)),
            f"-L{BOARD_FILES}", f"-T{brd.linker_script}", f"-Wl,--defsym=TT_STACK_SIZE={stack}",
+           f"-Wl,--defsym=TT_PERSIST_BYTES={persist_bytes}", f"-Wl,--defsym=TT_PERSIST_ALIGN={PERSIST_PAGE}",
            f"-Wl,-Map={folder / 'firmware.map'}", *LDFLAGS, "-o", str(elf), "-lm"]
     r = subprocess.run(cmd, cwd=folder, check=False, capture_output=True, text=True)
     if r.returncode != 0:
@@ -184,7 +191,20 @@ def build(project_dir: Path, project: Project, brd: Board, images: np.ndarray, l
     binary = folder / "firmware.bin"
     subprocess.run(["arm-none-eabi-objcopy", "-O", "binary", str(elf), str(binary)], check=True)
     bound, note = stack_bound(folder)
-    return Firmware(brd, output, folder, elf, binary, sections(elf), stack, bound, note)
+    return Firmware(brd, output, folder, elf, binary, sections(elf), stack, bound, note, persist_bytes)
+
+
+def persist_region_bytes(project_dir: Path, project: Project) -> int:
+    """Two record slots for the project's largest trained state (TT_PERSIST_SLOT_BYTES, tt_persist.h)."""
+    from compiler import persist
+    from compiler.emit import model_c_name
+
+    name = model_c_name(project.graph)
+    header = Path(project_dir) / f"{name}.h"
+    m = re.search(rf"#define {name.upper()}_STATE_MAX_BYTES (\d+)", header.read_text() if header.is_file() else "")
+    if m is None:
+        raise TradyError(f"{header}: no {name.upper()}_STATE_MAX_BYTES (compiled by an older trady? compile again)")
+    return 2 * persist.slot_bytes(int(m.group(1)), PERSIST_PAGE)
 
 
 def _build_error(project_dir: Path, brd: Board, text: str, stack: int) -> str:
@@ -278,7 +298,9 @@ def report_lines(fw: Firmware, plan: dict) -> list[str]:
     lines = [f"firmware: {fw.elf} ({b.name}), {fw.binary.name} {fw.binary.stat().st_size:,} bytes",
              (f"  flash: {fw.flash_used:,} of {b.flash_bytes:,} bytes (.text {s.get('.text', 0):,} incl. constants, "
              + (f".tt_flash {s['.tt_flash']:,} (trainable weights' home), " if s.get(".tt_flash") else "")
-             + f".data init {s.get('.data', 0):,}); the plan's flash figure: {flash_plan:,}"),
+             + f".data init {s.get('.data', 0):,}); the plan's flash figure: {flash_plan:,}"
+             + (f"; reserved after it: {fw.persist_bytes:,} (persistent trained state, 2 record slots)"
+                if fw.persist_bytes else "")),
              (f"  SRAM:  {fw.ram_static + fw.stack_reserved:,} of {b.ram_bytes:,} bytes (.data {s.get('.data', 0):,} "
              f"+ .bss {s.get('.bss', 0):,} + stack reserve {fw.stack_reserved:,}); the plan's SRAM figure: {sram_plan:,}")]
     if fw.stack_bound is None:
@@ -339,6 +361,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     q = sub.add_parser("qemu", help="run the firmware's training steps in QEMU; compare with the host build")
     common(q, emulated, "qemu-m7")
     q.add_argument("--timeout", type=positive_int, default=600, help="seconds QEMU may run (default 600)")
+    q.add_argument("--restore-at", type=positive_int, default=None, metavar="STEP",
+                   help="the host build trains to epoch boundary STEP and writes its persistent-state region; QEMU "
+                        "preloads it (generic loader) and the firmware restores it at boot and trains on from STEP")
     q.set_defaults(func=emulate.cmd_qemu)
     bm = sub.add_parser("bench-mcu", help="instructions per layer, inference and training step in QEMU (plugin)")
     common(bm, emulated, "qemu-m7")

@@ -1,7 +1,7 @@
 """Persistent trained state (docs/PERSIST.md): read the reserved flash region's two record slots.
 
 The region is written by the generated `<model>_persist_save` (format in runtime_c/tt_persist.h): on the
-host `host_sim trace ... persist=REGION` keeps it in a file, on the board it is the `.tt_persist` section.
+host `host_sim trace ... persist=REGION` keeps it in a file, on the board it is the region the linker script reserves after the image.
 This module reads a region file back the way the firmware does at boot (`tt_persist_examine`), so a host
 run's region can be checked, and preloaded into the emulator, knowing which record the target will restore.
 """
@@ -9,9 +9,13 @@ run's region can be checked, and preloaded into the emulator, knowing which reco
 from __future__ import annotations
 
 import struct
+import subprocess
+import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from compiler.emit import model_id_text
 from compiler.errors import TradyError
@@ -47,7 +51,7 @@ def examine(raw: bytes, slot: int, want_id: int, page: int = PAGE_BYTES) -> Slot
     h = raw[slot * size:(slot + 1) * size]
     if len(h) < page or struct.unpack_from("<I", h)[0] != MAGIC:
         return Slot("empty", 0, b"")
-    magic, version, seq, mid, length, pcrc, hcrc = struct.unpack_from("<7I", h)
+    _, version, seq, mid, length, pcrc, hcrc = struct.unpack_from("<7I", h)
     if hcrc != zlib.crc32(h[:24]) or length > size - page or pcrc != zlib.crc32(h[page:page + length]):
         return Slot("torn", 0, b"")
     return Slot("valid" if (version, mid) == (VERSION, want_id) else "other", seq, bytes(h[page:page + length]))
@@ -64,3 +68,30 @@ def read_region(path: Path, project: Project, page: int = PAGE_BYTES) -> tuple[l
     slots = [examine(raw, k, want, page) for k in (0, 1)]
     valid = [k for k in (0, 1) if slots[k].state == "valid"]
     return slots, max(valid, key=lambda k: slots[k].seq, default=-1)
+
+
+def host_trace(exe: Path, images: np.ndarray, labels: np.ndarray, schedule, total: int,
+               region: Path) -> tuple[bytes, list[str]]:
+    """`host_sim trace ... persist=REGION` over `images` (the run from step 0; it goes on from the restored
+    step): the trace records and the "persist ..." lines it printed."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src, lab, dst = Path(tmp) / "images.bin", Path(tmp) / "labels.bin", Path(tmp) / "trace.bin"
+        np.ascontiguousarray(images, np.int8).tofile(src)
+        np.ascontiguousarray(labels, np.int32).tofile(lab)
+        args = [str(exe), "trace", str(src), str(lab), str(len(images)), str(schedule.per_epoch), str(schedule.seed),
+                repr(float(schedule.lr)), str(schedule.warmup), str(total), str(dst), f"persist={region}"]
+        r = subprocess.run(args, check=False, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise TradyError(f"{exe.name} trace with persist={region} failed (exit {r.returncode}): {r.stderr.strip()}")
+        return dst.read_bytes(), [ln for ln in r.stdout.splitlines() if ln.startswith("persist ")]
+
+
+def region_address(elf: Path) -> tuple[int, int]:
+    """Address and size of the firmware's .tt_persist region (the _stt_persist/_ett_persist symbols of tt_sections.ld)."""
+    r = subprocess.run(["arm-none-eabi-nm", str(elf)], capture_output=True, text=True, check=True)
+    syms = {p[2]: int(p[0], 16) for p in (ln.split() for ln in r.stdout.splitlines()) if len(p) == 3}
+    if "_stt_persist" not in syms or "_ett_persist" not in syms:
+        raise TradyError(f"{elf}: no persistent-state region (a build without TT_FW_PERSIST)")
+    if syms["_ett_persist"] == syms["_stt_persist"]:
+        raise TradyError(f"{elf}: no persistent-state region (a build without TT_FW_PERSIST)")
+    return syms["_stt_persist"], syms["_ett_persist"] - syms["_stt_persist"]

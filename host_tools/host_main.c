@@ -131,10 +131,8 @@ static void persist_slots(void)
     for (int32_t k = 0; k < 2; k++) {
         const tt_persist_slot s = tt_persist_examine(&persist, k, MODEL_ID_CRC);
         printf("persist slot %d %s", (int)k, tt_slot_state_name(s.state));
-        if (s.state == TT_SLOT_VALID && s.length >= 4) { /* the state file's own CRC32, its last 4 bytes */
-            const uint8_t *c = s.payload + s.length - 4;
-            printf(" seq %lu state-crc %08lx", (unsigned long)s.seq,
-                   (unsigned long)((uint32_t)c[0] | (uint32_t)c[1] << 8 | (uint32_t)c[2] << 16 | (uint32_t)c[3] << 24));
+        if (s.state == TT_SLOT_VALID) { /* with the state file's own CRC32 */
+            printf(" seq %lu state-crc %08lx", (unsigned long)s.seq, (unsigned long)tt_persist_payload_tail(&s));
         }
         printf("\n");
     }
@@ -166,7 +164,10 @@ static int persist_save(void)
         fprintf(stderr, "host_sim: persist save: %s\n", tt_status_name(st));
         return 1;
     }
-    printf("persist saved seq %lu step %ld\n", (unsigned long)seq, (long)model_step());
+    tt_persist_slot s;
+    tt_persist_newest(&persist, MODEL_ID_CRC, &s);
+    printf("persist saved seq %lu step %ld state-crc %08lx\n", (unsigned long)seq, (long)model_step(),
+           (unsigned long)tt_persist_payload_tail(&s));
     fflush(stdout);
     return 0;
 }

@@ -92,6 +92,11 @@ int32_t tt_persist_newest(const tt_persist *p, uint32_t model_id, tt_persist_slo
     return slot;
 }
 
+uint32_t tt_persist_payload_tail(const tt_persist_slot *s)
+{
+    return s != NULL && s->payload != NULL && s->length >= 4 ? get_u32(s->payload + s->length - 4) : 0u;
+}
+
 static tt_status program(const tt_persist *p, uint8_t *page)
 {
     return tt_flash_program_page((int8_t *)page, p->page_buffer, p->page_bytes);

@@ -67,6 +67,9 @@ tt_persist_slot tt_persist_examine(const tt_persist *p, int32_t slot, uint32_t m
 /** The slot with the newest valid record of `model_id`, or -1 if neither slot holds one. */
 int32_t tt_persist_newest(const tt_persist *p, uint32_t model_id, tt_persist_slot *found);
 
+/** The payload's last 4 bytes as a little-endian u32 (a trained-state payload: its own CRC32); 0 if none. */
+uint32_t tt_persist_payload_tail(const tt_persist_slot *s);
+
 /** A record being written (tt_persist_begin, _append, _commit). */
 typedef struct {
     const tt_persist *region;

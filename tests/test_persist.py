@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tt_support import data_path, run_cli, tiny_model_dict, write_model
+from tt_support import data_path, require_tool, run_cli, tiny_model_dict, write_model
 
 from compiler import firmware, host, persist, pipeline, state
 
@@ -81,7 +81,7 @@ def reference(project):
         trace(tmp, exe, s, "t.bin", f"save={tmp / f's{s}.bin'}")
         states[s] = (tmp / f"s{s}.bin").read_bytes()
     out = trace(tmp, exe, 5, "t.bin", f"persist={tmp / 'base.region'}").stdout
-    assert "persist none" in out and "persist saved seq 1 step 2" in out and "persist saved seq 2 step 4" in out
+    assert "persist none" in out and "persist saved seq 1 step 2 " in out and "persist saved seq 2 step 4 " in out
     return full, states, (tmp / "base.region").read_bytes()
 
 
@@ -104,8 +104,8 @@ def test_records_at_epoch_boundaries_restore_the_newest(project, reference):
     assert newest == 1 and slots[1].seq == 2 and slots[1].payload == states[4]
     assert state.read(tmp / "restored.bin", proj).step == 4
     r = trace(tmp, exe, STEPS, "cont.bin", f"persist={region}")  # boots from step 4 and trains on to the end
-    assert "persist restored seq 2 step 4" in r.stdout and "persist saved seq 3 step 6" in r.stdout
-    assert "persist saved seq 4 step 8" in r.stdout
+    assert "persist restored seq 2 step 4" in r.stdout and "persist saved seq 3 step 6 " in r.stdout
+    assert "persist saved seq 4 step 8 " in r.stdout
     same_steps(steps_of(proj, (tmp / "cont.bin").read_bytes(), STEPS - 4), full[4:])
 
 
@@ -185,3 +185,34 @@ def test_record_of_another_model_is_not_restored(project, reference, tmp_path):
     assert "persist slot 0 other" in text and "persist slot 1 other" in text and got is None
     assert persist.read_region(region, proj, PAGE)[1] == -1
     shutil.copy(region, tmp_path / "copy.region")
+
+
+@pytest.mark.arm
+@pytest.mark.qemu
+@pytest.mark.parametrize("home,board,at", [("ram", "qemu-m7", 4), ("flash", "qemu-m4", 2)])
+def test_qemu_restores_the_region_the_host_wrote(tmp_path, home, board, at):
+    """QEMU's generic loader preloads the region the host build wrote; the firmware restores its record at
+    boot (same sequence number and state CRC as the host reads), trains on bit-identically with the host build
+    from the same record, and writes the same records (state CRCs) at the later epoch boundaries."""
+    require_tool("arm-none-eabi-gcc")
+    require_tool("qemu-system-arm")
+    model = write_model(tiny_model_dict(), tmp_path / "tiny.pkl")
+    out = tmp_path / "tiny"
+    rc, _, err = run_cli(["compile", str(model), "--budget", "300", "--classes", "10", "--weight-home", home,
+                          "--flash-page", "256", "--out", str(out)])
+    assert rc == 0, err
+    rc, text, err = run_cli(["qemu", str(out), "--board", board, "--samples", "6", "--restore-at", str(at)])
+    lines = text.splitlines()
+    assert rc == 0, f"{lines[-1:]}\n{err}"
+    region = out / f"firmware-{board}" / "persist.bin"
+    slots, newest = persist.read_region(region, pipeline.load_project(out))
+    rec = slots[newest]
+    assert rec.seq == at // PER_EPOCH
+    assert f"persist restored seq {rec.seq} step {at}" in lines
+    assert f"persist slot {newest} valid seq {rec.seq} state-crc {rec.state_crc:08x}" in lines
+    assert sum(ln.startswith("persist saved") for ln in lines) == (6 - at) // PER_EPOCH
+    assert lines[-2].startswith(f"qemu: restored on the target: record seq {rec.seq} (state CRC {rec.state_crc:08x}")
+    assert lines[-1].startswith(f"qemu: OK {board}") and f"{6 - at} training steps" in lines[-1]
+    assert [ln for ln in lines if ln.startswith("step ")][0].startswith(f"step {at} ")
+    rc, _, err = run_cli(["qemu", str(out), "--board", board, "--samples", "6", "--restore-at", "3"])
+    assert rc == 2 and "--restore-at 3" in err

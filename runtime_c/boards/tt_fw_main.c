@@ -11,6 +11,11 @@
  *   step S loss BITS logits CRC the fp32 loss as hex bits, CRC32 of the fp32 logits
  *   done STEPS stack BYTES      at the end, with the stack painting's measured use
  *
+ * Built with -DTT_FW_PERSIST, the trained state survives a reset (tt_persist.h, docs/PERSIST.md): at boot the
+ * newest valid record of the .tt_persist region is restored and training goes on from its step (one line
+ * per slot, then "persist restored seq S step T" or "persist none ..."), and a record is written at every epoch
+ * boundary after the first step taken, before the resampling ("persist saved seq S step T"), as host_sim does.
+ *
  * Built with -DTT_FW_BENCH instead, it runs one forward pass and FW_NUM_SAMPLES training steps and
  * calls tt_fw_marker() before the forward pass, after each of its ops (the observer), after the head,
  * and before and after each step: an instruction counting plugin records its count at every call
@@ -89,6 +94,61 @@ int main(void)
 
 #else
 
+#if defined(TT_FW_PERSIST)
+#define FW_PERSIST_SLOT_BYTES TT_PERSIST_SLOT_BYTES(MODEL_STATE_MAX_BYTES, TT_PERSIST_PAGE_BYTES)
+extern uint8_t _stt_persist[], _ett_persist[]; /* the region the linker script reserves (tt_sections.ld) */
+static uint8_t persist_page[TT_PERSIST_PAGE_BYTES];
+static const tt_persist persist = {
+    .base = _stt_persist,
+    .slot_bytes = FW_PERSIST_SLOT_BYTES,
+    .page_bytes = TT_PERSIST_PAGE_BYTES,
+    .page_buffer = persist_page,
+};
+
+static int32_t persist_boot(void)
+{
+    char line[96];
+    if (_ett_persist - _stt_persist < 2 * FW_PERSIST_SLOT_BYTES || (uintptr_t)_stt_persist % TT_PERSIST_PAGE_BYTES != 0) {
+        tt_out_write("error persist: the linked region is smaller than two slots or not page aligned\n");
+        return 1;
+    }
+    for (int32_t k = 0; k < 2; k++) {
+        const tt_persist_slot s = tt_persist_examine(&persist, k, MODEL_ID_CRC);
+        if (s.state == TT_SLOT_VALID) { /* with the state file's own CRC32 */
+            snprintf(line, sizeof line, "persist slot %ld valid seq %lu state-crc %08lx\n", (long)k, (unsigned long)s.seq,
+                     (unsigned long)tt_persist_payload_tail(&s));
+        } else {
+            snprintf(line, sizeof line, "persist slot %ld %s\n", (long)k, tt_slot_state_name(s.state));
+        }
+        tt_out_write(line);
+    }
+    uint32_t seq = 0;
+    const int32_t status = check(model_persist_restore(&persist, &seq), "persist_restore");
+    if (status == 0 && seq == 0) {
+        tt_out_write("persist none: no valid record of this model, starting from scratch\n");
+    } else if (status == 0) {
+        snprintf(line, sizeof line, "persist restored seq %lu step %ld\n", (unsigned long)seq, (long)model_step());
+        tt_out_write(line);
+    }
+    return status;
+}
+
+static int32_t persist_save(void)
+{
+    char line[80];
+    uint32_t seq = 0;
+    const int32_t status = check(model_persist_save(&persist, &seq), "persist_save");
+    if (status == 0) {
+        tt_persist_slot s;
+        tt_persist_newest(&persist, MODEL_ID_CRC, &s);
+        snprintf(line, sizeof line, "persist saved seq %lu step %ld state-crc %08lx\n", (unsigned long)seq,
+                 (long)model_step(), (unsigned long)tt_persist_payload_tail(&s));
+        tt_out_write(line);
+    }
+    return status;
+}
+#endif
+
 static uint32_t float_bits(float f)
 {
     uint32_t u;
@@ -116,9 +176,17 @@ int main(void)
     snprintf(line, sizeof line, "fwd logits %08lx\n", (unsigned long)tt_crc32(0, (const uint8_t *)logits, (int32_t)sizeof logits));
     tt_out_write(line);
     model_train_init(FW_SEED, FW_LR, FW_WARMUP, FW_TOTAL);
+#if defined(TT_FW_PERSIST)
+    status |= persist_boot();
+    step = model_step();
+    const int32_t first = step;
+#endif
     for (; step < FW_NUM_SAMPLES && status == 0; step++) {
         if (step % FW_PER_EPOCH == 0) {
-            status |= check(model_epoch_begin(), "epoch_begin");
+#if defined(TT_FW_PERSIST)
+            status |= step > first ? persist_save() : 0;
+#endif
+            status |= status == 0 ? check(model_epoch_begin(), "epoch_begin") : 0;
         }
         memcpy(model_input(), fw_images[step], MODEL_INPUT_SIZE);
         status |= status == 0 ? check(model_train_step(fw_labels[step], &loss, logits), "train_step") : 0;
@@ -156,6 +224,11 @@ int main(void)
                  (unsigned long)tt_crc32(0, (const uint8_t *)logits, (int32_t)sizeof logits));
         tt_out_write(line);
     }
+#if defined(TT_FW_PERSIST)
+    if (status == 0 && step > first && step % FW_PER_EPOCH == 0) {
+        status |= persist_save(); /* the run ends on an epoch boundary */
+    }
+#endif
     snprintf(line, sizeof line, "done %ld stack %lu\n", (long)step, (unsigned long)tt_stack_used());
     tt_out_write(line);
     return status;

@@ -60,6 +60,7 @@
 #include "tiny.h"
 #include "tt_flash.h"
 #include "tt_kernels.h"
+#include "tt_persist.h"
 #include "tt_state.h"
 #include "tt_train.h"
 
@@ -1001,6 +1002,51 @@ tt_status tiny_state_load(const uint8_t *buf, int32_t length)
     c.capacity = length - 4;
     state_sections(&c, 1);
     return c.overflow || c.pos != length - 4 ? TT_ERR_ARG : TT_OK;
+}
+
+int32_t tiny_step(void)
+{
+    return train.step;
+}
+
+/* ---- trained state that survives a reset (docs/PERSIST.md): the state file as a record in a flash region ---- */
+tt_status tiny_persist_save(const tt_persist *region, uint32_t *seq)
+{
+    /* length pass, then the same bytes streamed through the region's page buffer: no state-sized buffer */
+    tt_cursor n = {.buf = NULL, .capacity = 0, .pos = 16, .overflow = 0, .sink = tt_sink_count, .sink_ctx = NULL, .crc = 0};
+    state_sections(&n, 0);
+    if (n.overflow) {
+        return TT_ERR_ARG;
+    }
+    const int32_t total = n.pos + 4;
+    tt_persist_writer w;
+    TT_TRY(tt_persist_begin(region, MODEL_ID, total, &w));
+    tt_cursor c = {.buf = NULL, .capacity = 0, .pos = 0, .overflow = 0, .sink = tt_persist_append, .sink_ctx = &w, .crc = 0};
+    tt_put_u32(&c, TT_STATE_MAGIC);
+    tt_put_u32(&c, TT_STATE_VERSION);
+    tt_put_u32(&c, MODEL_ID);
+    tt_put_u32(&c, (uint32_t)total);
+    state_sections(&c, 0);
+    tt_put_u32(&c, c.crc);
+    if (c.overflow || c.pos != total) {
+        return TT_ERR_ARG;
+    }
+    return tt_persist_commit(&w, seq);
+}
+
+tt_status tiny_persist_restore(const tt_persist *region, uint32_t *seq)
+{
+    if (seq == NULL) {
+        return TT_ERR_ARG;
+    }
+    tt_persist_slot found;
+    *seq = 0;
+    if (tt_persist_newest(region, MODEL_ID, &found) < 0) {
+        return TT_OK; /* no valid record: the caller starts from scratch */
+    }
+    TT_TRY(tiny_state_load(found.payload, found.length));
+    *seq = found.seq;
+    return TT_OK;
 }
 
 int8_t *tiny_input(void)

@@ -4,6 +4,7 @@
 
 #include <stdint.h>
 
+#include "tt_persist.h"
 #include "tt_types.h"
 
 #define TINY_INPUT_H 9
@@ -89,5 +90,26 @@ tt_status tiny_state_save(uint8_t *buf, int32_t capacity, int32_t *length);
 
 /** Restore a state written by tiny_state_save for this same compiled model; TT_ERR_ARG if it is not one. */
 tt_status tiny_state_load(const uint8_t *buf, int32_t length);
+
+/** CRC32 of the plan's identity (source hash, strategy, budget, classes): trained states carry it. */
+#define TINY_MODEL_ID 764015910u
+
+/** Training steps taken so far (the step counter, restored with the state). */
+int32_t tiny_step(void);
+
+/* ---- trained state that survives a reset (tt_persist.h, docs/PERSIST.md) ---- */
+
+/**
+ * Write the trained state (as tiny_state_save) as a new record into the older slot of `region`, streamed
+ * through its page buffer; `seq` gets the record's sequence number. Call it at an epoch boundary, before
+ * tiny_epoch_begin: a power loss at any point of the write leaves the previous record as it was.
+ */
+tt_status tiny_persist_save(const tt_persist *region, uint32_t *seq);
+
+/**
+ * Restore the newest valid record of this compiled model from `region` (after tiny_train_init); `seq`
+ * gets its sequence number, or 0 when neither slot holds one (the state is left as it was: start from scratch).
+ */
+tt_status tiny_persist_restore(const tt_persist *region, uint32_t *seq);
 
 #endif /* TINY_H */
