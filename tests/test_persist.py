@@ -213,6 +213,6 @@ def test_qemu_restores_the_region_the_host_wrote(tmp_path, home, board, at):
     assert sum(ln.startswith("persist saved") for ln in lines) == (6 - at) // PER_EPOCH
     assert lines[-2].startswith(f"qemu: restored on the target: record seq {rec.seq} (state CRC {rec.state_crc:08x}")
     assert lines[-1].startswith(f"qemu: OK {board}") and f"{6 - at} training steps" in lines[-1]
-    assert [ln for ln in lines if ln.startswith("step ")][0].startswith(f"step {at} ")
+    assert next(ln for ln in lines if ln.startswith("step ")).startswith(f"step {at} ")
     rc, _, err = run_cli(["qemu", str(out), "--board", board, "--samples", "6", "--restore-at", "3"])
     assert rc == 2 and "--restore-at 3" in err
