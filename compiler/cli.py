@@ -124,7 +124,7 @@ def cmd_sim(a: argparse.Namespace) -> int:
     project = pipeline.load_project(Path(a.dir), a.model)
     opt = simulate.SimOptions(epochs=a.epochs, seed=a.seed, lr=a.lr, warmup_epochs=a.warmup_epochs,
                               limit_train=a.train, limit_test=a.test, save_state=a.save_state,
-                              load_state=a.load_state)
+                              load_state=a.load_state, persist=a.persist)
     metrics = a.metrics or Path(a.dir) / "metrics.jsonl"
     rows = simulate.run(project, Path(a.dir), a.data, opt, metrics)
     last = rows[-1]
@@ -224,6 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s.add_argument("--save-state", type=Path, default=None, help="write the trained state file at the end")
     s.add_argument("--load-state", type=Path, default=None, help="start from a trained state file")
+    s.add_argument("--persist", type=Path, default=None, metavar="REGION",
+                   help="persistent-state region file (docs/PERSIST.md): go on from its newest record, write one "
+                        "per epoch boundary")
 
     rk = sub.add_parser("rank", help="offline layer ranking by reweighted gradient norm -> TopK file (SPEC 6)")
     rk.add_argument("model", type=Path, help="tiny-training .pkl model")

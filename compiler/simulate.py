@@ -31,6 +31,7 @@ class SimOptions:
     limit_test: int | None = None
     save_state: Path | None = None
     load_state: Path | None = None
+    persist: Path | None = None  # persistent-state region file: resume from its newest record, one per epoch
 
 
 def run(project: Project, folder: Path, data_path: Path, opt: SimOptions, metrics: Path | None,
@@ -63,6 +64,9 @@ def run(project: Project, folder: Path, data_path: Path, opt: SimOptions, metric
         if opt.save_state is not None:
             Path(opt.save_state).parent.mkdir(parents=True, exist_ok=True)
             args.append(f"save={Path(opt.save_state).resolve()}")
+        if opt.persist is not None:
+            Path(opt.persist).parent.mkdir(parents=True, exist_ok=True)
+            args.append(f"persist={Path(opt.persist).resolve()}")
         bar = None
         if progress:
             from tqdm import tqdm
@@ -75,6 +79,8 @@ def run(project: Project, folder: Path, data_path: Path, opt: SimOptions, metric
                 if line.startswith("step ") and bar is not None:
                     done = int(line.split()[1])
                     bar.update(done - bar.n)
+                elif line.startswith("persist "):
+                    (bar.write(line.rstrip()) if bar is not None else print(line.rstrip(), file=sys.stderr))
                 elif line.startswith("epoch "):
                     row = json.loads(line[6:]) | {"strategy": project.spec.pool.strategy, "seed": opt.seed,
                                                   "budget_units": project.spec.budget_units}
@@ -87,6 +93,9 @@ def run(project: Project, folder: Path, data_path: Path, opt: SimOptions, metric
             bar.close()
         if proc.returncode != 0:
             raise TradyError(f"{exe.name} train failed (exit {proc.returncode}): {err.strip()}")
+    if not rows and opt.persist is not None:
+        raise TradyError(f"{opt.persist}: its newest record is at the end of the {opt.epochs}-epoch run: nothing "
+                         "left to train")
     if metrics is not None:
         write_metrics(rows, metrics)
     return rows

@@ -16,7 +16,7 @@
  *   Both trace and train accept trailing options: load=STATE (restore a trained state after init),
  *   save=STATE (write the trained state at the end), start=S (trace only: the global step of the first
  *   image, for epoch boundaries when resuming).
- *   trace also accepts persist=REGION: the file models the reserved flash region of the persistent state
+ *   trace and train also accept persist=REGION: the file models the reserved flash region of the persistent state
  *   (tt_persist.h; created erased if absent): at boot the newest valid record is restored and the run goes
  *   on from its step (IMAGES then holds the whole run from step 0; not with start=), and a record is written
  *   at every epoch boundary after the first step taken (before the resampling), also when the run ends on one.
@@ -24,6 +24,8 @@
  *   programmed into the region (the page being programmed keeps N's share of new bytes, the rest is junk):
  *   the region file is left as the flash would be and host_sim exits with status 3. junk_home=1: before the
  *   restore, overwrite the trainable weights' home with junk (what a reset or a torn write-back leaves).
+ *   train with persist= goes on from the restored epoch (replaying the earlier epochs' shuffles) and writes a
+ *   record before every later epoch and at the end (trace-only: junk_home).
  *   host_sim persist-restore REGION OUT
  *                                   restore the newest valid record of REGION into a fresh model and write
  *                                   it as a trained state file to OUT; prints the slots and what was restored
@@ -381,18 +383,39 @@ static int train(int argc, char **argv)
     }
     model_train_init(seed, strtof(argv[10], NULL), (int32_t)(warmup_epochs * n), (int32_t)(epochs * n));
     status = status == 0 ? load_state(option(argc, argv, 12, "load")) : status;
+    const char *persist_path = option(argc, argv, 12, "persist"), *fail_opt = option(argc, argv, 12, "fail_after");
+    long first = 0; /* the first epoch this run trains */
+    if (status == 0 && persist_path != NULL) {
+        uint32_t seq;
+        status = persist_open(persist_path);
+        status = status == 0 ? persist_boot(&seq) : status;
+        if (status == 0 && model_step() % n != 0) {
+            status = fail(persist_path, "the restored record is not at an epoch boundary of this data set");
+        }
+        first = model_step() / n;
+        persist_fail_after = fail_opt != NULL ? strtol(fail_opt, NULL, 10) : -1;
+    }
     tt_prng shuffle;
     tt_prng_seed(&shuffle, seed, TT_STREAM_SHUFFLE);
     for (long i = 0; i < n; i++) {
         order[i] = i;
     }
     for (long e = 0; e < epochs && status == 0; e++) {
-        tt_status st = model_epoch_begin();
+        if (persist_path != NULL && e > first) {
+            status = persist_save();
+            if (status != 0) {
+                break;
+            }
+        }
+        tt_status st = e >= first ? model_epoch_begin() : TT_OK;
         for (long i = n - 1; i > 0; i--) { /* Fisher-Yates */
             const long j = (long)tt_prng_bounded(&shuffle, (uint32_t)(i + 1));
             const long t = order[i];
             order[i] = order[j];
             order[j] = t;
+        }
+        if (e < first) { /* trained before the restored record: only its shuffle is replayed */
+            continue;
         }
         double loss_sum = 0.0;
         long correct_train = 0;
@@ -425,6 +448,9 @@ static int train(int argc, char **argv)
                "\"channels\": %d, \"flash_pages\": %lu}\n", e + 1, loss_sum / (double)n, (double)correct_train / (double)n,
                m > 0 ? (double)correct / (double)m : 0.0, (int)count, (unsigned long)model_flash_pages_programmed());
         fflush(stdout);
+    }
+    if (status == 0 && persist_path != NULL && epochs > first) {
+        status = persist_save(); /* the run ends on an epoch boundary */
     }
     status = status == 0 ? save_state(option(argc, argv, 12, "save")) : status;
     free(images);

@@ -216,3 +216,38 @@ def test_qemu_restores_the_region_the_host_wrote(tmp_path, home, board, at):
     assert next(ln for ln in lines if ln.startswith("step ")).startswith(f"step {at} ")
     rc, _, err = run_cli(["qemu", str(out), "--board", board, "--samples", "6", "--restore-at", "3"])
     assert rc == 2 and "--restore-at 3" in err
+
+
+def test_train_killed_mid_record_resumes_to_the_same_end_state(project, tmp_path):
+    """host_sim train (what `trady sim` runs) loses power in its second record; run again with the same
+    arguments it goes on from the first record and ends with the same epochs and state as the run never cut."""
+    tmp, _, exe, _, _ = project
+    data = [str(tmp / "x.bin"), str(tmp / "y.bin"), str(STEPS)] * 2
+    args = ["train", *data, "3", str(SEED), repr(LR), "1"]
+    full = sim(exe, *args, f"save={tmp_path / 'full.state'}").stdout
+    region = tmp_path / "train.region"
+    cut = sim(exe, *args, f"persist={region}", f"fail_after={9 * PAGE + 300}", ok=(3,)).stdout
+    assert "persist saved seq 1 step 8 " in cut and "persist power-loss" in cut
+    again = sim(exe, *args, f"persist={region}", f"save={tmp_path / 'resumed.state'}").stdout
+    assert "persist restored seq 1 step 8" in again
+    epochs = [ln for ln in full.splitlines() if ln.startswith("epoch ")]
+    assert [ln for ln in again.splitlines() if ln.startswith("epoch ")] == epochs[1:]
+    assert (tmp_path / "resumed.state").read_bytes() == (tmp_path / "full.state").read_bytes()
+    assert "persist saved seq 3 step 24 " in again  # epoch 3 boundary and the end
+
+
+def test_sim_persist_goes_on_from_the_region(project, tmp_path):
+    tmp, _, _, _, _ = project
+    out = tmp / "tiny"
+    region = tmp_path / "sim.region"
+    common = ["sim", str(out), "--train", "8", "--test", "8", "--persist", str(region)]
+    rc, out_, err = run_cli([*common, "--epochs", "2"])
+    assert rc == 0, err
+    text = out_ + err
+    assert "persist none" in text and "persist saved seq 2 step 16" in text
+    rc, out_, err = run_cli([*common, "--epochs", "3"])
+    assert rc == 0, err
+    text = out_ + err
+    assert "persist restored seq 2 step 16" in text and "epoch 3:" in text and "epoch 2:" not in text
+    rc, _, err = run_cli([*common, "--epochs", "3"])
+    assert rc == 2 and "nothing left to train" in err
