@@ -169,9 +169,9 @@ def cmd_qemu(a: argparse.Namespace) -> int:
         print(f"qemu: restored on the target: record seq {restored.seq} (state CRC {restored.state_crc:08x}, step "
               f"{first}) preloaded at {preload[1]:#x} by QEMU's loader, as the host build wrote it")
     print(f"qemu: OK {brd.name} ({brd.qemu_machine}, {a.kernels} kernels, {a.output}) vs host build: forward outputs of "
-          f"{len(project.graph.ops)} ops and logits, {steps - first} training steps ({epochs} epochs"
+          f"{len(project.graph.ops)} ops and logits, {steps - first} training steps ({epochs} epoch{'s' if epochs != 1 else ''}"
           f"{f', from step {first}' if first else ''}): identical selections, int8 weight CRCs of {layers} layers, "
-          f"head, loss bits and logits; {saved} persistent-state records; "
+          f"head, loss bits and logits; {saved} persistent-state record{'s' if saved != 1 else ''}; "
           f"stack used {_stack_used(r.lines)} bytes; {r.seconds:.1f} s in QEMU")
     return 0
 
