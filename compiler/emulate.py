@@ -130,7 +130,7 @@ def cmd_qemu(a: argparse.Namespace) -> int:
                         kernels=a.kernels, output=a.output)
     steps = len(images)
     exe = host.build(folder)
-    region = fw.folder / "persist.region"  # the host build's model of the firmware's .tt_persist region
+    region = fw.folder / "persist.region"  # the host build's model of the firmware's persistent-state region
     region.unlink(missing_ok=True)
     preload, first, restored = None, 0, None
     if restore_at is not None:  # the host trains up to the boundary and leaves its record in the region
@@ -139,7 +139,7 @@ def cmd_qemu(a: argparse.Namespace) -> int:
         restored = slots[newest]
         addr, size = persist.region_address(fw.elf)
         if size != region.stat().st_size:
-            raise TradyError(f"{fw.elf}: .tt_persist is {size} bytes, the host's region {region.stat().st_size}")
+            raise TradyError(f"{fw.elf}: the persistent-state region is {size} bytes, the host's {region.stat().st_size}")
         preload, first = (fw.folder / "persist.bin", addr), restore_at
         shutil.copy(region, preload[0])
     # the host's run from the same region: the reference for every step and persist line the firmware prints

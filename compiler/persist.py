@@ -87,7 +87,7 @@ def host_trace(exe: Path, images: np.ndarray, labels: np.ndarray, schedule, tota
 
 
 def region_address(elf: Path) -> tuple[int, int]:
-    """Address and size of the firmware's .tt_persist region (the _stt_persist/_ett_persist symbols of tt_sections.ld)."""
+    """Address and size of the firmware's persistent-state region (_stt_persist, _ett_persist: tt_sections.ld)."""
     r = subprocess.run(["arm-none-eabi-nm", str(elf)], capture_output=True, text=True, check=True)
     syms = {p[2]: int(p[0], 16) for p in (ln.split() for ln in r.stdout.splitlines()) if len(p) == 3}
     if "_stt_persist" not in syms or "_ett_persist" not in syms:

@@ -12,7 +12,7 @@
  *   done STEPS stack BYTES      at the end, with the stack painting's measured use
  *
  * Built with -DTT_FW_PERSIST, the trained state survives a reset (tt_persist.h, docs/PERSIST.md): at boot the
- * newest valid record of the .tt_persist region is restored and training goes on from its step (one line
+ * newest valid record of the persistent-state region (tt_sections.ld) is restored and training goes on from its step (one line
  * per slot, then "persist restored seq S step T" or "persist none ..."), and a record is written at every epoch
  * boundary after the first step taken, before the resampling ("persist saved seq S step T"), as host_sim does.
  *
