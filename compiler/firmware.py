@@ -320,7 +320,7 @@ def cmd_firmware(a: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """`trady firmware`, `trady qemu`, `trady bench-mcu`, `trady flash`."""
+    """`trady firmware`, `trady qemu`, `trady bench-mcu`, `trady flash`, `trady stream`."""
     from compiler import emulate, flash
     from compiler.cli import positive_int
 
@@ -359,3 +359,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     bm.add_argument("--timeout", type=positive_int, default=600, help="seconds QEMU may run (default 600)")
     bm.set_defaults(func=emulate.cmd_bench_mcu)
     flash.register(sub)
+    from compiler import stream
+
+    stream.register(sub)

@@ -68,6 +68,7 @@ int32_t tt_stream_feed(tt_stream_parser *p, uint8_t byte, tt_stream_frame *out)
             return reject(p, TT_STREAM_BAD_LENGTH);
         }
         p->crc = tt_crc32(0, p->header, (int32_t)sizeof p->header);
+        p->crc_in = 0;
         p->got = 0;
         p->state = p->length > 0 ? IN_PAYLOAD : IN_CRC;
         return TT_STREAM_MORE;
@@ -76,7 +77,6 @@ int32_t tt_stream_feed(tt_stream_parser *p, uint8_t byte, tt_stream_frame *out)
         if (p->got == p->length) {
             p->crc = tt_crc32(p->crc, p->buf, (int32_t)p->length);
             p->got = 0;
-            p->crc_in = 0;
             p->state = IN_CRC;
         }
         return TT_STREAM_MORE;
