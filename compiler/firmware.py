@@ -170,6 +170,8 @@ def build(project_dir: Path, project: Project, brd: Board, images: np.ndarray, l
     `app` "stream" builds the UART streaming trainer (tt_fw_stream.c) instead of the embedded-samples one."""
     require(CC)
     if app == "stream":
+        if not brd.cmsdk_uart:
+            raise TradyError(f"--app stream: {brd.name} has no UART driver here (CMSDK UART: qemu-m7, qemu-m4)")
         output = "uart"
     if output == "uart" and not brd.cmsdk_uart:
         raise TradyError(f"--output uart: {brd.name} has no UART driver here (CMSDK UART: qemu-m7, qemu-m4); "
