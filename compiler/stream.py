@@ -6,7 +6,7 @@ learning rate, schedule), then per epoch every sample as a SAMPLE frame (order s
 and EPOCH_END, answered by the epoch's METRICS; DONE ends the run. Every frame waits for its answer: a NAK or a
 timeout sends it again (up to --retries times). `--corrupt-every K` injects, before every K-th sample, one
 faulty transmission in turn (a flipped payload byte, an impossible length, a label out of range, a short
-payload, an unknown type, line noise, a repeat of the last frame) and checks that the firmware NAKs, counts and
+payload, an unknown type, line noise, a repeat of the last frame, a CONFIG with a NaN learning rate) and checks that the firmware NAKs, counts and
 skips each one exactly as injected. `--check` runs the host build (`host_sim trace`) on the samples the firmware
 accepted and compares every step's loss bits and, per epoch, the CRC32 of the trained weights, head and selection.
 """
@@ -32,8 +32,8 @@ OVERHEAD = HEADER + 4
 HELLO, CONFIG, SAMPLE, EPOCH_END, DONE = 0x01, 0x02, 0x10, 0x11, 0x12
 INFO, ACK, NAK, METRICS = 0x81, 0x86, 0x95, 0xA0
 # tt_stream_reason order; counts[0] is the firmware's number of good-CRC frames
-REASONS = ("ok", "sync", "length", "crc", "type", "size", "label", "state", "failed")
-FAULTS = ("crc", "length", "label", "size", "type", "noise", "repeat")
+REASONS = ("ok", "sync", "length", "crc", "type", "size", "label", "state", "failed", "value")
+FAULTS = ("crc", "length", "label", "size", "type", "noise", "repeat", "value")
 NOISE = bytes([0x00, 0xFF, 0x13, 0x5A, 0x42, 0x00, 0x7E])  # no 0xA5: every byte is one skipped byte
 METRICS_WORDS = 6 + len(REASONS) + 5
 
@@ -192,7 +192,7 @@ class Session:
                 if a.kind == NAK:
                     reason = REASONS[a.payload[0]] if a.payload and a.payload[0] < len(REASONS) else "?"
                     self.tally.naks[reason] = self.tally.naks.get(reason, 0) + 1
-                    if reason in ("type", "size", "label", "state", "failed"):  # resending cannot help
+                    if reason not in ("length", "crc", "?"):  # resending the same frame cannot help
                         raise TradyError(f"the firmware refused frame {seq} (type {kind:#04x}): {reason}")
                     break
                 if a.kind == expect and a.seq == seq:
@@ -237,6 +237,9 @@ class Session:
         elif fault == "size":
             reason = "size"
             self._send(encode(SAMPLE, seq, struct.pack("<H", label) + image[:-1]), True)
+        elif fault == "value":
+            reason = "value"
+            self._send(encode(CONFIG, seq, struct.pack("<IfiI", 1, float("nan"), 1, 8)), True)
         else:  # "type"
             reason = "type"
             self._send(encode(0x7E, seq), True)
@@ -372,13 +375,17 @@ def cmd_stream(a: argparse.Namespace) -> int:
     from compiler import firmware, pipeline
     from compiler.commands import _data
 
+    if not np.isfinite(a.lr) or a.lr <= 0:
+        raise TradyError(f"--lr {a.lr}: expected a positive number")
+    for name, value, low in (("--timeout", a.timeout, 1e-3), ("--retries", a.retries, 0), ("--wait", a.wait, 0),
+                             ("--warmup", a.warmup, 0), ("--corrupt-every", a.corrupt_every, 0)):
+        if not value >= low:
+            raise TradyError(f"{name} {value}: expected >= {low:g}")
     folder = Path(a.dir)
     if not folder.is_dir():
         raise TradyError(f"{folder}: no such project folder (trady compile --out)")
     project = pipeline.load_project(folder, a.model)
     images, labels = firmware.load_samples(project, _data(a), a.samples)
-    if not np.isfinite(a.lr) or a.lr <= 0:
-        raise TradyError(f"--lr {a.lr}: expected a positive number")
     port = open_port(a.port, a.wait)
     try:
         run = stream(port, images, labels, project.graph.head.classes, a.epochs, a.seed, a.lr, a.warmup, a.timeout,

@@ -6,7 +6,7 @@
  * feeds stdin to a parser with a CAPACITY-byte buffer and prints one line per event, then the counters:
  *   frame TYPE SEQ LENGTH PAYLOAD_CRC CHECK   a good-CRC frame; CHECK: tt_stream_check's reason (0 ok)
  *   reject REASON TYPE SEQ                    a frame the parser rejected (2 length, 3 crc)
- *   counts C0 C1 ... C8                       count[] per reason (C0: good frames, C1: bytes skipped)
+ *   counts C0 C1 ... C9                       count[] per reason (C0: good frames, C1: bytes skipped)
  * Exit status: 0, or 2 on bad usage.
  */
 #include <stdio.h>

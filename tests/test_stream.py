@@ -62,7 +62,7 @@ def test_valid_frames_are_parsed_and_checked(parser):
     events, counts = feed(parser, b"".join(frames))
     assert events == [["frame", str(f[2]), str(struct.unpack_from("<H", f, 3)[0]), str(len(f) - stream.OVERHEAD),
                        f"{zlib.crc32(f[stream.HEADER:-4]):08x}", "0"] for f in frames]
-    assert counts == [5, 0, 0, 0, 0, 0, 0, 0, 0]
+    assert counts == [5, 0, 0, 0, 0, 0, 0, 0, 0, 0]
     # the Python reader (the host's side) agrees
     got = stream.Reader().feed(b"".join(frames))
     assert [(f.kind, f.seq) for f in got] == [(1, 0), (2, 1), (0x10, 2), (0x11, 3), (0x12, 65535)]
@@ -73,11 +73,13 @@ def test_good_crc_frames_with_bad_content_are_flagged(parser):
     data = (sample(1, label=10) + sample(2, image=IMAGE[:-1]) + stream.encode(0x7E, 3)
             + stream.encode(stream.HELLO, 4, b"x") + stream.encode(stream.CONFIG, 5, b"\0" * 15)
             + stream.encode(stream.ACK, 6))
+    configs = [(0.01, -1, 8), (0.01, 0, 0), (float("nan"), 0, 8), (float("inf"), 0, 8), (-0.01, 0, 8), (0.0, 0, 8),
+               (1e-30, 0, 1)]
+    data += b"".join(stream.encode(stream.CONFIG, 7 + i, struct.pack("<Ifii", 1, *c)) for i, c in enumerate(configs))
     events, _ = feed(parser, data)
-    reasons = {"label": "6", "size": "5", "type": "4"}
-    assert [e[-1] for e in events] == [reasons["label"], reasons["size"], reasons["type"], reasons["size"],
-                                       reasons["size"], reasons["type"]]
-    assert stream.REASONS[6] == "label" and stream.REASONS[5] == "size" and stream.REASONS[4] == "type"
+    why = {name: str(i) for i, name in enumerate(stream.REASONS)}
+    assert [e[-1] for e in events] == ([why["label"], why["size"], why["type"], why["size"], why["size"], why["type"]]
+                                       + [why["value"]] * 6 + [why["ok"]])
 
 
 def test_every_single_bit_flip_is_rejected_and_the_parser_resyncs(parser):
@@ -232,7 +234,7 @@ def test_stream_in_qemu_with_faults_equals_the_host_build(tiny10):
 
 @pytest.mark.qemu
 def test_stream_in_qemu_m4_counts_every_fault_kind_and_checks_can_fail(tiny10):
-    """mps2-an386: one fault before every sample (all seven kinds); then the comparisons are shown to
+    """mps2-an386: one fault before every sample (all eight kinds); then the comparisons are shown to
     catch a changed loss, weight CRC or counter."""
     require_tool("qemu-system-arm")
     project = pipeline.load_project(tiny10)
@@ -251,9 +253,9 @@ def test_stream_in_qemu_m4_counts_every_fault_kind_and_checks_can_fail(tiny10):
     assert code == 0
     m = run.metrics[-1]
     assert run.tally.faults == 8 and m.duplicates == 1 and m.total == 8
-    # good-CRC frames: HELLO, CONFIG, 8 samples, 2 EPOCH_END and the label, size, type and repeat faults
-    assert m.counts == {"ok": 2 + 8 + 2 + 4, "sync": len(stream.NOISE), "length": 1, "crc": 2, "type": 1,
-                        "size": 1, "label": 1, "state": 0, "failed": 0}
+    # good-CRC frames: HELLO, CONFIG, 8 samples, 2 EPOCH_END and the label, size, type, repeat and value faults
+    assert m.counts == {"ok": 2 + 8 + 2 + 5, "sync": len(stream.NOISE), "length": 1, "crc": 1, "type": 1,
+                        "size": 1, "label": 1, "state": 0, "failed": 0, "value": 1}
     assert stream.fault_check(run) is None
     assert stream.host_check(tiny10, project, run, 3, 0.02, 1) is None
     assert [float(x.loss_sum) for x in run.metrics] == [float(np.float32(sum(run.losses[:4], np.float32(0)))),

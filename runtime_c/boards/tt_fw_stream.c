@@ -11,7 +11,7 @@
  *   DONE       -> ACK, then main returns 0 (the emulator exits with it)
  *
  * A frame with a bad CRC, an impossible length, an unknown type, a wrong payload size, a label out of
- * range or a SAMPLE before CONFIG is answered with NAK (reason, type), counted, and never trained on.
+ * range, CONFIG values out of range or a SAMPLE before CONFIG is answered with NAK (reason, type), counted, and never trained on.
  * A good frame that repeats the last one's type and sequence number (its answer was lost) gets the same
  * answer again without being acted on twice.
  */

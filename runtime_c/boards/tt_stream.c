@@ -103,8 +103,15 @@ tt_stream_reason tt_stream_check(const tt_stream_frame *f, uint32_t input_size, 
     case TT_STREAM_EPOCH_END:
     case TT_STREAM_DONE:
         return f->length == 0 ? TT_STREAM_OK : TT_STREAM_BAD_SIZE;
-    case TT_STREAM_CONFIG:
-        return f->length == 16 ? TT_STREAM_OK : TT_STREAM_BAD_SIZE;
+    case TT_STREAM_CONFIG: {
+        if (f->length != 16) {
+            return TT_STREAM_BAD_SIZE;
+        }
+        const uint32_t lr = tt_stream_u32(f->payload + 4); /* fp32 bits: positive, not zero, not inf/NaN */
+        const int32_t warmup = (int32_t)tt_stream_u32(f->payload + 8), total = (int32_t)tt_stream_u32(f->payload + 12);
+        const int32_t lr_ok = (lr & 0x80000000u) == 0u && lr != 0u && ((lr >> 23) & 0xFFu) != 0xFFu;
+        return lr_ok && warmup >= 0 && total >= 1 ? TT_STREAM_OK : TT_STREAM_BAD_VALUE;
+    }
     case TT_STREAM_SAMPLE:
         if (f->length != input_size + 2u) {
             return TT_STREAM_BAD_SIZE;

@@ -42,7 +42,8 @@ typedef enum {
     TT_STREAM_BAD_LABEL = 6,  /* SAMPLE label >= classes */
     TT_STREAM_BAD_STATE = 7,  /* not valid now (SAMPLE before CONFIG) */
     TT_STREAM_FAILED = 8,     /* the model reported an error (kernel status) */
-    TT_STREAM_REASONS = 9
+    TT_STREAM_BAD_VALUE = 9,  /* CONFIG: lr not a finite positive number, warm-up < 0 or total steps < 1 */
+    TT_STREAM_REASONS = 10
 } tt_stream_reason;
 
 typedef struct {
@@ -77,7 +78,7 @@ void tt_stream_init(tt_stream_parser *p, uint8_t *buf, uint32_t capacity);
 /** Feed one byte. Returns TT_STREAM_MORE, TT_STREAM_FRAME (fills *out) or TT_STREAM_REJECT. */
 int32_t tt_stream_feed(tt_stream_parser *p, uint8_t byte, tt_stream_frame *out);
 
-/** Check a good-CRC host -> firmware frame's type, size and label; TT_STREAM_OK or the reason. */
+/** Check a good-CRC host -> firmware frame's type, size, label and CONFIG values; TT_STREAM_OK or the reason. */
 tt_stream_reason tt_stream_check(const tt_stream_frame *f, uint32_t input_size, uint32_t classes);
 
 /** Write a frame into out (capacity bytes); returns its size, or 0 if it does not fit. */
