@@ -188,12 +188,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _qemu(board: str, elf: Path, port: int) -> subprocess.Popen:
+def _qemu(board: str, elf: Path, serial: str) -> subprocess.Popen:
     brd = firmware.BOARDS[board]
     return subprocess.Popen(["qemu-system-arm", "-M", brd.qemu_machine, "-nographic", "-monitor", "none",
-                             "-serial", f"tcp:127.0.0.1:{port},server=on,wait=on",
-                             "-semihosting-config", "enable=on,target=native", "-kernel", str(elf)],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                             "-serial", serial, "-semihosting-config", "enable=on,target=native", "-kernel", str(elf)],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def _finish(q: subprocess.Popen) -> int:
@@ -215,7 +214,7 @@ def test_stream_in_qemu_with_faults_equals_the_host_build(tiny10):
     assert rc == 0, err
     elf = tiny10 / "firmware-qemu-m7-stream" / "firmware.elf"
     port = _free_port()
-    q = _qemu("qemu-m7", elf, port)
+    q = _qemu("qemu-m7", elf, f"tcp:127.0.0.1:{port},server=on,wait=on")
     try:
         rc, out, err = run_cli(["stream", str(tiny10), "--port", f"tcp:127.0.0.1:{port}", "--samples", "4",
                                 "--epochs", "2", "--corrupt-every", "2", "--check", "--timeout", "20"])
@@ -234,16 +233,18 @@ def test_stream_in_qemu_with_faults_equals_the_host_build(tiny10):
 
 @pytest.mark.qemu
 def test_stream_in_qemu_m4_counts_every_fault_kind_and_checks_can_fail(tiny10):
-    """mps2-an386: one fault before every sample (all eight kinds); then the comparisons are shown to
-    catch a changed loss, weight CRC or counter."""
+    """mps2-an386, UART0 on a pty: one fault before every sample (all eight kinds); then the comparisons are
+    shown to catch a changed loss, weight CRC or counter."""
     require_tool("qemu-system-arm")
     project = pipeline.load_project(tiny10)
     images, labels = firmware.load_samples(project, data_path(), 4)
     fw = firmware.build(tiny10, project, firmware.BOARDS["qemu-m4"], images, labels, firmware.Schedule(), app="stream")
-    port = _free_port()
-    q = _qemu("qemu-m4", fw.elf, port)
+    q = _qemu("qemu-m4", fw.elf, "pty")
     try:
-        link = stream.open_port(f"tcp:127.0.0.1:{port}", 10)
+        said = q.stdout.readline()  # "char device redirected to /dev/pts/N (label serial0)"
+        pty = next((w for w in said.split() if w.startswith("/dev/")), None)
+        assert pty is not None, f"QEMU did not name its pty: {said!r}"
+        link = stream.open_port(pty, 10)
         try:
             run = stream.stream(link, images, labels, 10, 2, 3, 0.02, 1, 20.0, 3, corrupt_every=1, progress=False)
         finally:
