@@ -6,7 +6,8 @@ learning rate, schedule), then per epoch every sample as a SAMPLE frame (order s
 and EPOCH_END, answered by the epoch's METRICS; DONE ends the run. Every frame waits for its answer: a NAK or a
 timeout sends it again (up to --retries times). `--corrupt-every K` injects, before every K-th sample, one
 faulty transmission in turn (a flipped payload byte, an impossible length, a label out of range, a short
-payload, an unknown type, line noise, a repeat of the last frame, a CONFIG with a NaN learning rate) and checks that the firmware NAKs, counts and
+payload, an unknown type, line noise, a repeat of the last frame, a CONFIG with a NaN learning rate, a frame
+cut short and followed by zeros) and checks that the firmware NAKs, counts and
 skips each one exactly as injected. `--check` runs the host build (`host_sim trace`) on the samples the firmware
 accepted and compares every step's loss bits and, per epoch, the CRC32 of the trained weights, head and selection.
 """
@@ -33,7 +34,8 @@ HELLO, CONFIG, SAMPLE, EPOCH_END, DONE = 0x01, 0x02, 0x10, 0x11, 0x12
 INFO, ACK, NAK, METRICS = 0x81, 0x86, 0x95, 0xA0
 # tt_stream_reason order; counts[0] is the firmware's number of good-CRC frames
 REASONS = ("ok", "sync", "length", "crc", "type", "size", "label", "state", "failed", "value")
-FAULTS = ("crc", "length", "label", "size", "type", "noise", "repeat", "value")
+FAULTS = ("crc", "length", "label", "size", "type", "noise", "repeat", "value", "cut")
+CUT_TAIL = 3  # zero bytes past the end of a cut frame's padding: skipped as noise
 NOISE = bytes([0x00, 0xFF, 0x13, 0x5A, 0x42, 0x00, 0x7E])  # no 0xA5: every byte is one skipped byte
 METRICS_WORDS = 6 + len(REASONS) + 5
 
@@ -237,6 +239,11 @@ class Session:
         elif fault == "size":
             reason = "size"
             self._send(encode(SAMPLE, seq, struct.pack("<H", label) + image[:-1]), True)
+        elif fault == "cut":  # the frame stops half-way; zeros (an idle line) fill its payload and CRC, then 3 more
+            reason = "crc"
+            n = len(good) - OVERHEAD
+            self._send(good[:HEADER + n // 2] + bytes(n - n // 2 + 4 + CUT_TAIL), False)
+            t.expected["sync"] += CUT_TAIL
         elif fault == "value":
             reason = "value"
             self._send(encode(CONFIG, seq, struct.pack("<IfiI", 1, float("nan"), 1, 8)), True)

@@ -233,11 +233,11 @@ def test_stream_in_qemu_with_faults_equals_the_host_build(tiny10):
 
 @pytest.mark.qemu
 def test_stream_in_qemu_m4_counts_every_fault_kind_and_checks_can_fail(tiny10):
-    """mps2-an386, UART0 on a pty: one fault before every sample (all eight kinds); then the comparisons are
+    """mps2-an386, UART0 on a pty: one fault before every sample (all nine kinds); then the comparisons are
     shown to catch a changed loss, weight CRC or counter."""
     require_tool("qemu-system-arm")
     project = pipeline.load_project(tiny10)
-    images, labels = firmware.load_samples(project, data_path(), 4)
+    images, labels = firmware.load_samples(project, data_path(), 5)
     fw = firmware.build(tiny10, project, firmware.BOARDS["qemu-m4"], images, labels, firmware.Schedule(), app="stream")
     q = _qemu("qemu-m4", fw.elf, "pty")
     try:
@@ -253,14 +253,15 @@ def test_stream_in_qemu_m4_counts_every_fault_kind_and_checks_can_fail(tiny10):
         code = _finish(q)
     assert code == 0
     m = run.metrics[-1]
-    assert run.tally.faults == 8 and m.duplicates == 1 and m.total == 8
-    # good-CRC frames: HELLO, CONFIG, 8 samples, 2 EPOCH_END and the label, size, type, repeat and value faults
-    assert m.counts == {"ok": 2 + 8 + 2 + 5, "sync": len(stream.NOISE), "length": 1, "crc": 1, "type": 1,
-                        "size": 1, "label": 1, "state": 0, "failed": 0, "value": 1}
+    assert run.tally.faults == 10 and m.duplicates == 1 and m.total == 10
+    # good-CRC frames: HELLO, CONFIG, 10 samples, 2 EPOCH_END and the label, size, type, repeat and value faults;
+    # CRC failures: two flipped bits and the cut frame
+    assert m.counts == {"ok": 2 + 10 + 2 + 5, "sync": len(stream.NOISE) + stream.CUT_TAIL, "length": 1, "crc": 3,
+                        "type": 1, "size": 1, "label": 1, "state": 0, "failed": 0, "value": 1}
     assert stream.fault_check(run) is None
     assert stream.host_check(tiny10, project, run, 3, 0.02, 1) is None
-    assert [float(x.loss_sum) for x in run.metrics] == [float(np.float32(sum(run.losses[:4], np.float32(0)))),
-                                                       float(np.float32(sum(run.losses[4:], np.float32(0))))]
+    assert [float(x.loss_sum) for x in run.metrics] == [float(np.float32(sum(run.losses[:5], np.float32(0)))),
+                                                       float(np.float32(sum(run.losses[5:], np.float32(0))))]
     losses = list(run.losses)
     losses[5] = np.float32(losses[5] * np.float32(1.0000001) + np.float32(1e-6))
     assert stream.host_check(tiny10, project, dataclasses.replace(run, losses=losses), 3, 0.02, 1).startswith("step 5:")
