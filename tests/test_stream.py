@@ -270,3 +270,35 @@ def test_stream_in_qemu_m4_counts_every_fault_kind_and_checks_can_fail(tiny10):
     assert diff.startswith("epoch 2: firmware weights CRC")
     run.tally.expected["crc"] += 1
     assert "'crc' rejections" in stream.fault_check(run)
+
+
+def test_fuzz_seeds_reach_frames_and_rejections(parser):
+    """The seed corpus of `make fuzz` holds good frames, CRC and length rejections and noise."""
+    from compiler import stream_fuzz
+
+    seen = set()
+    for data in stream_fuzz.seeds().values():
+        events, counts = feed(parser, data[1:], capacity=data[0] + 1)
+        seen |= {e[0] if e[0] == "frame" else f"reject {e[1]}" for e in events}
+        seen |= {"noise"} if counts[1] else set()
+    assert seen == {"frame", "reject 2", "reject 3", "noise"}
+
+
+def test_fuzz_target_runs(tmp_path):
+    """A 3-second run of the libFuzzer target, where clang and its fuzzer runtime are installed."""
+    require_tool("clang")
+    import contextlib
+    import io
+
+    from compiler import stream_fuzz
+
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out):
+            rc = stream_fuzz.main(["--seconds", "3", "--out", str(tmp_path / "run")])
+    except SystemExit as e:  # clang without its fuzzer runtime (libclang-rt-14-dev)
+        pytest.skip(str(e))
+    line = out.getvalue().strip()
+    assert rc == 0, line
+    execs = int(line.split(" executions")[0].split()[-1])
+    assert execs > 1000 and ", 0 crashes," in line
