@@ -4,8 +4,8 @@ The board descriptions are data (`BOARDS`); the startup code, semihosting, the f
 and the linker scripts are C/ld files in `runtime_c/boards/`. The firmware embeds a few training
 samples (`fw_samples.h`, rendered from `templates/fw_samples.h.j2`) and runs training steps on them
 (`tt_fw_main.c`); `--app stream` builds instead a firmware that trains on samples sent over the UART
-(`tt_fw_stream.c`, `trady stream`, docs/STREAM.md). `--kernels dsp` (the default) swaps in the kernels of `runtime_c/arm/` (same file
-names as the reference kernels, `__SMLAD`-based, bit-exact with them). The build goes into
+(`tt_fw_stream.c`, `trady stream`, docs/STREAM.md). `--kernels dsp` (the default) swaps in the kernels
+of `runtime_c/arm/` (same file names as the reference kernels, `__SMLAD`-based, bit-exact with them). The build goes into
 `DIR/firmware-<board>/`; a link that overflows the board's flash or SRAM fails with one line naming
 the region and the overflow. On success the sizes come
 from the ELF (`arm-none-eabi-size -A`) and the stack bound from GCC's `-fstack-usage` call graph
