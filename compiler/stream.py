@@ -3,7 +3,8 @@
 The protocol is docs/STREAM.md (C side: runtime_c/boards/tt_stream.c, the firmware tt_fw_stream.c). The host
 sends HELLO (the firmware answers INFO: its classes and input size, checked against the project), CONFIG (seed,
 learning rate, schedule), then per epoch every sample as a SAMPLE frame (order shuffled per epoch from the seed)
-and EPOCH_END, answered by the epoch's METRICS; DONE ends the run. Every frame waits for its answer: a NAK or a
+and EPOCH_END, answered by the epoch's METRICS; DONE ends the run, and BYE, once DONE's ACK is in, lets the
+firmware exit. Every frame waits for its answer: a NAK or a
 timeout sends it again (up to --retries times). `--corrupt-every K` injects, before every K-th sample, one
 faulty transmission in turn (a flipped payload byte, an impossible length, a label out of range, a short
 payload, an unknown type, line noise, a repeat of the last frame, a CONFIG with a NaN learning rate, a frame
@@ -30,7 +31,7 @@ VERSION = 1
 SYNC = b"\xa5\x5a"
 HEADER = 9
 OVERHEAD = HEADER + 4
-HELLO, CONFIG, SAMPLE, EPOCH_END, DONE = 0x01, 0x02, 0x10, 0x11, 0x12
+HELLO, CONFIG, SAMPLE, EPOCH_END, DONE, BYE = 0x01, 0x02, 0x10, 0x11, 0x12, 0x13
 INFO, ACK, NAK, METRICS = 0x81, 0x86, 0x95, 0xA0
 # tt_stream_reason order; counts[0] is the firmware's number of good-CRC frames
 REASONS = ("ok", "sync", "length", "crc", "type", "size", "label", "state", "failed", "value")
@@ -206,6 +207,17 @@ class Session:
         raise TradyError(f"no answer to frame {seq} (type {kind:#04x}) after {self.retries + 1} tries "
                          f"of {self.timeout:g} s")
 
+    def close(self, wait: float) -> None:
+        """Send BYE (no answer: the firmware exits) and give a socket or pty up to `wait` s to close."""
+        self.port.write(encode(BYE, self.seq))
+        self.port.flush()
+        deadline = time.monotonic() + wait
+        try:
+            while time.monotonic() < deadline:
+                self.port.read(max(1, self.port.in_waiting))
+        except OSError:  # closed: the emulator exited
+            pass
+
     def inject(self, fault: str, image: bytes, label: int, classes: int, capacity: int) -> None:
         """Send one faulty transmission and check the firmware's answer (none for noise)."""
         t = self.tally
@@ -315,6 +327,7 @@ def stream(port, images: np.ndarray, labels: np.ndarray, classes: int, epochs: i
             if on_epoch is not None:
                 on_epoch(e, epochs, m, s.tally)
     s.request(DONE, b"", ACK)
+    s.close(min(timeout, 2.0))
     return Run(meta, losses, predicted, metrics, np.stack(seq_images), np.array(seq_labels, np.int32), s.tally,
                time.monotonic() - t0)
 

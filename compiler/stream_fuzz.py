@@ -36,7 +36,7 @@ def seeds() -> dict[str, bytes]:
         "config": bytes([63]) + stream.encode(stream.CONFIG, 1, struct.pack("<IfiI", 7, 0.01, 1, 8)),
         "sample": bytes([41]) + sample,  # capacity 42 = 40-byte image + label
         "session": bytes([63]) + b"".join([stream.encode(stream.HELLO, 0), sample, stream.encode(stream.EPOCH_END, 4),
-                                           stream.encode(stream.DONE, 5)]),
+                                           stream.encode(stream.DONE, 5), stream.encode(stream.BYE, 6)]),
         "bad_crc": bytes([63]) + bytes(bad_crc) + sample,
         "oversized": bytes([15]) + sample + stream.encode(stream.HELLO, 9),
         "truncated": bytes([63]) + sample[:17] + sample,
@@ -71,7 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, data in seeds().items():
         (seed_dir / name).write_bytes(data)
     exe = build(out)
+    # libFuzzer's RSS limit reads getrusage's peak RSS, which a child inherits from its parent (a large Python
+    # process: 2.3 GB under pytest): no RSS limit; the harness's allocations are bounded by malloc_limit instead
     r = subprocess.run([str(exe), f"-max_total_time={a.seconds}", "-print_final_stats=1", f"-artifact_prefix={out}/",
+                        "-rss_limit_mb=0", "-malloc_limit_mb=64",
                         str(out / "corpus"), str(seed_dir)], capture_output=True, text=True, check=False)
     log = r.stdout + r.stderr
     (out / "fuzz.log").write_text(log)

@@ -58,14 +58,14 @@ def feed(exe: Path, data: bytes, capacity: int = len(IMAGE) + 2) -> tuple[list[l
 
 def test_valid_frames_are_parsed_and_checked(parser):
     frames = [stream.encode(stream.HELLO, 0), stream.encode(stream.CONFIG, 1, struct.pack("<IfiI", 7, 0.01, 1, 8)),
-              sample(2), stream.encode(stream.EPOCH_END, 3), stream.encode(stream.DONE, 65535)]
+              sample(2), stream.encode(stream.EPOCH_END, 3), stream.encode(stream.DONE, 65535), stream.encode(stream.BYE, 0)]
     events, counts = feed(parser, b"".join(frames))
     assert events == [["frame", str(f[2]), str(struct.unpack_from("<H", f, 3)[0]), str(len(f) - stream.OVERHEAD),
                        f"{zlib.crc32(f[stream.HEADER:-4]):08x}", "0"] for f in frames]
-    assert counts == [5, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+    assert counts == [6, 0, 0, 0, 0, 0, 0, 0, 0, 0]
     # the Python reader (the host's side) agrees
     got = stream.Reader().feed(b"".join(frames))
-    assert [(f.kind, f.seq) for f in got] == [(1, 0), (2, 1), (0x10, 2), (0x11, 3), (0x12, 65535)]
+    assert [(f.kind, f.seq) for f in got] == [(1, 0), (2, 1), (0x10, 2), (0x11, 3), (0x12, 65535), (0x13, 0)]
 
 
 def test_good_crc_frames_with_bad_content_are_flagged(parser):
@@ -222,7 +222,7 @@ def test_stream_in_qemu_with_faults_equals_the_host_build(tiny10):
         code = _finish(q)
     lines = out.splitlines()
     assert rc == 0, out + err
-    assert code == 0, f"the firmware exit status after DONE: {code}"
+    assert code == 0, f"the firmware exit status after DONE and BYE: {code}"
     assert [ln.split(":")[0] for ln in lines] == ["epoch 1/2", "epoch 2/2", "stream"]
     last = lines[-1]
     assert last.startswith("stream: OK 8 samples over 2 epochs") and "retransmits 0, timeouts 0" in last

@@ -8,10 +8,12 @@
  *                 training step; ACK with the loss bits and the predicted class
  *   EPOCH_END  -> METRICS for the epoch (samples, correct, loss sum, rejections per reason, CRC32 of the
  *                 trained weights, head and selection, stack used); the next SAMPLE opens a new epoch
- *   DONE       -> ACK, then main returns 0 (the emulator exits with it)
+ *   DONE       -> ACK
+ *   BYE        -> (after DONE, once its ACK arrived) no answer: main returns 0 and the emulator exits with
+ *                 it; exiting only then keeps the ACK from being lost with a link that closes at exit
  *
  * A frame with a bad CRC, an impossible length, an unknown type, a wrong payload size, a label out of
- * range, CONFIG values out of range or a SAMPLE before CONFIG is answered with NAK (reason, type), counted, and never trained on.
+ * range, CONFIG values out of range, or a SAMPLE before CONFIG or a BYE before DONE is answered with NAK (reason, type), counted, and never trained on.
  * A good frame that repeats the last one's type and sequence number (its answer was lost) gets the same
  * answer again without being acted on twice.
  */
@@ -34,7 +36,7 @@ static uint32_t answer_len;
 static tt_stream_parser parser;
 
 static struct {
-    int32_t configured, epoch_open, have_last;
+    int32_t configured, epoch_open, have_last, closing;
     uint8_t last_type;
     uint16_t last_seq;
     uint32_t epoch, trained, correct, total, duplicates;
@@ -164,7 +166,7 @@ static int32_t sample(const tt_stream_frame *f)
     return 1;
 }
 
-/** Act on one good-CRC frame; returns 1 after DONE. */
+/** Act on one good-CRC frame; returns 1 on BYE after DONE. */
 static int32_t handle(const tt_stream_frame *f)
 {
     const tt_stream_reason why = tt_stream_check(f, MODEL_INPUT_SIZE, MODEL_NUM_CLASSES);
@@ -200,8 +202,15 @@ static int32_t handle(const tt_stream_frame *f)
     case TT_STREAM_EPOCH_END:
         metrics(f->seq);
         break;
-    default: /* TT_STREAM_DONE */
+    case TT_STREAM_DONE:
         send(TT_STREAM_ACK, f->seq, NULL, 0);
+        st.closing = 1;
+        break;
+    default: /* TT_STREAM_BYE */
+        if (!st.closing) {
+            nak(f->seq, f->type, TT_STREAM_BAD_STATE);
+            return 0;
+        }
         return 1;
     }
     st.have_last = 1;

@@ -102,6 +102,7 @@ tt_stream_reason tt_stream_check(const tt_stream_frame *f, uint32_t input_size, 
     case TT_STREAM_HELLO:
     case TT_STREAM_EPOCH_END:
     case TT_STREAM_DONE:
+    case TT_STREAM_BYE:
         return f->length == 0 ? TT_STREAM_OK : TT_STREAM_BAD_SIZE;
     case TT_STREAM_CONFIG: {
         if (f->length != 16) {

@@ -24,7 +24,8 @@
 #define TT_STREAM_CONFIG 0x02u    /* seed u32, lr f32, warmup i32, total i32: model_train_init; ACK */
 #define TT_STREAM_SAMPLE 0x10u    /* label u16, image int8[input size]: one training step; ACK (loss bits) */
 #define TT_STREAM_EPOCH_END 0x11u /* empty; answered by METRICS; the next SAMPLE starts a new epoch */
-#define TT_STREAM_DONE 0x12u      /* empty; ACK, then the firmware exits with status 0 */
+#define TT_STREAM_DONE 0x12u      /* empty; ACK; the firmware then waits for BYE */
+#define TT_STREAM_BYE 0x13u       /* empty, after DONE's ACK arrived; no answer: the firmware exits with 0 */
 /* Firmware -> host: */
 #define TT_STREAM_INFO 0x81u
 #define TT_STREAM_ACK 0x86u
