@@ -153,7 +153,7 @@ class Tally:
     faults: int = 0
 
 
-class Session:
+class Exchange:
     """Stop-and-wait exchange of frames over an open port."""
 
     def __init__(self, port, timeout: float, retries: int):
@@ -293,7 +293,7 @@ def stream(port, images: np.ndarray, labels: np.ndarray, classes: int, epochs: i
     from tqdm import tqdm
 
     t0 = time.monotonic()
-    s = Session(port, timeout, retries)
+    s = Exchange(port, timeout, retries)
     info = s.request(HELLO, b"", INFO).payload
     if len(info) != 12:
         raise TradyError(f"INFO frame of {len(info)} bytes, expected 12 (protocol version {VERSION})")

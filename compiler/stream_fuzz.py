@@ -35,7 +35,7 @@ def seeds() -> dict[str, bytes]:
         "hello": bytes([63]) + stream.encode(stream.HELLO, 0),
         "config": bytes([63]) + stream.encode(stream.CONFIG, 1, struct.pack("<IfiI", 7, 0.01, 1, 8)),
         "sample": bytes([41]) + sample,  # capacity 42 = 40-byte image + label
-        "session": bytes([63]) + b"".join([stream.encode(stream.HELLO, 0), sample, stream.encode(stream.EPOCH_END, 4),
+        "exchange": bytes([63]) + b"".join([stream.encode(stream.HELLO, 0), sample, stream.encode(stream.EPOCH_END, 4),
                                            stream.encode(stream.DONE, 5), stream.encode(stream.BYE, 6)]),
         "bad_crc": bytes([63]) + bytes(bad_crc) + sample,
         "oversized": bytes([15]) + sample + stream.encode(stream.HELLO, 9),

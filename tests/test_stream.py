@@ -143,12 +143,12 @@ class FakeFirmware:
 
 
 def test_a_lost_answer_is_retransmitted_after_the_timeout():
-    s = stream.Session(FakeFirmware(), timeout=0.2, retries=2)
+    s = stream.Exchange(FakeFirmware(), timeout=0.2, retries=2)
     assert s.request(stream.HELLO, b"", stream.INFO).payload[2] == 10
     assert (s.tally.timeouts, s.tally.retransmits) == (1, 1)
     a = s.request(stream.SAMPLE, struct.pack("<H", 1) + bytes(40), stream.ACK)
     assert a.seq == 1 and (s.tally.timeouts, s.tally.retransmits) == (1, 1)
-    dead = stream.Session(FakeFirmware(), timeout=0.05, retries=0)
+    dead = stream.Exchange(FakeFirmware(), timeout=0.05, retries=0)
     with pytest.raises(stream.TradyError, match="no answer to frame 0 .* after 1 tries"):
         dead.request(stream.HELLO, b"", stream.INFO)
 
