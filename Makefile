@@ -36,3 +36,10 @@ clean:
 .PHONY: experiments-small
 experiments-small: $(STAMP)
 	$(BIN)/trady experiment experiments/small.json --out out/experiments/small --num-cpus 2
+
+# libFuzzer + ASan/UBSan on the UART streaming frame parser (docs/STREAM.md), FUZZ_SECONDS long; needs clang and
+# libclang-rt-14-dev. Not part of `make test`. Prints executions and crashes; exit 1 if it found one.
+.PHONY: fuzz
+FUZZ_SECONDS ?= 60
+fuzz: $(STAMP)
+	$(BIN)/python -m compiler.stream_fuzz --seconds $(FUZZ_SECONDS)

@@ -3,8 +3,9 @@
 The board descriptions are data (`BOARDS`); the startup code, semihosting, the firmware application
 and the linker scripts are C/ld files in `runtime_c/boards/`. The firmware embeds a few training
 samples (`fw_samples.h`, rendered from `templates/fw_samples.h.j2`) and runs training steps on them
-(`tt_fw_main.c`). `--kernels dsp` (the default) swaps in the kernels of `runtime_c/arm/` (same file
-names as the reference kernels, `__SMLAD`-based, bit-exact with them). The build goes into
+(`tt_fw_main.c`); `--app stream` builds instead a firmware that trains on samples sent over the UART
+(`tt_fw_stream.c`, `trady stream`, docs/STREAM.md). `--kernels dsp` (the default) swaps in the kernels
+of `runtime_c/arm/` (same file names as the reference kernels, `__SMLAD`-based, bit-exact with them). The build goes into
 `DIR/firmware-<board>/`; a link that overflows the board's flash or SRAM fails with one line naming
 the region and the overflow. On success the sizes come
 from the ELF (`arm-none-eabi-size -A`) and the stack bound from GCC's `-fstack-usage` call graph
@@ -33,6 +34,8 @@ BOARD_FILES = RUNTIME / "boards"
 DSP_KERNELS = RUNTIME / "arm"  # Cortex-M DSP-extension kernels, same file names as the reference ones
 KERNELS = ("dsp", "reference")
 FW_SOURCES = ("tt_startup.c", "tt_semihost.c", "tt_fw_main.c")
+# firmware application -> its sources in runtime_c/boards/ (replacing tt_fw_main.c); stream: docs/STREAM.md
+APPS = {"train": ("tt_fw_main.c",), "stream": ("tt_fw_stream.c", "tt_stream.c")}
 OUTPUTS = {"semihosting": "tt_out_semihost.c", "uart": "tt_out_uart_cmsdk.c"}  # text channel -> source
 CC = "arm-none-eabi-gcc"
 # Fixed flags: -ffp-contract=off on ARM and host alike keeps the fp32 arithmetic bit-identical.
@@ -145,7 +148,8 @@ def render_samples(images: np.ndarray, labels: np.ndarray, schedule: Schedule) -
         images=rows, labels=", ".join(str(int(v)) for v in labels))
 
 
-def _sources(project_dir: Path, project: Project, brd: Board, kernels: str, output: str) -> list[Path]:
+def _sources(project_dir: Path, project: Project, brd: Board, kernels: str, output: str,
+             app: str = "train") -> list[Path]:
     """The project's model and runtime sources; with "dsp", a runtime file that has a DSP variant of the
     same name in runtime_c/arm/ is replaced by it."""
     from compiler.emit import model_c_name
@@ -155,21 +159,28 @@ def _sources(project_dir: Path, project: Project, brd: Board, kernels: str, outp
     if kernels == "dsp":
         runtime = [DSP_KERNELS / p.name if (DSP_KERNELS / p.name).is_file() else p for p in runtime]
     port = () if brd.flash_port is None else (brd.flash_port,)
-    return [project_dir / f"{name}.c", *runtime, *(BOARD_FILES / s for s in (*FW_SOURCES, OUTPUTS[output], *port))]
+    fw = tuple(f for s in FW_SOURCES for f in (APPS[app] if s == "tt_fw_main.c" else (s,)))
+    return [project_dir / f"{name}.c", *runtime, *(BOARD_FILES / s for s in (*fw, OUTPUTS[output], *port))]
 
 
 def build(project_dir: Path, project: Project, brd: Board, images: np.ndarray, labels: np.ndarray,
           schedule: Schedule, bench: bool = False, opt: str = "-O2", stack: int = DEFAULT_STACK,
-          kernels: str = "dsp", defines: tuple[str, ...] = (), output: str = "semihosting") -> Firmware:
-    """Compile and link the firmware into DIR/firmware-<board>[-bench]/; raise TradyError on failure.
+          kernels: str = "dsp", defines: tuple[str, ...] = (), output: str = "semihosting",
+          app: str = "train") -> Firmware:
+    """Compile and link the firmware into DIR/firmware-<board>[-bench|-stream]/; raise TradyError on failure.
 
-    `defines` (NAME=VALUE) reach the C compiler: tests use them to reach a kernel's rare paths."""
+    `defines` (NAME=VALUE) reach the C compiler: tests use them to reach a kernel's rare paths.
+    `app` "stream" builds the UART streaming trainer (tt_fw_stream.c) instead of the embedded-samples one."""
     require(CC)
+    if app == "stream":
+        if not brd.cmsdk_uart:
+            raise TradyError(f"--app stream: {brd.name} has no UART driver here (CMSDK UART: qemu-m7, qemu-m4)")
+        output = "uart"
     if output == "uart" and not brd.cmsdk_uart:
         raise TradyError(f"--output uart: {brd.name} has no UART driver here (CMSDK UART: qemu-m7, qemu-m4); "
                          "use --output semihosting")
     project_dir = Path(project_dir).resolve()
-    folder = project_dir / f"firmware-{brd.name}{'-bench' if bench else ''}"
+    folder = project_dir / f"firmware-{brd.name}{'-bench' if bench else ''}{'-stream' if app == 'stream' else ''}"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     (folder / "fw_samples.h").write_text(render_samples(images, labels, schedule))
@@ -180,7 +191,7 @@ def build(project_dir: Path, project: Project, brd: Board, images: np.ndarray, l
     cmd = [CC, *brd.cpu, opt, *CFLAGS, *(["-DTT_FW_BENCH", "-DTT_TRAIN_MARKS"] if bench else []), *persist,
            *(f"-D{d}" for d in defines),
            f"-I{folder}", f"-I{project_dir}", f"-I{project_dir / 'runtime'}", f"-I{BOARD_FILES}",
-           FLASH_SECTION, *(str(s) for s in _sources(project_dir, project, brd, kernels, output)),
+           FLASH_SECTION, *(str(s) for s in _sources(project_dir, project, brd, kernels, output, app)),
            f"-L{BOARD_FILES}", f"-T{brd.linker_script}", f"-Wl,--defsym=TT_STACK_SIZE={stack}",
            f"-Wl,--defsym=TT_PERSIST_BYTES={persist_bytes}", f"-Wl,--defsym=TT_PERSIST_ALIGN={PERSIST_PAGE}",
            f"-Wl,-Map={folder / 'firmware.map'}", *LDFLAGS, "-o", str(elf), "-lm"]
@@ -318,9 +329,12 @@ def cmd_firmware(a: argparse.Namespace) -> int:
 
     brd = board(a.board)
     project = pipeline.load_project(Path(a.dir), a.model)
-    images, labels = load_samples(project, _data(a), a.samples)
+    if a.app == "stream":  # the samples come over the UART (trady stream)
+        images, labels = np.zeros((0, 1), np.int8), np.zeros(0, np.int32)
+    else:
+        images, labels = load_samples(project, _data(a), a.samples)
     fw = build(Path(a.dir), project, brd, images, labels, Schedule(seed=a.seed, lr=a.lr), opt=f"-{a.opt}",
-               stack=a.stack, kernels=a.kernels, output=a.output)
+               stack=a.stack, kernels=a.kernels, output=a.output, app=a.app)
     for line in report_lines(fw, project.plan_json):
         print(line)
     if brd.flash_port is not None and project.spec.weight_home == "flash":
@@ -331,7 +345,7 @@ def cmd_firmware(a: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """`trady firmware`, `trady qemu`, `trady bench-mcu`, `trady flash`."""
+    """`trady firmware`, `trady qemu`, `trady bench-mcu`, `trady flash`, `trady stream`."""
     from compiler import emulate, flash
     from compiler.cli import positive_int
 
@@ -356,6 +370,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     f = sub.add_parser("firmware", help="build the Cortex-M firmware (ELF + .bin) for a board; print its sizes")
     common(f, tuple(BOARDS), "qemu-m7")
+    f.add_argument("--app", choices=tuple(APPS), default="train",
+                   help="train: training steps on embedded samples (default); stream: trains on samples sent "
+                        "over the UART by `trady stream` (docs/STREAM.md; CMSDK UART boards)")
     f.set_defaults(func=cmd_firmware)
     emulated = tuple(n for n, b in BOARDS.items() if b.qemu_machine)
     q = sub.add_parser("qemu", help="run the firmware's training steps in QEMU; compare with the host build")
@@ -370,3 +387,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     bm.add_argument("--timeout", type=positive_int, default=600, help="seconds QEMU may run (default 600)")
     bm.set_defaults(func=emulate.cmd_bench_mcu)
     flash.register(sub)
+    from compiler import stream
+
+    stream.register(sub)
