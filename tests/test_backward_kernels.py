@@ -1,4 +1,4 @@
-"""Training kernels (runtime_c/tt_train.c) bit-exact against the per-kernel reference functions of
+"""Training kernels (runtime_c/tt_train.c, tt_conv_bwd_s8.c) bit-exact against the per-kernel reference functions of
 compiler/training.py, and the reference against PyTorch autograd.
 
 A small C driver (tests/c/backward_driver.c) reads one case from a binary file, calls one kernel and
@@ -54,7 +54,7 @@ from compiler.prng import STREAM_ROUNDING, XorShift32
 F32 = np.float32
 RUNTIME = ROOT / "runtime_c"
 DRIVER_SRC = Path(__file__).resolve().parent / "c" / "backward_driver.c"
-SOURCES = [DRIVER_SRC, RUNTIME / "tt_train.c", RUNTIME / "tt_sampler.c"]
+SOURCES = [DRIVER_SRC, RUNTIME / "tt_train.c", RUNTIME / "tt_conv_bwd_s8.c", RUNTIME / "tt_sampler.c"]
 MAGIC = 0x42545454
 (OP_MASK, OP_GRADQ, OP_CONV_BWD_IN, OP_DW_BWD_IN, OP_CONV_UPDATE, OP_DW_UPDATE, OP_WRITEBACK, OP_POOL_BWD,
  OP_ADD_BWD, OP_XENT, OP_FC_BWD) = range(1, 12)
