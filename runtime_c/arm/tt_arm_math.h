@@ -64,6 +64,23 @@ static inline int32_t tt_ror8(int32_t x)
     return (int32_t)(((uint32_t)x >> 8) | ((uint32_t)x << 24));
 }
 
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+#include <arm_acle.h>
+
+/** SXTB16 of x rotated right by 8 (bytes 1 and 3 sign-extended into the two halves): one instruction on the
+ * core, where GCC would emit a separate rotate for __sxtb16(tt_ror8(x)). */
+static inline int32_t tt_sxtb16_ror8(int32_t x)
+{
+#if defined(__arm__)
+    int32_t r;
+    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(x));
+    return r;
+#else /* a host build of the DSP kernels (tests/c/acle_host) */
+    return (int32_t)__sxtb16(tt_ror8(x));
+#endif
+}
+#endif
+
 /** Four int8 from any address (Cortex-M4/M7 load words unaligned; memcpy compiles to one LDR). */
 static inline int32_t tt_load4(const int8_t *p)
 {

@@ -125,7 +125,7 @@ tt_status tt_conv2d_s8(const tt_context *ctx, const tt_conv_params *conv, const 
                     int32_t ce, co;
                     memcpy(&ce, &column[i], sizeof ce);     /* taps t0, t2 */
                     memcpy(&co, &column[i + 2], sizeof co); /* taps t1, t3 */
-                    acc = __smlad(__sxtb16(tt_ror8(ww)), co, __smlad(__sxtb16(ww), ce, acc));
+                    acc = __smlad(tt_sxtb16_ror8(ww), co, __smlad(__sxtb16(ww), ce, acc));
                 }
                 for (int32_t i = n4; i < n; i++) {
                     acc += (int32_t)pw[i] * column[i];

@@ -220,7 +220,7 @@ tt_status tt_depthwise_conv2d_s8_bwd_input(const tt_conv_params *conv, const tt_
                 for (int32_t t = 0; t < n; t++) {
                     const int32_t ww = tt_load4(pw + tap_w[t]);
                     const int32_t g01 = load_word(pg + tap_g[t]), g23 = load_word(pg + tap_g[t] + 2);
-                    const int32_t we = __sxtb16(ww), wo = __sxtb16(tt_ror8(ww)); /* (w0, w2), (w1, w3) */
+                    const int32_t we = __sxtb16(ww), wo = tt_sxtb16_ror8(ww); /* (w0, w2), (w1, w3) */
                     a0 = __smlabb(we, g01, a0);
                     a1 = __smlabt(wo, g01, a1);
                     a2 = __smlatb(we, g23, a2);

@@ -59,8 +59,8 @@ tt_status tt_depthwise_conv2d_s8(const tt_context *ctx, const tt_conv_params *co
                     for (int32_t kx = kx0; kx < kx1; kx++, px += ch, pw += ch) {
                         const int32_t xw = tt_load4(px), ww = tt_load4(pw);
                         const int32_t xe = __sadd16(__sxtb16(xw), offset2);       /* x0, x2 */
-                        const int32_t xo = __sadd16(__sxtb16(tt_ror8(xw)), offset2); /* x1, x3 */
-                        const int32_t we = __sxtb16(ww), wo = __sxtb16(tt_ror8(ww));
+                        const int32_t xo = __sadd16(tt_sxtb16_ror8(xw), offset2); /* x1, x3 */
+                        const int32_t we = __sxtb16(ww), wo = tt_sxtb16_ror8(ww);
                         a0 = __smlabb(we, xe, a0);
                         a2 = __smlatt(we, xe, a2);
                         a1 = __smlabb(wo, xo, a1);

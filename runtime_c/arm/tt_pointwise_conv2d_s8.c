@@ -69,15 +69,15 @@ static void pixel_long(const int8_t *px, int8_t *po, const int8_t *filter, int32
         for (int32_t c = 0; c < c4; c += 4) {
             const int32_t xw = tt_load4(px + c);
             const int32_t xe = __sadd16(__sxtb16(xw), offset2);       /* x0, x2 */
-            const int32_t xo = __sadd16(__sxtb16(tt_ror8(xw)), offset2); /* x1, x3 */
+            const int32_t xo = __sadd16(tt_sxtb16_ror8(xw), offset2); /* x1, x3 */
             int32_t w = tt_load4(w0 + c);
-            a0 = __smlad(__sxtb16(tt_ror8(w)), xo, __smlad(__sxtb16(w), xe, a0));
+            a0 = __smlad(tt_sxtb16_ror8(w), xo, __smlad(__sxtb16(w), xe, a0));
             w = tt_load4(w1 + c);
-            a1 = __smlad(__sxtb16(tt_ror8(w)), xo, __smlad(__sxtb16(w), xe, a1));
+            a1 = __smlad(tt_sxtb16_ror8(w), xo, __smlad(__sxtb16(w), xe, a1));
             w = tt_load4(w2 + c);
-            a2 = __smlad(__sxtb16(tt_ror8(w)), xo, __smlad(__sxtb16(w), xe, a2));
+            a2 = __smlad(tt_sxtb16_ror8(w), xo, __smlad(__sxtb16(w), xe, a2));
             w = tt_load4(w3 + c);
-            a3 = __smlad(__sxtb16(tt_ror8(w)), xo, __smlad(__sxtb16(w), xe, a3));
+            a3 = __smlad(tt_sxtb16_ror8(w), xo, __smlad(__sxtb16(w), xe, a3));
         }
         po[o] = finish(dot_tail(w0, px, c4, c_in, offset, a0), o, q, w0, px);
         po[o + 1] = finish(dot_tail(w1, px, c4, c_in, offset, a1), o + 1, q, w1, px);
@@ -89,7 +89,7 @@ static void pixel_long(const int8_t *px, int8_t *po, const int8_t *filter, int32
         int32_t a0 = 0;
         for (int32_t c = 0; c < c4; c += 4) {
             const int32_t xw = tt_load4(px + c), w = tt_load4(w0 + c);
-            a0 = __smlad(__sxtb16(tt_ror8(w)), __sadd16(__sxtb16(tt_ror8(xw)), offset2),
+            a0 = __smlad(tt_sxtb16_ror8(w), __sadd16(tt_sxtb16_ror8(xw), offset2),
                          __smlad(__sxtb16(w), __sadd16(__sxtb16(xw), offset2), a0));
         }
         po[o] = finish(dot_tail(w0, px, c4, c_in, offset, a0), o, q, w0, px);
@@ -128,7 +128,7 @@ tt_status tt_pointwise_conv2d_s8(const tt_context *ctx, const tt_conv_params *co
             for (int32_t g = 0; g < groups; g++) {
                 const int32_t xw = tt_load4(px + 4 * g);
                 widened[2 * g] = __sadd16(__sxtb16(xw), offset2);
-                widened[2 * g + 1] = __sadd16(__sxtb16(tt_ror8(xw)), offset2);
+                widened[2 * g + 1] = __sadd16(tt_sxtb16_ror8(xw), offset2);
             }
             int32_t o = 0;
             for (; o + 4 <= c_out; o += 4) {
@@ -137,13 +137,13 @@ tt_status tt_pointwise_conv2d_s8(const tt_context *ctx, const tt_conv_params *co
                 for (int32_t g = 0; g < groups; g++) {
                     const int32_t xe = widened[2 * g], xo = widened[2 * g + 1];
                     int32_t w = tt_load4(w0 + 4 * g);
-                    a0 = __smlad(__sxtb16(tt_ror8(w)), xo, __smlad(__sxtb16(w), xe, a0));
+                    a0 = __smlad(tt_sxtb16_ror8(w), xo, __smlad(__sxtb16(w), xe, a0));
                     w = tt_load4(w1 + 4 * g);
-                    a1 = __smlad(__sxtb16(tt_ror8(w)), xo, __smlad(__sxtb16(w), xe, a1));
+                    a1 = __smlad(tt_sxtb16_ror8(w), xo, __smlad(__sxtb16(w), xe, a1));
                     w = tt_load4(w2 + 4 * g);
-                    a2 = __smlad(__sxtb16(tt_ror8(w)), xo, __smlad(__sxtb16(w), xe, a2));
+                    a2 = __smlad(tt_sxtb16_ror8(w), xo, __smlad(__sxtb16(w), xe, a2));
                     w = tt_load4(w3 + 4 * g);
-                    a3 = __smlad(__sxtb16(tt_ror8(w)), xo, __smlad(__sxtb16(w), xe, a3));
+                    a3 = __smlad(tt_sxtb16_ror8(w), xo, __smlad(__sxtb16(w), xe, a3));
                 }
                 po[o] = finish(dot_tail(w0, px, c4, c_in, offset, a0), o, q, w0, px);
                 po[o + 1] = finish(dot_tail(w1, px, c4, c_in, offset, a1), o + 1, q, w1, px);
@@ -155,7 +155,7 @@ tt_status tt_pointwise_conv2d_s8(const tt_context *ctx, const tt_conv_params *co
                 int32_t a0 = 0;
                 for (int32_t g = 0; g < groups; g++) {
                     const int32_t w = tt_load4(w0 + 4 * g);
-                    a0 = __smlad(__sxtb16(tt_ror8(w)), widened[2 * g + 1], __smlad(__sxtb16(w), widened[2 * g], a0));
+                    a0 = __smlad(tt_sxtb16_ror8(w), widened[2 * g + 1], __smlad(__sxtb16(w), widened[2 * g], a0));
                 }
                 po[o] = finish(dot_tail(w0, px, c4, c_in, offset, a0), o, q, w0, px);
             }
