@@ -43,6 +43,27 @@ static inline int32_t tt_requantize_floor(int32_t x, int32_t multiplier, int32_t
     return tt_rdbpot32(tt_srdhm_floor((int32_t)((uint32_t)x << left), multiplier), right);
 }
 
+/*
+ * tt_requantize_floor of two accumulators of the same output channel (multiplier, shift), each plus `offset`:
+ * the shifts are split once, and the one overflowing case of tt_srdhm_floor (both factors INT32_MIN) is ruled
+ * out once: with multiplier != INT32_MIN, |a * b| <= 2^31 (2^31 - 1) and the floor fits int32.
+ */
+static inline void tt_requantize_floor2(int32_t *x, int32_t *y, int32_t multiplier, int32_t shift, int32_t offset)
+{
+    if (multiplier == INT32_MIN) {
+        *x = tt_requantize_floor(*x, multiplier, shift) + offset;
+        *y = tt_requantize_floor(*y, multiplier, shift) + offset;
+        return;
+    }
+    const int32_t left = shift > 0 ? shift : 0;
+    const int32_t right = shift > 0 ? 0 : -shift;
+    const int64_t half = (int64_t)1 << 30;
+    const int32_t hx = (int32_t)(((int64_t)(int32_t)((uint32_t)*x << left) * multiplier + half) >> 31);
+    const int32_t hy = (int32_t)(((int64_t)(int32_t)((uint32_t)*y << left) * multiplier + half) >> 31);
+    *x = tt_rdbpot32(hx, right) + offset;
+    *y = tt_rdbpot32(hy, right) + offset;
+}
+
 #if defined(__ARM_FEATURE_SAT) && __ARM_FEATURE_SAT
 #include <arm_acle.h>
 
