@@ -124,4 +124,15 @@ static inline int8_t tt_finish_s8(int32_t acc, int32_t o, tt_out_quant q)
     return tt_ssat8(tt_requantize_floor(acc, q.multiplier[o], q.shift[o]) + q.output_offset);
 }
 
+/** Output channel o of two pixels from their accumulators, into *pa and *pb (tt_finish_s8 twice, one set-up). */
+static inline void tt_finish2_s8(int32_t a, int32_t b, int32_t o, tt_out_quant q, int8_t *pa, int8_t *pb)
+{
+    const int32_t bias = q.bias[o];
+    a = tt_add_wrap(a, bias);
+    b = tt_add_wrap(b, bias);
+    tt_requantize_floor2(&a, &b, q.multiplier[o], q.shift[o], q.output_offset);
+    *pa = tt_ssat8(a);
+    *pb = tt_ssat8(b);
+}
+
 #endif /* TT_ARM_MATH_H */
