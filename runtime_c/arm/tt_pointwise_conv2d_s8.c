@@ -115,6 +115,51 @@ static void pixel_long(const int8_t *px, int8_t *po, const int8_t *filter, int32
     }
 }
 
+/*
+ * Outputs 0 .. (c_out & ~1) - 1 of two pixels px0, px1 whose inputs (C_in a multiple of 4) are widened in `widened`:
+ * 2 output channels x 2 pixels per inner loop, each widened weight word serving both pixels; then the corrections
+ * for the working slices of `patch` (may be NULL; tt_conv_common.h).
+ */
+static void __attribute__((noinline)) pairs(const int8_t *filter, int32_t c_in, int32_t c_out, const int32_t *widened,
+                                            int32_t groups, tt_out_quant q, const tt_weight_patch *patch,
+                                            const int8_t *px0, const int8_t *px1, int32_t offset, int8_t *po0,
+                                            int8_t *po1)
+{
+    const int32_t *end = widened + 4 * groups;
+    const int8_t *w0 = filter;
+    for (int32_t o = 0; o + 2 <= c_out; o += 2, w0 += 2 * c_in) {
+        const int8_t *u0 = w0, *u1 = w0 + c_in;
+        int32_t a00 = 0, a01 = 0, a10 = 0, a11 = 0;
+        for (const int32_t *x = widened; x < end; x += 4, u0 += 4, u1 += 4) {
+            const int32_t u = tt_load4(u0), v = tt_load4(u1);
+            const int32_t ue = __sxtb16(u), uo = tt_sxtb16_ror8(u), ve = __sxtb16(v), vo = tt_sxtb16_ror8(v);
+            a00 = __smlad(uo, x[1], __smlad(ue, x[0], a00));
+            a01 = __smlad(vo, x[1], __smlad(ve, x[0], a01));
+            a10 = __smlad(uo, x[3], __smlad(ue, x[2], a10));
+            a11 = __smlad(vo, x[3], __smlad(ve, x[2], a11));
+        }
+        if (patch != NULL) { /* tt_patch_delta_1x1 of the four outputs: each weight difference serves both pixels */
+            uint32_t e00 = 0, e01 = 0, e10 = 0, e11 = 0;
+            for (int32_t j = 0; j < patch->count; j++) {
+                const int32_t c = patch->channel[j];
+                const int8_t *sl = tt_patch_slice(patch, j);
+                const int32_t d0 = (int32_t)sl[o] - (int32_t)w0[c], d1 = (int32_t)sl[o + 1] - (int32_t)w0[c_in + c];
+                const int32_t x0 = (int32_t)px0[c] + offset, x1 = (int32_t)px1[c] + offset;
+                e00 += (uint32_t)(d0 * x0);
+                e01 += (uint32_t)(d1 * x0);
+                e10 += (uint32_t)(d0 * x1);
+                e11 += (uint32_t)(d1 * x1);
+            }
+            a00 = tt_add_wrap(a00, (int32_t)e00);
+            a01 = tt_add_wrap(a01, (int32_t)e01);
+            a10 = tt_add_wrap(a10, (int32_t)e10);
+            a11 = tt_add_wrap(a11, (int32_t)e11);
+        }
+        tt_finish2_s8(a00, a10, o, q, po0 + o, po1 + o);
+        tt_finish2_s8(a01, a11, o + 1, q, po0 + o + 1, po1 + o + 1);
+    }
+}
+
 /* The input pixel of output pixel p (row-major over the output): the stride picks every stride-th pixel. */
 static inline const int8_t *input_pixel(const tt_conv_params *conv, const tt_dims *in_dims, const tt_dims *out_dims,
                                         const int8_t *in, int32_t p)
@@ -143,6 +188,8 @@ tt_status tt_pointwise_conv2d_s8(const tt_context *ctx, const tt_conv_params *co
     const int32_t offset2 = (int32_t)(((uint32_t)(uint16_t)offset << 16) | (uint16_t)offset);
     const int32_t c4 = c_in & ~3;
     const int32_t groups = c4 / 4;
+    const tt_out_quant fq = {.bias = bias, .multiplier = quant->multiplier, .shift = quant->shift,
+                             .output_offset = conv->output_offset};
     int32_t widened[4 * TT_PW_GROUPS]; /* per group of 4 channels: (x0, x2), (x1, x3) + offset of both pixels */
     const int32_t pixels = out_dims->h * out_dims->w;
     for (int32_t p = 0; p < pixels; p += 2) {
@@ -164,6 +211,10 @@ tt_status tt_pointwise_conv2d_s8(const tt_context *ctx, const tt_conv_params *co
             widened[4 * g + 3] = __sadd16(tt_sxtb16_ror8(x1), offset2);
         }
         int32_t o = 0;
+        if (c4 == c_in) { /* the common case, in a function of its own (fewer live values) */
+            pairs(filter, c_in, c_out, widened, groups, fq, conv->patch, px0, px1, offset, po0, po1);
+            o = c_out & ~1;
+        }
         for (; o + 2 <= c_out; o += 2) { /* 2 outputs x 2 pixels: each widened weight word serves two pixels */
             const int8_t *w0 = filter + (size_t)o * c_in, *w1 = w0 + c_in;
             int32_t a00 = 0, a01 = 0, a10 = 0, a11 = 0;
