@@ -89,6 +89,45 @@ static inline int64_t tt_dw_bwd_input_sum(const tt_conv_params *conv, int32_t k,
     return acc;
 }
 
+/* The reference weight-gradient sum (tt_conv_s8_weight_grad_sum). */
+static inline int64_t tt_weight_grad_sum_ref(const tt_conv_params *conv, const tt_dims *in_dims, const int8_t *saved,
+                                             const tt_dims *out_dims, const int16_t *grad_q, int32_t o, int32_t ky,
+                                             int32_t kx)
+{
+    int64_t acc = 0;
+    for (int32_t oy = 0; oy < out_dims->h; oy++) {
+        const int32_t iy = oy * conv->stride - conv->padding + ky;
+        if (iy < 0 || iy >= in_dims->h) {
+            continue;
+        }
+        for (int32_t ox = 0; ox < out_dims->w; ox++) {
+            const int32_t ix = ox * conv->stride - conv->padding + kx;
+            if (ix < 0 || ix >= in_dims->w) {
+                continue;
+            }
+            /* |(A - z) * G| <= 255 * 32767 < 2^23 */
+            acc += ((int32_t)saved[(size_t)iy * in_dims->w + ix] + conv->input_offset) *
+                   (int32_t)grad_q[((size_t)oy * out_dims->w + ox) * out_dims->c + o];
+        }
+    }
+    return acc;
+}
+
+/*
+ * The weight-gradient sum of tap (ky, kx) of output channel o of one input channel (the training kernels of
+ * tt_train.c scale it by sigma): the sum over output positions of (A[iy, ix] + input_offset) * G[oy, ox, o], A the
+ * saved [H, W] plane of the input channel. Exact (int64), so the DSP variant may sum in any order.
+ */
+int64_t tt_conv_s8_weight_grad_sum(const tt_conv_params *conv, const tt_dims *in_dims, const int8_t *saved,
+                                   const tt_dims *out_dims, const int16_t *grad_q, int32_t o, int32_t ky, int32_t kx);
+
+/* The fp32 value of an exact integer sum: converted from int32 when it fits (one VCVT on the core instead of a library
+ * call), which rounds the same integer to nearest just as the int64 conversion does. */
+static inline float tt_sum_to_f32(int64_t acc)
+{
+    return acc >= INT32_MIN && acc <= INT32_MAX ? (float)(int32_t)acc : (float)acc;
+}
+
 /* g_in element (+)= acc * sigma (the fp32 result of every input-gradient kernel). */
 static inline void tt_bwd_store(float *dst, float v, int32_t accumulate)
 {

@@ -1,7 +1,7 @@
 /*
- * trady runtime: input gradients of the convolutions (transposed convs with the int8 weights), reference C99
- * (see tt_train.h). The firmware build (`trady firmware --kernels dsp`) uses arm/tt_conv_bwd_s8.c instead, which
- * gives the same results bit for bit.
+ * trady runtime: input gradients of the convolutions (transposed convs with the int8 weights) and the weight-gradient
+ * sums of the training kernels, reference C99 (see tt_train.h, tt_conv_bwd_common.h). The firmware build
+ * (`trady firmware --kernels dsp`) uses arm/tt_conv_bwd_s8.c instead, which gives the same results bit for bit.
  */
 #include <stddef.h>
 
@@ -52,4 +52,10 @@ tt_status tt_depthwise_conv2d_s8_bwd_input(const tt_conv_params *conv, const tt_
         }
     }
     return TT_OK;
+}
+
+int64_t tt_conv_s8_weight_grad_sum(const tt_conv_params *conv, const tt_dims *in_dims, const int8_t *saved,
+                                   const tt_dims *out_dims, const int16_t *grad_q, int32_t o, int32_t ky, int32_t kx)
+{
+    return tt_weight_grad_sum_ref(conv, in_dims, saved, out_dims, grad_q, o, ky, kx);
 }

@@ -4,6 +4,7 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "tt_conv_bwd_common.h"
 #include "tt_conv_common.h"
 #include "tt_fmath.h"
 #include "tt_train.h"
@@ -240,27 +241,11 @@ static inline void sgd_round(int8_t *w, float dw, const tt_sgd_params *sgd, int3
     *w = (int8_t)(v < -127 ? -127 : (v > 127 ? 127 : v));
 }
 
-/* sum over output positions of (A[iy, ix] + input_offset) * G[oy, ox, o] for tap (ky, kx). */
-static int64_t weight_grad_sum(const tt_conv_params *conv, const tt_dims *in_dims, const int8_t *saved,
-                               const tt_dims *out_dims, const int16_t *grad_q, int32_t o, int32_t ky, int32_t kx)
+/* The weight-gradient sum of tap (ky, kx) of output channel o, as fp32 (tt_conv_bwd_common.h). */
+static inline float wsum(const tt_conv_params *conv, const tt_dims *in_dims, const int8_t *saved,
+                         const tt_dims *out_dims, const int16_t *grad_q, int32_t o, int32_t ky, int32_t kx)
 {
-    int64_t acc = 0;
-    for (int32_t oy = 0; oy < out_dims->h; oy++) {
-        const int32_t iy = oy * conv->stride - conv->padding + ky;
-        if (iy < 0 || iy >= in_dims->h) {
-            continue;
-        }
-        for (int32_t ox = 0; ox < out_dims->w; ox++) {
-            const int32_t ix = ox * conv->stride - conv->padding + kx;
-            if (ix < 0 || ix >= in_dims->w) {
-                continue;
-            }
-            /* |(A - z) * G| <= 255 * 32767 < 2^23 */
-            acc += ((int32_t)saved[(size_t)iy * in_dims->w + ix] + conv->input_offset) *
-                   (int32_t)grad_q[((size_t)oy * out_dims->w + ox) * out_dims->c + o];
-        }
-    }
-    return acc;
+    return tt_sum_to_f32(tt_conv_s8_weight_grad_sum(conv, in_dims, saved, out_dims, grad_q, o, ky, kx));
 }
 
 tt_status tt_conv2d_s8_bwd_weight_update(const tt_conv_params *conv, const tt_sgd_params *sgd,
@@ -279,7 +264,7 @@ tt_status tt_conv2d_s8_bwd_weight_update(const tt_conv_params *conv, const tt_sg
             for (int32_t kx = 0; kx < k; kx++) {
                 int8_t *w = filter + (((size_t)o * k + ky) * k + kx) * c_in + c;
                 sgd_master(w, residual + ((size_t)o * k + ky) * k + kx,
-                           (float)weight_grad_sum(conv, in_dims, saved, out_dims, grad_q, o, ky, kx) * sgd->sigma, sgd,
+                           wsum(conv, in_dims, saved, out_dims, grad_q, o, ky, kx) * sgd->sigma, sgd,
                            o);
             }
         }
@@ -302,7 +287,7 @@ tt_status tt_depthwise_conv2d_s8_bwd_weight_update(const tt_conv_params *conv, c
         for (int32_t kx = 0; kx < k; kx++) {
             int8_t *w = filter + ((size_t)ky * k + kx) * ch + c;
             sgd_master(w, residual + (size_t)ky * k + kx,
-                       (float)weight_grad_sum(conv, in_dims, saved, out_dims, grad_q, c, ky, kx) * sgd->sigma, sgd, c);
+                       wsum(conv, in_dims, saved, out_dims, grad_q, c, ky, kx) * sgd->sigma, sgd, c);
         }
     }
     return TT_OK;
@@ -332,7 +317,7 @@ static tt_status update_slice_sr(const tt_conv_params *conv, const tt_sgd_params
         for (int32_t ky = 0; ky < k; ky++) {
             for (int32_t kx = 0; kx < k; kx++) {
                 sgd_round(slice + ((size_t)r * k + ky) * k + kx,
-                          (float)weight_grad_sum(conv, in_dims, saved, out_dims, grad_q, o, ky, kx) * sgd->sigma, sgd, o);
+                          wsum(conv, in_dims, saved, out_dims, grad_q, o, ky, kx) * sgd->sigma, sgd, o);
             }
         }
     }
@@ -369,7 +354,7 @@ tt_status tt_conv_s8_bwd_weight_accumulate(const tt_conv_params *conv, float sig
         for (int32_t ky = 0; ky < k; ky++) {
             for (int32_t kx = 0; kx < k; kx++) {
                 float *a = acc + ((size_t)o * k + ky) * k + kx;
-                *a = *a + (float)weight_grad_sum(conv, in_dims, saved, out_dims, grad_q, depthwise ? c : o, ky, kx) *
+                *a = *a + wsum(conv, in_dims, saved, out_dims, grad_q, depthwise ? c : o, ky, kx) *
                               sigma;
             }
         }

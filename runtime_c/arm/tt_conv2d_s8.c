@@ -85,9 +85,10 @@ static inline void store_pair(int16_t *p, int32_t v)
 
 /*
  * The K x K x C_in patch of the output pixel whose window starts at (y0, x0), as int16 x + input_offset; groups
- * of four taps are stored as t0, t2, t1, t3, the tail in order. The int8 patch is copied first with x_zero = -input_offset (in [-128, 127]) for taps outside the image,
- * which makes their column entries 0; then each group of four bytes is widened with SXTB16 and SADD16 into the
- * words (t0, t2) and (t1, t3), as the pointwise kernel widens its input (lanes in [-255, 255]).
+ * of four taps are stored as t0, t2, t1, t3, the tail in order. The int8 patch is copied first, with
+ * x_zero = -input_offset (in [-128, 127]) for taps outside the image, which makes their column entries 0; then each
+ * group of four bytes is widened with SXTB16 and SADD16 into the words (t0, t2) and (t1, t3), as the pointwise kernel
+ * widens its input (lanes in [-255, 255]).
  */
 static inline void gather(const tt_conv_params *conv, const tt_dims *in_dims, const int8_t *in, int32_t k, int32_t y0,
                           int32_t x0, int32_t n, int16_t *column)
@@ -153,10 +154,11 @@ tt_status tt_conv2d_s8(const tt_context *ctx, const tt_conv_params *conv, const 
         int8_t *po0 = out + (size_t)p * c_out, *po1 = out + (size_t)p1 * c_out;
         if (n > TT_CONV_COLUMN) {
             for (int32_t o = 0; o < c_out; o++) {
+                const int8_t *pw = filter + (size_t)o * n;
                 po0[o] = tt_finish_s8(patched(conv, in_dims, in, filter, k, o, y0, x0,
-                                              dot_reference(conv, in_dims, in, filter + (size_t)o * n, k, y0, x0)), o, q);
+                                              dot_reference(conv, in_dims, in, pw, k, y0, x0)), o, q);
                 po1[o] = tt_finish_s8(patched(conv, in_dims, in, filter, k, o, y1, x1,
-                                              dot_reference(conv, in_dims, in, filter + (size_t)o * n, k, y1, x1)), o, q);
+                                              dot_reference(conv, in_dims, in, pw, k, y1, x1)), o, q);
             }
             continue;
         }

@@ -39,12 +39,6 @@
 #define TT_DW_TAPS 121 /* depthwise taps listed per pixel on the stack (K <= 11); larger K take the reference */
 #endif
 
-/* The fp32 value of an exact integer sum: from int32 when it fits (the same rounding as from int64). */
-static inline float sum_to_f32(int64_t acc)
-{
-    return acc >= INT32_MIN && acc <= INT32_MAX ? (float)(int32_t)acc : (float)acc;
-}
-
 static inline int32_t load_word(const void *p)
 {
     int32_t v;
@@ -65,7 +59,7 @@ static void conv_reference(const tt_conv_params *conv, const tt_dims *filter_dim
                 size_t ws;
                 const int8_t *wc = tt_patched_weights(conv->patch, &next, filter, c, c_in, &ws);
                 const int64_t acc = tt_conv_bwd_input_sum(conv, k, out_dims, grad_q, wc, ws, iy, ix);
-                tt_bwd_store(g_in + ((size_t)iy * in_dims->w + ix) * c_in + c, sum_to_f32(acc) * sigma, accumulate);
+                tt_bwd_store(g_in + ((size_t)iy * in_dims->w + ix) * c_in + c, tt_sum_to_f32(acc) * sigma, accumulate);
             }
         }
     }
@@ -134,14 +128,14 @@ static void pointwise(const tt_conv_params *conv, const int8_t *filter, const tt
                 s[3] += (int32_t)last[1] * g1[c_out2];
             }
             float *d0 = g_in + (size_t)p * c_in + c;
-            tt_bwd_store(d0, sum_to_f32(s[0]) * sigma, accumulate);
+            tt_bwd_store(d0, tt_sum_to_f32(s[0]) * sigma, accumulate);
             if (pair) {
-                tt_bwd_store(d0 + 1, sum_to_f32(s[1]) * sigma, accumulate);
+                tt_bwd_store(d0 + 1, tt_sum_to_f32(s[1]) * sigma, accumulate);
             }
             if (both) {
-                tt_bwd_store(d0 + c_in, sum_to_f32(s[2]) * sigma, accumulate);
+                tt_bwd_store(d0 + c_in, tt_sum_to_f32(s[2]) * sigma, accumulate);
                 if (pair) {
-                    tt_bwd_store(d0 + c_in + 1, sum_to_f32(s[3]) * sigma, accumulate);
+                    tt_bwd_store(d0 + c_in + 1, tt_sum_to_f32(s[3]) * sigma, accumulate);
                 }
             }
         }
@@ -173,7 +167,7 @@ static inline void dw_reference(const tt_conv_params *conv, int32_t k, const int
     size_t ws;
     const int8_t *wc = tt_patched_weights(conv->patch, next, filter, c, out_dims->c, &ws);
     const int64_t acc = tt_dw_bwd_input_sum(conv, k, out_dims, grad_q, wc, ws, iy, ix, c);
-    tt_bwd_store(dst + c, sum_to_f32(acc) * sigma, accumulate);
+    tt_bwd_store(dst + c, tt_sum_to_f32(acc) * sigma, accumulate);
 }
 
 tt_status tt_depthwise_conv2d_s8_bwd_input(const tt_conv_params *conv, const tt_dims *filter_dims,
@@ -237,4 +231,54 @@ tt_status tt_depthwise_conv2d_s8_bwd_input(const tt_conv_params *conv, const tt_
         }
     }
     return TT_OK;
+}
+
+/*
+ * Weight-gradient sum, stride 1: for each output row whose input row iy is inside, the output columns whose input
+ * columns are inside form one run, A contiguous and G strided by C_out. Four pixels at a time: SXTB16 and SADD16
+ * widen A[ix..ix+3] + input_offset into (a0, a2) and (a1, a3) (lanes in [-255, 255]), and SMLABB / SMLATB multiply
+ * them with G of the four pixels (each an int16 in the bottom half of a word). |(A - z) * G| <= 255 * 32767 < 2^23,
+ * so int32 partial sums are exact over TT_WG_CHUNK = 256 pixels; longer runs add chunks into int64.
+ */
+#define TT_WG_CHUNK 256
+
+int64_t tt_conv_s8_weight_grad_sum(const tt_conv_params *conv, const tt_dims *in_dims, const int8_t *saved,
+                                   const tt_dims *out_dims, const int16_t *grad_q, int32_t o, int32_t ky, int32_t kx)
+{
+    if (conv->stride != 1) {
+        return tt_weight_grad_sum_ref(conv, in_dims, saved, out_dims, grad_q, o, ky, kx);
+    }
+    const int32_t offset = conv->input_offset;
+    const int32_t offset2 = (int32_t)(((uint32_t)(uint16_t)offset << 16) | (uint16_t)offset);
+    const int32_t cs = out_dims->c;
+    const int32_t dx = kx - conv->padding; /* ix = ox + dx */
+    const int32_t ox0 = dx < 0 ? -dx : 0;
+    const int32_t ox1 = in_dims->w - dx < out_dims->w ? in_dims->w - dx : out_dims->w;
+    int64_t acc = 0;
+    for (int32_t oy = 0; oy < out_dims->h; oy++) {
+        const int32_t iy = oy - conv->padding + ky;
+        if (iy < 0 || iy >= in_dims->h) {
+            continue;
+        }
+        for (int32_t from = ox0; from < ox1; from += TT_WG_CHUNK) {
+            const int32_t n = ox1 - from < TT_WG_CHUNK ? ox1 - from : TT_WG_CHUNK;
+            const int8_t *a = saved + (size_t)iy * in_dims->w + from + dx;
+            const int16_t *g = grad_q + ((size_t)oy * out_dims->w + from) * cs + o;
+            int32_t s = 0, i = 0;
+            for (; i + 4 <= n; i += 4, a += 4, g += 4 * cs) {
+                const int32_t xw = tt_load4(a);
+                const int32_t xe = __sadd16(__sxtb16(xw), offset2);       /* A0, A2 + offset */
+                const int32_t xo = __sadd16(tt_sxtb16_ror8(xw), offset2); /* A1, A3 + offset */
+                s = __smlabb(xe, g[0], s);
+                s = __smlabb(xo, g[cs], s);
+                s = __smlatb(xe, g[2 * cs], s);
+                s = __smlatb(xo, g[3 * cs], s);
+            }
+            for (; i < n; i++, a++, g += cs) {
+                s += ((int32_t)*a + offset) * (int32_t)*g;
+            }
+            acc += s;
+        }
+    }
+    return acc;
 }
