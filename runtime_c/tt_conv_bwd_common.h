@@ -121,6 +121,11 @@ static inline int64_t tt_weight_grad_sum_ref(const tt_conv_params *conv, const t
 int64_t tt_conv_s8_weight_grad_sum(const tt_conv_params *conv, const tt_dims *in_dims, const int8_t *saved,
                                    const tt_dims *out_dims, const int16_t *grad_q, int32_t o, int32_t ky, int32_t kx);
 
+/* tt_conv_s8_weight_grad_sum of a 1x1 conv (ky = kx = 0) for output channels o0 .. o0 + count - 1, into sums. */
+void tt_conv_s8_weight_grad_sums_1x1(const tt_conv_params *conv, const tt_dims *in_dims, const int8_t *saved,
+                                     const tt_dims *out_dims, const int16_t *grad_q, int32_t o0, int32_t count,
+                                     int64_t *sums);
+
 /* The fp32 value of an exact integer sum: converted from int32 when it fits (one VCVT on the core instead of a library
  * call), which rounds the same integer to nearest just as the int64 conversion does. */
 static inline float tt_sum_to_f32(int64_t acc)

@@ -59,3 +59,12 @@ int64_t tt_conv_s8_weight_grad_sum(const tt_conv_params *conv, const tt_dims *in
 {
     return tt_weight_grad_sum_ref(conv, in_dims, saved, out_dims, grad_q, o, ky, kx);
 }
+
+void tt_conv_s8_weight_grad_sums_1x1(const tt_conv_params *conv, const tt_dims *in_dims, const int8_t *saved,
+                                     const tt_dims *out_dims, const int16_t *grad_q, int32_t o0, int32_t count,
+                                     int64_t *sums)
+{
+    for (int32_t j = 0; j < count; j++) {
+        sums[j] = tt_weight_grad_sum_ref(conv, in_dims, saved, out_dims, grad_q, o0 + j, 0, 0);
+    }
+}

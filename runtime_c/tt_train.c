@@ -241,11 +241,34 @@ static inline void sgd_round(int8_t *w, float dw, const tt_sgd_params *sgd, int3
     *w = (int8_t)(v < -127 ? -127 : (v > 127 ? 127 : v));
 }
 
+/* Weight-gradient sums of a 1x1 dense/pointwise slice, TT_WG_BLOCK output channels at a time (the kernels visit the
+ * elements in o order): sum[o - first] for o in [first, first + count); rows = C_out, or 0 where not 1x1 dense. */
+#define TT_WG_BLOCK 32
+typedef struct {
+    int64_t sum[TT_WG_BLOCK];
+    int32_t first, count, rows;
+} wg_block;
+
+static inline void wg_init(wg_block *b, int32_t depthwise, const tt_dims *filter_dims)
+{
+    b->first = 0;
+    b->count = 0;
+    b->rows = !depthwise && filter_dims->h == 1 && filter_dims->w == 1 ? filter_dims->n : 0;
+}
+
 /* The weight-gradient sum of tap (ky, kx) of output channel o, as fp32 (tt_conv_bwd_common.h). */
-static inline float wsum(const tt_conv_params *conv, const tt_dims *in_dims, const int8_t *saved,
+static inline float wsum(wg_block *b, const tt_conv_params *conv, const tt_dims *in_dims, const int8_t *saved,
                          const tt_dims *out_dims, const int16_t *grad_q, int32_t o, int32_t ky, int32_t kx)
 {
-    return tt_sum_to_f32(tt_conv_s8_weight_grad_sum(conv, in_dims, saved, out_dims, grad_q, o, ky, kx));
+    if (b->rows == 0) {
+        return tt_sum_to_f32(tt_conv_s8_weight_grad_sum(conv, in_dims, saved, out_dims, grad_q, o, ky, kx));
+    }
+    if (o < b->first || o >= b->first + b->count) {
+        b->first = o;
+        b->count = b->rows - o < TT_WG_BLOCK ? b->rows - o : TT_WG_BLOCK;
+        tt_conv_s8_weight_grad_sums_1x1(conv, in_dims, saved, out_dims, grad_q, o, b->count, b->sum);
+    }
+    return tt_sum_to_f32(b->sum[o - b->first]);
 }
 
 tt_status tt_conv2d_s8_bwd_weight_update(const tt_conv_params *conv, const tt_sgd_params *sgd,
@@ -259,12 +282,14 @@ tt_status tt_conv2d_s8_bwd_weight_update(const tt_conv_params *conv, const tt_sg
         return TT_ERR_ARG;
     }
     const int32_t k = filter_dims->h, c_in = filter_dims->c;
+    wg_block wb;
+    wg_init(&wb, 0, filter_dims);
     for (int32_t o = 0; o < filter_dims->n; o++) {
         for (int32_t ky = 0; ky < k; ky++) {
             for (int32_t kx = 0; kx < k; kx++) {
                 int8_t *w = filter + (((size_t)o * k + ky) * k + kx) * c_in + c;
                 sgd_master(w, residual + ((size_t)o * k + ky) * k + kx,
-                           wsum(conv, in_dims, saved, out_dims, grad_q, o, ky, kx) * sgd->sigma, sgd,
+                           wsum(&wb, conv, in_dims, saved, out_dims, grad_q, o, ky, kx) * sgd->sigma, sgd,
                            o);
             }
         }
@@ -283,11 +308,13 @@ tt_status tt_depthwise_conv2d_s8_bwd_weight_update(const tt_conv_params *conv, c
         return TT_ERR_ARG;
     }
     const int32_t k = filter_dims->h, ch = filter_dims->c;
+    wg_block wb;
+    wg_init(&wb, 1, filter_dims);
     for (int32_t ky = 0; ky < k; ky++) {
         for (int32_t kx = 0; kx < k; kx++) {
             int8_t *w = filter + ((size_t)ky * k + kx) * ch + c;
             sgd_master(w, residual + (size_t)ky * k + kx,
-                       wsum(conv, in_dims, saved, out_dims, grad_q, c, ky, kx) * sgd->sigma, sgd, c);
+                       wsum(&wb, conv, in_dims, saved, out_dims, grad_q, c, ky, kx) * sgd->sigma, sgd, c);
         }
     }
     return TT_OK;
@@ -312,12 +339,14 @@ static tt_status update_slice_sr(const tt_conv_params *conv, const tt_sgd_params
         return TT_ERR_ARG;
     }
     const int32_t k = filter_dims->h, rows = depthwise ? 1 : filter_dims->n;
+    wg_block wb;
+    wg_init(&wb, depthwise, filter_dims);
     for (int32_t r = 0; r < rows; r++) {
         const int32_t o = depthwise ? c : r;
         for (int32_t ky = 0; ky < k; ky++) {
             for (int32_t kx = 0; kx < k; kx++) {
                 sgd_round(slice + ((size_t)r * k + ky) * k + kx,
-                          wsum(conv, in_dims, saved, out_dims, grad_q, o, ky, kx) * sgd->sigma, sgd, o);
+                          wsum(&wb, conv, in_dims, saved, out_dims, grad_q, o, ky, kx) * sgd->sigma, sgd, o);
             }
         }
     }
@@ -350,11 +379,13 @@ tt_status tt_conv_s8_bwd_weight_accumulate(const tt_conv_params *conv, float sig
         return TT_ERR_ARG;
     }
     const int32_t k = filter_dims->h, rows = depthwise ? 1 : filter_dims->n;
+    wg_block wb;
+    wg_init(&wb, depthwise, filter_dims);
     for (int32_t o = 0; o < rows; o++) {
         for (int32_t ky = 0; ky < k; ky++) {
             for (int32_t kx = 0; kx < k; kx++) {
                 float *a = acc + ((size_t)o * k + ky) * k + kx;
-                *a = *a + wsum(conv, in_dims, saved, out_dims, grad_q, depthwise ? c : o, ky, kx) *
+                *a = *a + wsum(&wb, conv, in_dims, saved, out_dims, grad_q, depthwise ? c : o, ky, kx) *
                               sigma;
             }
         }

@@ -282,3 +282,64 @@ int64_t tt_conv_s8_weight_grad_sum(const tt_conv_params *conv, const tt_dims *in
     }
     return acc;
 }
+
+/*
+ * 1x1, stride 1 (input and output pixels coincide): per pair of pixels (p, p + 1) the activations are packed once
+ * into the lanes (A[p] + offset, A[p + 1] + offset); per pair of outputs (o, o + 1) the words G[p, o..o + 1] and
+ * G[p + 1, o..o + 1] are repacked into (G[p, o], G[p + 1, o]) and (G[p, o + 1], G[p + 1, o + 1]) and SMLAD adds both
+ * products of each. int32 partial sums stay exact over TT_WG_CHUNK pixels (see above) and are added into int64.
+ */
+void tt_conv_s8_weight_grad_sums_1x1(const tt_conv_params *conv, const tt_dims *in_dims, const int8_t *saved,
+                                     const tt_dims *out_dims, const int16_t *grad_q, int32_t o0, int32_t count,
+                                     int64_t *sums)
+{
+    if (conv->stride != 1 || conv->padding != 0 || in_dims->h != out_dims->h || in_dims->w != out_dims->w ||
+        count > TT_WG_CHUNK) {
+        for (int32_t j = 0; j < count; j++) {
+            sums[j] = tt_conv_s8_weight_grad_sum(conv, in_dims, saved, out_dims, grad_q, o0 + j, 0, 0);
+        }
+        return;
+    }
+    const int32_t offset = conv->input_offset, cs = out_dims->c, pixels = out_dims->h * out_dims->w;
+    const int32_t pairs = count & ~1;
+    int32_t part[TT_WG_CHUNK];
+    for (int32_t j = 0; j < count; j++) {
+        sums[j] = 0;
+        part[j] = 0;
+    }
+    int32_t p = 0;
+    for (int32_t chunk = 0; p + 2 <= pixels; p += 2) {
+        const uint32_t a0 = (uint16_t)((int32_t)saved[p] + offset), a1 = (uint16_t)((int32_t)saved[p + 1] + offset);
+        const int32_t a = (int32_t)(a0 | (a1 << 16));
+        const int16_t *g0 = grad_q + (size_t)p * cs + o0, *g1 = g0 + cs;
+        for (int32_t j = 0; j < pairs; j += 2) {
+            int32_t u, v;
+            memcpy(&u, g0 + j, sizeof u); /* G[p, o], G[p, o + 1] */
+            memcpy(&v, g1 + j, sizeof v); /* G[p + 1, o], G[p + 1, o + 1] */
+            const int32_t lo = (int32_t)(((uint32_t)u & 0xffffu) | ((uint32_t)v << 16));
+            const int32_t hi = (int32_t)(((uint32_t)v & 0xffff0000u) | ((uint32_t)u >> 16));
+            part[j] = __smlad(a, lo, part[j]);
+            part[j + 1] = __smlad(a, hi, part[j + 1]);
+        }
+        if (pairs < count) {
+            part[pairs] = __smlad(a, (int32_t)(((uint32_t)(uint16_t)g0[pairs]) | ((uint32_t)g1[pairs] << 16)),
+                                  part[pairs]);
+        }
+        if (++chunk == TT_WG_CHUNK / 2) { /* 256 products per partial sum */
+            for (int32_t j = 0; j < count; j++) {
+                sums[j] += part[j];
+                part[j] = 0;
+            }
+            chunk = 0;
+        }
+    }
+    for (; p < pixels; p++) { /* an odd pixel count: the last pixel */
+        const int32_t a = (int32_t)saved[p] + offset;
+        for (int32_t j = 0; j < count; j++) {
+            part[j] += a * (int32_t)grad_q[(size_t)p * cs + o0 + j];
+        }
+    }
+    for (int32_t j = 0; j < count; j++) {
+        sums[j] += part[j];
+    }
+}
