@@ -14,18 +14,29 @@ static inline float mask_at(const uint8_t *mask, int32_t i)
     return (float)((mask[i >> 3] >> (i & 7)) & 1);
 }
 
+/* 1 where -128 < q < 127, i.e. q + 127 in [0, 253]. */
+static inline uint32_t unclamped(int8_t q)
+{
+    return (uint32_t)((int32_t)q + 127) < 254u ? 1u : 0u;
+}
+
 tt_status tt_clamp_mask_s8(const int8_t *q, int32_t size, uint8_t *mask)
 {
     if (q == NULL || mask == NULL || size < 0) {
         return TT_ERR_ARG;
     }
-    for (int32_t i = 0; i < (size + 7) / 8; i++) {
-        mask[i] = 0;
+    int32_t i = 0;
+    for (; i + 8 <= size; i += 8) { /* one byte per 8 values, unrolled */
+        mask[i >> 3] = (uint8_t)(unclamped(q[i]) | unclamped(q[i + 1]) << 1 | unclamped(q[i + 2]) << 2 |
+                                 unclamped(q[i + 3]) << 3 | unclamped(q[i + 4]) << 4 | unclamped(q[i + 5]) << 5 |
+                                 unclamped(q[i + 6]) << 6 | unclamped(q[i + 7]) << 7);
     }
-    for (int32_t i = 0; i < size; i++) {
-        if (q[i] > -128 && q[i] < 127) {
-            mask[i >> 3] = (uint8_t)(mask[i >> 3] | (1u << (i & 7)));
+    if (i < size) { /* the last, partial byte; its high bits 0 */
+        uint32_t bits = 0;
+        for (int32_t j = 0; i + j < size; j++) {
+            bits |= unclamped(q[i + j]) << j;
         }
+        mask[i >> 3] = (uint8_t)bits;
     }
     return TT_OK;
 }
@@ -175,12 +186,14 @@ tt_status tt_grad_quantize_s16(const tt_dims *out_dims, const float *g_out, cons
     if (out_dims == NULL || g_out == NULL || mask == NULL || eff_scale == NULL || grad_q == NULL || sigma == NULL) {
         return TT_ERR_ARG;
     }
-    const int32_t c_out = out_dims->c;
-    const int32_t size = out_dims->h * out_dims->w * c_out;
+    const int32_t c_out = out_dims->c, pixels = out_dims->h * out_dims->w;
+    const int32_t size = pixels * c_out;
     float amax = 0.0f;
-    for (int32_t i = 0; i < size; i++) {
-        const float v = fabsf((g_out[i] * mask_at(mask, i)) * eff_scale[i % c_out]);
-        amax = v > amax ? v : amax;
+    for (int32_t p = 0, i = 0; p < pixels; p++) { /* element i = (pixel p, channel o) */
+        for (int32_t o = 0; o < c_out; o++, i++) {
+            const float v = fabsf((g_out[i] * mask_at(mask, i)) * eff_scale[o]);
+            amax = v > amax ? v : amax;
+        }
     }
     if (!(amax >= TT_GRAD_MIN && amax <= FLT_MAX)) { /* zero, too small to scale (32767 / amax overflows), or not finite */
         for (int32_t i = 0; i < size; i++) {
@@ -190,10 +203,13 @@ tt_status tt_grad_quantize_s16(const tt_dims *out_dims, const float *g_out, cons
         return TT_OK;
     }
     const float inv = (float)TT_GRAD_LEVELS / amax;
-    for (int32_t i = 0; i < size; i++) {
-        float q = rintf(((g_out[i] * mask_at(mask, i)) * eff_scale[i % c_out]) * inv);
-        q = q > (float)TT_GRAD_LEVELS ? (float)TT_GRAD_LEVELS : (q < -(float)TT_GRAD_LEVELS ? -(float)TT_GRAD_LEVELS : q);
-        grad_q[i] = (int16_t)q;
+    for (int32_t p = 0, i = 0; p < pixels; p++) {
+        for (int32_t o = 0; o < c_out; o++, i++) {
+            float q = rintf(((g_out[i] * mask_at(mask, i)) * eff_scale[o]) * inv);
+            q = q > (float)TT_GRAD_LEVELS ? (float)TT_GRAD_LEVELS
+                                          : (q < -(float)TT_GRAD_LEVELS ? -(float)TT_GRAD_LEVELS : q);
+            grad_q[i] = (int16_t)q;
+        }
     }
     *sigma = amax / (float)TT_GRAD_LEVELS;
     return TT_OK;
