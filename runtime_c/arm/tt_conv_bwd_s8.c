@@ -1,9 +1,10 @@
 /*
  * trady runtime: input gradients of the convolutions and the weight-gradient sums (tt_conv_bwd_common.h) for
  * Cortex-M with the DSP extension (see tt_train.h). The firmware build (`trady firmware --kernels dsp`) uses this
- * file instead of the reference file of the same name; the results are bit-identical: the same integer sums (exact, so their order does not matter), converted to
- * fp32 and scaled by sigma with the same expression. A sum that fits int32 is converted from int32 (one VCVT)
- * rather than from int64 (a library call): both conversions round the same integer to nearest.
+ * file instead of the reference file of the same name; the results are bit-identical: the same integer sums
+ * (exact, so their order does not matter), converted to fp32 and scaled by sigma with the same expression. A sum
+ * that fits int32 is converted from int32 (one VCVT) rather than from int64 (a library call): both conversions
+ * round the same integer to nearest.
  *
  * Pointwise, stride 1 (the hot case): per pair of input channels (c, c + 1) their weight columns w[:, c] are
  * gathered once into int16 (the patched slice where the channel has one), interleaved so that one word holds
