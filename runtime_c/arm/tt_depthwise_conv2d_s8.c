@@ -133,7 +133,8 @@ tt_status tt_depthwise_conv2d_s8(const tt_context *ctx, const tt_conv_params *co
             const window wb = {.start = xb, .lo = xb < 0 ? -xb : 0, .hi = xb + k > w ? w - xb : k};
             int8_t *pa = out + ((size_t)oy * out_dims->w + ox) * ch;
             int8_t *pb = out + ((size_t)oy * out_dims->w + ox1) * ch;
-            const int inner3 = k == 3 && wy.lo == 0 && wy.hi == 3 && wa.lo == 0 && wa.hi == 3 && wb.lo == 0 && wb.hi == 3;
+            const int inner3 = k == 3 && wy.lo == 0 && wy.hi == 3 && wa.lo == 0 && wa.hi == 3 && wb.lo == 0 &&
+                               wb.hi == 3;
             int32_t next_a = 0, next_b = 0; /* the next patched channel of each pixel (tt_patch_delta_dw) */
             int32_t c = 0;
             for (; c < c4; c += 4) {
