@@ -4,6 +4,7 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "tt_conv_bwd_common.h"
 #include "tt_conv_common.h"
 #include "tt_fmath.h"
 #include "tt_train.h"
@@ -13,18 +14,29 @@ static inline float mask_at(const uint8_t *mask, int32_t i)
     return (float)((mask[i >> 3] >> (i & 7)) & 1);
 }
 
+/* 1 where -128 < q < 127, i.e. q + 127 in [0, 253]. */
+static inline uint32_t unclamped(int8_t q)
+{
+    return (uint32_t)((int32_t)q + 127) < 254u ? 1u : 0u;
+}
+
 tt_status tt_clamp_mask_s8(const int8_t *q, int32_t size, uint8_t *mask)
 {
     if (q == NULL || mask == NULL || size < 0) {
         return TT_ERR_ARG;
     }
-    for (int32_t i = 0; i < (size + 7) / 8; i++) {
-        mask[i] = 0;
+    int32_t i = 0;
+    for (; i + 8 <= size; i += 8) { /* one byte per 8 values, unrolled */
+        mask[i >> 3] = (uint8_t)(unclamped(q[i]) | unclamped(q[i + 1]) << 1 | unclamped(q[i + 2]) << 2 |
+                                 unclamped(q[i + 3]) << 3 | unclamped(q[i + 4]) << 4 | unclamped(q[i + 5]) << 5 |
+                                 unclamped(q[i + 6]) << 6 | unclamped(q[i + 7]) << 7);
     }
-    for (int32_t i = 0; i < size; i++) {
-        if (q[i] > -128 && q[i] < 127) {
-            mask[i >> 3] = (uint8_t)(mask[i >> 3] | (1u << (i & 7)));
+    if (i < size) { /* the last, partial byte; its high bits 0 */
+        uint32_t bits = 0;
+        for (int32_t j = 0; i + j < size; j++) {
+            bits |= unclamped(q[i + j]) << j;
         }
+        mask[i >> 3] = (uint8_t)bits;
     }
     return TT_OK;
 }
@@ -174,12 +186,14 @@ tt_status tt_grad_quantize_s16(const tt_dims *out_dims, const float *g_out, cons
     if (out_dims == NULL || g_out == NULL || mask == NULL || eff_scale == NULL || grad_q == NULL || sigma == NULL) {
         return TT_ERR_ARG;
     }
-    const int32_t c_out = out_dims->c;
-    const int32_t size = out_dims->h * out_dims->w * c_out;
+    const int32_t c_out = out_dims->c, pixels = out_dims->h * out_dims->w;
+    const int32_t size = pixels * c_out;
     float amax = 0.0f;
-    for (int32_t i = 0; i < size; i++) {
-        const float v = fabsf((g_out[i] * mask_at(mask, i)) * eff_scale[i % c_out]);
-        amax = v > amax ? v : amax;
+    for (int32_t p = 0, i = 0; p < pixels; p++) { /* element i = (pixel p, channel o) */
+        for (int32_t o = 0; o < c_out; o++, i++) {
+            const float v = fabsf((g_out[i] * mask_at(mask, i)) * eff_scale[o]);
+            amax = v > amax ? v : amax;
+        }
     }
     if (!(amax >= TT_GRAD_MIN && amax <= FLT_MAX)) { /* zero, too small to scale (32767 / amax overflows), or not finite */
         for (int32_t i = 0; i < size; i++) {
@@ -189,110 +203,15 @@ tt_status tt_grad_quantize_s16(const tt_dims *out_dims, const float *g_out, cons
         return TT_OK;
     }
     const float inv = (float)TT_GRAD_LEVELS / amax;
-    for (int32_t i = 0; i < size; i++) {
-        float q = rintf(((g_out[i] * mask_at(mask, i)) * eff_scale[i % c_out]) * inv);
-        q = q > (float)TT_GRAD_LEVELS ? (float)TT_GRAD_LEVELS : (q < -(float)TT_GRAD_LEVELS ? -(float)TT_GRAD_LEVELS : q);
-        grad_q[i] = (int16_t)q;
+    for (int32_t p = 0, i = 0; p < pixels; p++) {
+        for (int32_t o = 0; o < c_out; o++, i++) {
+            float q = rintf(((g_out[i] * mask_at(mask, i)) * eff_scale[o]) * inv);
+            q = q > (float)TT_GRAD_LEVELS ? (float)TT_GRAD_LEVELS
+                                          : (q < -(float)TT_GRAD_LEVELS ? -(float)TT_GRAD_LEVELS : q);
+            grad_q[i] = (int16_t)q;
+        }
     }
     *sigma = amax / (float)TT_GRAD_LEVELS;
-    return TT_OK;
-}
-
-/* Output row/column oy that tap k of input position i reads from, or -1 (stride/padding geometry). */
-static inline int32_t source_index(int32_t i, int32_t k, int32_t stride, int32_t padding, int32_t out_size)
-{
-    const int32_t num = i + padding - k;
-    if (num < 0 || num % stride != 0) {
-        return -1;
-    }
-    const int32_t o = num / stride;
-    return o < out_size ? o : -1;
-}
-
-tt_status tt_conv2d_s8_bwd_input(const tt_conv_params *conv, const tt_dims *filter_dims, const int8_t *filter,
-                                 const tt_dims *out_dims, const int16_t *grad_q, float sigma,
-                                 const tt_dims *in_dims, int32_t accumulate, float *g_in)
-{
-    if (conv == NULL || filter_dims == NULL || filter == NULL || out_dims == NULL || grad_q == NULL ||
-        in_dims == NULL || g_in == NULL || conv->stride < 1) {
-        return TT_ERR_ARG;
-    }
-    const int32_t k = filter_dims->h, c_in = in_dims->c, c_out = out_dims->c;
-    if (filter_dims->c != c_in || filter_dims->n != c_out || tt_check_patch(conv->patch, c_in) != TT_OK) {
-        return TT_ERR_ARG;
-    }
-    for (int32_t iy = 0; iy < in_dims->h; iy++) {
-        for (int32_t ix = 0; ix < in_dims->w; ix++) {
-            int32_t next = 0;
-            for (int32_t c = 0; c < c_in; c++) {
-                size_t ws;
-                const int8_t *wc = tt_patched_weights(conv->patch, &next, filter, c, c_in, &ws);
-                /* |w * G| <= 127 * 32767 < 2^22 fits int32; the sum over up to 2^41 taps fits int64. */
-                int64_t acc = 0;
-                for (int32_t ky = 0; ky < k; ky++) {
-                    const int32_t oy = source_index(iy, ky, conv->stride, conv->padding, out_dims->h);
-                    if (oy < 0) {
-                        continue;
-                    }
-                    for (int32_t kx = 0; kx < k; kx++) {
-                        const int32_t ox = source_index(ix, kx, conv->stride, conv->padding, out_dims->w);
-                        if (ox < 0) {
-                            continue;
-                        }
-                        const int16_t *g = grad_q + ((size_t)oy * out_dims->w + ox) * c_out;
-                        for (int32_t o = 0; o < c_out; o++) {
-                            acc += (int32_t)wc[(((size_t)o * k + ky) * k + kx) * ws] * (int32_t)g[o];
-                        }
-                    }
-                }
-                const float v = (float)acc * sigma;
-                float *dst = g_in + ((size_t)iy * in_dims->w + ix) * c_in + c;
-                *dst = accumulate ? *dst + v : v;
-            }
-        }
-    }
-    return TT_OK;
-}
-
-tt_status tt_depthwise_conv2d_s8_bwd_input(const tt_conv_params *conv, const tt_dims *filter_dims,
-                                           const int8_t *filter, const tt_dims *out_dims, const int16_t *grad_q,
-                                           float sigma, const tt_dims *in_dims, int32_t accumulate, float *g_in)
-{
-    if (conv == NULL || filter_dims == NULL || filter == NULL || out_dims == NULL || grad_q == NULL ||
-        in_dims == NULL || g_in == NULL || conv->stride < 1) {
-        return TT_ERR_ARG;
-    }
-    const int32_t k = filter_dims->h, ch = in_dims->c;
-    if (filter_dims->c != ch || out_dims->c != ch || tt_check_patch(conv->patch, ch) != TT_OK) {
-        return TT_ERR_ARG;
-    }
-    for (int32_t iy = 0; iy < in_dims->h; iy++) {
-        for (int32_t ix = 0; ix < in_dims->w; ix++) {
-            int32_t next = 0;
-            for (int32_t c = 0; c < ch; c++) {
-                size_t ws;
-                const int8_t *wc = tt_patched_weights(conv->patch, &next, filter, c, ch, &ws);
-                int64_t acc = 0;
-                for (int32_t ky = 0; ky < k; ky++) {
-                    const int32_t oy = source_index(iy, ky, conv->stride, conv->padding, out_dims->h);
-                    if (oy < 0) {
-                        continue;
-                    }
-                    for (int32_t kx = 0; kx < k; kx++) {
-                        const int32_t ox = source_index(ix, kx, conv->stride, conv->padding, out_dims->w);
-                        if (ox < 0) {
-                            continue;
-                        }
-                        acc += (int32_t)wc[((size_t)ky * k + kx) * ws] *
-                               (int32_t)grad_q[((size_t)oy * out_dims->w + ox) * ch + c];
-                    }
-                }
-                const float v = (float)acc * sigma;
-                float *dst = g_in + ((size_t)iy * in_dims->w + ix) * ch + c;
-                *dst = accumulate ? *dst + v : v;
-            }
-        }
-    }
     return TT_OK;
 }
 
@@ -338,27 +257,34 @@ static inline void sgd_round(int8_t *w, float dw, const tt_sgd_params *sgd, int3
     *w = (int8_t)(v < -127 ? -127 : (v > 127 ? 127 : v));
 }
 
-/* sum over output positions of (A[iy, ix] + input_offset) * G[oy, ox, o] for tap (ky, kx). */
-static int64_t weight_grad_sum(const tt_conv_params *conv, const tt_dims *in_dims, const int8_t *saved,
-                               const tt_dims *out_dims, const int16_t *grad_q, int32_t o, int32_t ky, int32_t kx)
+/* Weight-gradient sums of a 1x1 dense/pointwise slice, TT_WG_BLOCK output channels at a time (the kernels visit the
+ * elements in o order): sum[o - first] for o in [first, first + count); rows = C_out, or 0 where not 1x1 dense. */
+#define TT_WG_BLOCK 32
+typedef struct {
+    int64_t sum[TT_WG_BLOCK];
+    int32_t first, count, rows;
+} wg_block;
+
+static inline void wg_init(wg_block *b, int32_t depthwise, const tt_dims *filter_dims)
 {
-    int64_t acc = 0;
-    for (int32_t oy = 0; oy < out_dims->h; oy++) {
-        const int32_t iy = oy * conv->stride - conv->padding + ky;
-        if (iy < 0 || iy >= in_dims->h) {
-            continue;
-        }
-        for (int32_t ox = 0; ox < out_dims->w; ox++) {
-            const int32_t ix = ox * conv->stride - conv->padding + kx;
-            if (ix < 0 || ix >= in_dims->w) {
-                continue;
-            }
-            /* |(A - z) * G| <= 255 * 32767 < 2^23 */
-            acc += ((int32_t)saved[(size_t)iy * in_dims->w + ix] + conv->input_offset) *
-                   (int32_t)grad_q[((size_t)oy * out_dims->w + ox) * out_dims->c + o];
-        }
+    b->first = 0;
+    b->count = 0;
+    b->rows = !depthwise && filter_dims->h == 1 && filter_dims->w == 1 ? filter_dims->n : 0;
+}
+
+/* The weight-gradient sum of tap (ky, kx) of output channel o, as fp32 (tt_conv_bwd_common.h). */
+static inline float wsum(wg_block *b, const tt_conv_params *conv, const tt_dims *in_dims, const int8_t *saved,
+                         const tt_dims *out_dims, const int16_t *grad_q, int32_t o, int32_t ky, int32_t kx)
+{
+    if (b->rows == 0) {
+        return tt_sum_to_f32(tt_conv_s8_weight_grad_sum(conv, in_dims, saved, out_dims, grad_q, o, ky, kx));
     }
-    return acc;
+    if (o < b->first || o >= b->first + b->count) {
+        b->first = o;
+        b->count = b->rows - o < TT_WG_BLOCK ? b->rows - o : TT_WG_BLOCK;
+        tt_conv_s8_weight_grad_sums_1x1(conv, in_dims, saved, out_dims, grad_q, o, b->count, b->sum);
+    }
+    return tt_sum_to_f32(b->sum[o - b->first]);
 }
 
 tt_status tt_conv2d_s8_bwd_weight_update(const tt_conv_params *conv, const tt_sgd_params *sgd,
@@ -372,12 +298,14 @@ tt_status tt_conv2d_s8_bwd_weight_update(const tt_conv_params *conv, const tt_sg
         return TT_ERR_ARG;
     }
     const int32_t k = filter_dims->h, c_in = filter_dims->c;
+    wg_block wb;
+    wg_init(&wb, 0, filter_dims);
     for (int32_t o = 0; o < filter_dims->n; o++) {
         for (int32_t ky = 0; ky < k; ky++) {
             for (int32_t kx = 0; kx < k; kx++) {
                 int8_t *w = filter + (((size_t)o * k + ky) * k + kx) * c_in + c;
                 sgd_master(w, residual + ((size_t)o * k + ky) * k + kx,
-                           (float)weight_grad_sum(conv, in_dims, saved, out_dims, grad_q, o, ky, kx) * sgd->sigma, sgd,
+                           wsum(&wb, conv, in_dims, saved, out_dims, grad_q, o, ky, kx) * sgd->sigma, sgd,
                            o);
             }
         }
@@ -396,11 +324,13 @@ tt_status tt_depthwise_conv2d_s8_bwd_weight_update(const tt_conv_params *conv, c
         return TT_ERR_ARG;
     }
     const int32_t k = filter_dims->h, ch = filter_dims->c;
+    wg_block wb;
+    wg_init(&wb, 1, filter_dims);
     for (int32_t ky = 0; ky < k; ky++) {
         for (int32_t kx = 0; kx < k; kx++) {
             int8_t *w = filter + ((size_t)ky * k + kx) * ch + c;
             sgd_master(w, residual + (size_t)ky * k + kx,
-                       (float)weight_grad_sum(conv, in_dims, saved, out_dims, grad_q, c, ky, kx) * sgd->sigma, sgd, c);
+                       wsum(&wb, conv, in_dims, saved, out_dims, grad_q, c, ky, kx) * sgd->sigma, sgd, c);
         }
     }
     return TT_OK;
@@ -425,12 +355,14 @@ static tt_status update_slice_sr(const tt_conv_params *conv, const tt_sgd_params
         return TT_ERR_ARG;
     }
     const int32_t k = filter_dims->h, rows = depthwise ? 1 : filter_dims->n;
+    wg_block wb;
+    wg_init(&wb, depthwise, filter_dims);
     for (int32_t r = 0; r < rows; r++) {
         const int32_t o = depthwise ? c : r;
         for (int32_t ky = 0; ky < k; ky++) {
             for (int32_t kx = 0; kx < k; kx++) {
                 sgd_round(slice + ((size_t)r * k + ky) * k + kx,
-                          (float)weight_grad_sum(conv, in_dims, saved, out_dims, grad_q, o, ky, kx) * sgd->sigma, sgd, o);
+                          wsum(&wb, conv, in_dims, saved, out_dims, grad_q, o, ky, kx) * sgd->sigma, sgd, o);
             }
         }
     }
@@ -463,11 +395,13 @@ tt_status tt_conv_s8_bwd_weight_accumulate(const tt_conv_params *conv, float sig
         return TT_ERR_ARG;
     }
     const int32_t k = filter_dims->h, rows = depthwise ? 1 : filter_dims->n;
+    wg_block wb;
+    wg_init(&wb, depthwise, filter_dims);
     for (int32_t o = 0; o < rows; o++) {
         for (int32_t ky = 0; ky < k; ky++) {
             for (int32_t kx = 0; kx < k; kx++) {
                 float *a = acc + ((size_t)o * k + ky) * k + kx;
-                *a = *a + (float)weight_grad_sum(conv, in_dims, saved, out_dims, grad_q, depthwise ? c : o, ky, kx) *
+                *a = *a + wsum(&wb, conv, in_dims, saved, out_dims, grad_q, depthwise ? c : o, ky, kx) *
                               sigma;
             }
         }

@@ -129,8 +129,10 @@ def test_qemu_comparison_names_the_first_difference(tiny10):
     same = firmware.build(tiny10, project, brd, images, labels, s)
     assert emulate.compare(emulate.run(brd, same.elf, 60).lines, want) is None
     # the DSP dense convolution's fallback for patches longer than its stack column (3x3x3 > 8)
-    # and the pointwise kernel's path for inputs too wide for its widened buffer (8 and 12 channels > 4)
-    short = firmware.build(tiny10, project, brd, images, labels, s, defines=("TT_CONV_COLUMN=8", "TT_PW_GROUPS=1"))
+    # and the pointwise kernel's path for inputs too wide for its widened buffer (8 and 12 channels > 4);
+    # the input-gradient kernels' fallbacks for outputs wider than their column and for more than 4 taps
+    short = firmware.build(tiny10, project, brd, images, labels, s, defines=("TT_CONV_COLUMN=8", "TT_PW_GROUPS=1",
+                                                                              "TT_BWD_COLUMN=4", "TT_DW_TAPS=4"))
     assert emulate.compare(emulate.run(brd, short.elf, 60).lines, want) is None
 
 

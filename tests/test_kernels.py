@@ -79,6 +79,22 @@ def san_driver(tmp_path_factory) -> Driver:
     return Driver(_build(tmp, "kernel_driver_san", SAN_FLAGS), tmp)
 
 
+# The Cortex-M DSP kernels of runtime_c/arm/ (the runtime files the firmware build swaps in), on the host:
+# tests/c/acle_host/arm_acle.h stands in for the ACLE intrinsics. Built with the sanitizers; "short" shrinks the
+# dense kernel's stack column and the pointwise kernel's widened buffer so that their long-input paths run too.
+DSP_BUILDS = {"dsp": [], "dsp_short": ["-DTT_CONV_COLUMN=8", "-DTT_PW_GROUPS=1"]}
+
+
+@pytest.fixture(scope="session", params=list(DSP_BUILDS))
+def dsp_driver(request, tmp_path_factory) -> Driver:
+    tmp = tmp_path_factory.mktemp(f"kernel_driver_{request.param}")
+    acle = Path(__file__).resolve().parent / "c" / "acle_host"
+    flags = [*SAN_FLAGS, "-D__ARM_FEATURE_DSP=1", f"-I{acle}", *DSP_BUILDS[request.param]]
+    sources = [RUNTIME / "arm" / p.name if (RUNTIME / "arm" / p.name).is_file() else p
+               for p in sorted(RUNTIME.glob("*.c"))]
+    return Driver(build_driver(tmp, f"kernel_driver_{request.param}", flags, [DRIVER_SRC, *sources]), tmp)
+
+
 def drivers(request, san: bool) -> list[Driver]:
     """The host build, plus the sanitizer build for cases marked san."""
     return [request.getfixturevalue("driver")] + ([request.getfixturevalue("san_driver")] if san else [])
@@ -285,6 +301,17 @@ def test_conv_kernel_bit_exact(case: ConvCase, request):
                     "(h, w, c)")
 
 
+@pytest.mark.parametrize("case", CONV_CASES, ids=str)
+def test_dsp_conv_kernel_bit_exact(case: ConvCase, dsp_driver):
+    """The DSP variants (runtime_c/arm/) on the same cases: bit-identical to the reference."""
+    d = make_conv(case)
+    ho, wo = case.out_hw
+    status, out = dsp_driver.run(conv_payload(case, d), np.int8)
+    assert status == TT_OK, f"{case}: status {status} from {dsp_driver.exe.name}"
+    assert_same(out.reshape(ho, wo, case.c_out), reference_conv(case, d),
+                f"{case}: DSP kernel ({dsp_driver.exe.name}) vs reference", "(h, w, c)")
+
+
 def test_conv_cases_cover_the_contract():
     """The case list really has what the style guide asks for (guards against edits that drop it)."""
     kinds = {(c.kind, c.k, c.stride) for c in CONV_CASES}
@@ -472,6 +499,17 @@ def test_add_kernel_bit_exact(case: AddCase, request):
         status, out = drv.run(add_payload(q, a, b, case.in_place), np.int8)
         assert status == TT_OK
         assert_same(out.reshape(case.shape), ref, f"{case}: C ({drv.exe.name}) vs reference", "(h, w, c)")
+
+
+@pytest.mark.parametrize("case", ADD_CASES, ids=str)
+def test_dsp_add_kernel_bit_exact(case: AddCase, dsp_driver):
+    """The Cortex-M residual add (runtime_c/arm/tt_add_s8.c): bit-identical to the reference."""
+    a, b, q = make_add(case)
+    with torch.no_grad():
+        ref = reference.add_s8(torch.from_numpy(a.astype(np.int64)), torch.from_numpy(b.astype(np.int64)), q)
+    status, out = dsp_driver.run(add_payload(q, a, b, case.in_place), np.int8)
+    assert status == TT_OK
+    assert_same(out.reshape(case.shape), ref.numpy().astype(np.int8), f"{case}: DSP add vs reference", "(h, w, c)")
 
 
 @pytest.mark.parametrize("bit", range(4), ids=["params", "in1", "in2", "out"])

@@ -25,7 +25,8 @@ needs_models = pytest.mark.skipif(not (MODELS / "mcunet-5fps.pkl").is_file(), re
 @pytest.fixture(scope="module")
 def driver(tmp_path_factory) -> Path:
     exe = tmp_path_factory.mktemp("drv") / "train_driver"
-    src = [str(ROOT / "tests/c/train_driver.c"), str(ROOT / "runtime_c/tt_sampler.c"), str(ROOT / "runtime_c/tt_train.c")]
+    src = [str(ROOT / "tests/c/train_driver.c"), str(ROOT / "runtime_c/tt_sampler.c"), str(ROOT / "runtime_c/tt_train.c"),
+           str(ROOT / "runtime_c/tt_conv_bwd_s8.c")]
     subprocess.run(["gcc", "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off",
                     "-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-I", str(ROOT / "runtime_c"),
                     "-o", str(exe), *src, "-lm"], check=True)

@@ -43,6 +43,27 @@ static inline int32_t tt_requantize_floor(int32_t x, int32_t multiplier, int32_t
     return tt_rdbpot32(tt_srdhm_floor((int32_t)((uint32_t)x << left), multiplier), right);
 }
 
+/*
+ * tt_requantize_floor of two accumulators of the same output channel (multiplier, shift), each plus `offset`:
+ * the shifts are split once, and the one overflowing case of tt_srdhm_floor (both factors INT32_MIN) is ruled
+ * out once: with multiplier != INT32_MIN, |a * b| <= 2^31 (2^31 - 1) and the floor fits int32.
+ */
+static inline void tt_requantize_floor2(int32_t *x, int32_t *y, int32_t multiplier, int32_t shift, int32_t offset)
+{
+    if (multiplier == INT32_MIN) {
+        *x = tt_requantize_floor(*x, multiplier, shift) + offset;
+        *y = tt_requantize_floor(*y, multiplier, shift) + offset;
+        return;
+    }
+    const int32_t left = shift > 0 ? shift : 0;
+    const int32_t right = shift > 0 ? 0 : -shift;
+    const int64_t half = (int64_t)1 << 30;
+    const int32_t hx = (int32_t)(((int64_t)(int32_t)((uint32_t)*x << left) * multiplier + half) >> 31);
+    const int32_t hy = (int32_t)(((int64_t)(int32_t)((uint32_t)*y << left) * multiplier + half) >> 31);
+    *x = tt_rdbpot32(hx, right) + offset;
+    *y = tt_rdbpot32(hy, right) + offset;
+}
+
 #if defined(__ARM_FEATURE_SAT) && __ARM_FEATURE_SAT
 #include <arm_acle.h>
 
@@ -64,6 +85,23 @@ static inline int32_t tt_ror8(int32_t x)
     return (int32_t)(((uint32_t)x >> 8) | ((uint32_t)x << 24));
 }
 
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+#include <arm_acle.h>
+
+/** SXTB16 of x rotated right by 8 (bytes 1 and 3 sign-extended into the two halves): one instruction on the
+ * core, where GCC would emit a separate rotate for __sxtb16(tt_ror8(x)). */
+static inline int32_t tt_sxtb16_ror8(int32_t x)
+{
+#if defined(__arm__)
+    int32_t r;
+    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(x));
+    return r;
+#else /* a host build of the DSP kernels (tests/c/acle_host) */
+    return (int32_t)__sxtb16(tt_ror8(x));
+#endif
+}
+#endif
+
 /** Four int8 from any address (Cortex-M4/M7 load words unaligned; memcpy compiles to one LDR). */
 static inline int32_t tt_load4(const int8_t *p)
 {
@@ -84,6 +122,17 @@ static inline int8_t tt_finish_s8(int32_t acc, int32_t o, tt_out_quant q)
 {
     acc = tt_add_wrap(acc, q.bias[o]);
     return tt_ssat8(tt_requantize_floor(acc, q.multiplier[o], q.shift[o]) + q.output_offset);
+}
+
+/** Output channel o of two pixels from their accumulators, into *pa and *pb (tt_finish_s8 twice, one set-up). */
+static inline void tt_finish2_s8(int32_t a, int32_t b, int32_t o, tt_out_quant q, int8_t *pa, int8_t *pb)
+{
+    const int32_t bias = q.bias[o];
+    a = tt_add_wrap(a, bias);
+    b = tt_add_wrap(b, bias);
+    tt_requantize_floor2(&a, &b, q.multiplier[o], q.shift[o], q.output_offset);
+    *pa = tt_ssat8(a);
+    *pb = tt_ssat8(b);
 }
 
 #endif /* TT_ARM_MATH_H */

@@ -23,6 +23,87 @@
 #endif
 
 
+/* The taps of a window along one axis: it starts at `start` (input coordinate of tap 0); taps lo..hi-1 are inside. */
+typedef struct {
+    int32_t start, lo, hi;
+} window;
+
+/* Channels c..c+3 of the output pixel with windows wy, wx: the sums of w * (x + input_offset) over its taps. */
+static inline void taps4(const int8_t *in, const int8_t *filter, int32_t ch, int32_t w, int32_t k, int32_t c, window wy,
+                         window wx, int32_t offset2, int32_t acc[4])
+{
+    int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+    for (int32_t ky = wy.lo; ky < wy.hi; ky++) {
+        const int8_t *px = in + ((size_t)(wy.start + ky) * w + wx.start + wx.lo) * ch + c;
+        const int8_t *pw = filter + ((size_t)ky * k + wx.lo) * ch + c;
+        for (int32_t kx = wx.lo; kx < wx.hi; kx++, px += ch, pw += ch) {
+            const int32_t xw = tt_load4(px), ww = tt_load4(pw);
+            const int32_t xe = __sadd16(__sxtb16(xw), offset2);       /* x0, x2 */
+            const int32_t xo = __sadd16(tt_sxtb16_ror8(xw), offset2); /* x1, x3 */
+            const int32_t we = __sxtb16(ww), wo = tt_sxtb16_ror8(ww);
+            a0 = __smlabb(we, xe, a0);
+            a2 = __smlatt(we, xe, a2);
+            a1 = __smlabb(wo, xo, a1);
+            a3 = __smlatt(wo, xo, a3);
+        }
+    }
+    acc[0] = a0;
+    acc[1] = a1;
+    acc[2] = a2;
+    acc[3] = a3;
+}
+
+/* One tap of four channels: px, pw point at the input and weight bytes of channel c; adds into a[0..3]. */
+static inline void tap4(const int8_t *px, const int8_t *pw, int32_t offset2, int32_t a[4])
+{
+    const int32_t xw = tt_load4(px), ww = tt_load4(pw);
+    const int32_t xe = __sadd16(__sxtb16(xw), offset2);       /* x0, x2 */
+    const int32_t xo = __sadd16(tt_sxtb16_ror8(xw), offset2); /* x1, x3 */
+    const int32_t we = __sxtb16(ww), wo = tt_sxtb16_ror8(ww);
+    a[0] = __smlabb(we, xe, a[0]);
+    a[2] = __smlatt(we, xe, a[2]);
+    a[1] = __smlabb(wo, xo, a[1]);
+    a[3] = __smlatt(wo, xo, a[3]);
+}
+
+/* taps4 for a 3x3 window wholly inside the image (y0, x0: its top-left input pixel), the nine taps unrolled (out of
+ * line: fewer instructions than inlined into the caller, measured). */
+static __attribute__((noinline)) void taps4_3x3(const int8_t *in, const int8_t *filter, int32_t ch, int32_t w,
+                                                int32_t c, int32_t y0, int32_t x0, int32_t offset2, int32_t acc[4])
+{
+    const size_t row = (size_t)w * ch;
+    const int8_t *r0 = in + ((size_t)y0 * w + x0) * ch + c, *r1 = r0 + row, *r2 = r1 + row;
+    const int8_t *pw = filter + c;
+    int32_t a[4] = {0, 0, 0, 0};
+    tap4(r0, pw, offset2, a);
+    tap4(r0 + ch, pw + ch, offset2, a);
+    tap4(r0 + 2 * ch, pw + 2 * ch, offset2, a);
+    tap4(r1, pw + 3 * ch, offset2, a);
+    tap4(r1 + ch, pw + 4 * ch, offset2, a);
+    tap4(r1 + 2 * ch, pw + 5 * ch, offset2, a);
+    tap4(r2, pw + 6 * ch, offset2, a);
+    tap4(r2 + ch, pw + 7 * ch, offset2, a);
+    tap4(r2 + 2 * ch, pw + 8 * ch, offset2, a);
+    acc[0] = a[0];
+    acc[1] = a[1];
+    acc[2] = a[2];
+    acc[3] = a[3];
+}
+
+/* One channel c (the ones past the last group of four), as the reference sums it. */
+static inline int32_t tap1(const int8_t *in, const int8_t *filter, int32_t ch, int32_t w, int32_t k, int32_t c,
+                           window wy, window wx, int32_t offset)
+{
+    int32_t acc = 0;
+    for (int32_t ky = wy.lo; ky < wy.hi; ky++) {
+        for (int32_t kx = wx.lo; kx < wx.hi; kx++) {
+            acc += (int32_t)filter[((size_t)ky * k + kx) * ch + c] *
+                   ((int32_t)in[((size_t)(wy.start + ky) * w + wx.start + kx) * ch + c] + offset);
+        }
+    }
+    return acc;
+}
+
 tt_status tt_depthwise_conv2d_s8(const tt_context *ctx, const tt_conv_params *conv,
                                  const tt_per_channel_quant *quant, const tt_dims *in_dims, const int8_t *in,
                                  const tt_dims *filter_dims, const int8_t *filter, const int32_t *bias,
@@ -44,53 +125,48 @@ tt_status tt_depthwise_conv2d_s8(const tt_context *ctx, const tt_conv_params *co
     const int32_t c4 = ch & ~3;
     for (int32_t oy = 0; oy < out_dims->h; oy++) {
         const int32_t y0 = oy * conv->stride - conv->padding;
-        const int32_t ky0 = y0 < 0 ? -y0 : 0, ky1 = y0 + k > h ? h - y0 : k;
-        for (int32_t ox = 0; ox < out_dims->w; ox++) {
-            const int32_t x0 = ox * conv->stride - conv->padding;
-            const int32_t kx0 = x0 < 0 ? -x0 : 0, kx1 = x0 + k > w ? w - x0 : k;
-            int8_t *po = out + ((size_t)oy * out_dims->w + ox) * ch;
-            int32_t next = 0; /* the next patched channel (tt_patch_delta_dw), channels ascend */
+        const window wy = {.start = y0, .lo = y0 < 0 ? -y0 : 0, .hi = y0 + k > h ? h - y0 : k};
+        for (int32_t ox = 0; ox < out_dims->w; ox += 2) { /* two output pixels of the row: one set-up per channel */
+            const int32_t ox1 = ox + 1 < out_dims->w ? ox + 1 : ox; /* an odd width ends with one pixel, twice */
+            const int32_t xa = ox * conv->stride - conv->padding, xb = ox1 * conv->stride - conv->padding;
+            const window wa = {.start = xa, .lo = xa < 0 ? -xa : 0, .hi = xa + k > w ? w - xa : k};
+            const window wb = {.start = xb, .lo = xb < 0 ? -xb : 0, .hi = xb + k > w ? w - xb : k};
+            int8_t *pa = out + ((size_t)oy * out_dims->w + ox) * ch;
+            int8_t *pb = out + ((size_t)oy * out_dims->w + ox1) * ch;
+            const int inner3 = k == 3 && wy.lo == 0 && wy.hi == 3 && wa.lo == 0 && wa.hi == 3 && wb.lo == 0 &&
+                               wb.hi == 3;
+            int32_t next_a = 0, next_b = 0; /* the next patched channel of each pixel (tt_patch_delta_dw) */
             int32_t c = 0;
             for (; c < c4; c += 4) {
-                int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-                for (int32_t ky = ky0; ky < ky1; ky++) {
-                    const int8_t *px = in + ((size_t)(y0 + ky) * w + x0 + kx0) * ch + c;
-                    const int8_t *pw = filter + ((size_t)ky * k + kx0) * ch + c;
-                    for (int32_t kx = kx0; kx < kx1; kx++, px += ch, pw += ch) {
-                        const int32_t xw = tt_load4(px), ww = tt_load4(pw);
-                        const int32_t xe = __sadd16(__sxtb16(xw), offset2);       /* x0, x2 */
-                        const int32_t xo = __sadd16(__sxtb16(tt_ror8(xw)), offset2); /* x1, x3 */
-                        const int32_t we = __sxtb16(ww), wo = __sxtb16(tt_ror8(ww));
-                        a0 = __smlabb(we, xe, a0);
-                        a2 = __smlatt(we, xe, a2);
-                        a1 = __smlabb(wo, xo, a1);
-                        a3 = __smlatt(wo, xo, a3);
-                    }
+                int32_t a[4], b[4];
+                if (inner3) { /* 3x3, both windows inside the image: the same taps, unrolled */
+                    taps4_3x3(in, filter, ch, w, c, y0, xa, offset2, a);
+                    taps4_3x3(in, filter, ch, w, c, y0, xb, offset2, b);
+                } else {
+                    taps4(in, filter, ch, w, k, c, wy, wa, offset2, a);
+                    taps4(in, filter, ch, w, k, c, wy, wb, offset2, b);
                 }
                 if (conv->patch != NULL) { /* working slices of some channels, in channel order */
-                    a0 = tt_add_wrap(a0, tt_patch_delta_dw(conv->patch, &next, in_dims, in, filter, c, k, y0, x0, offset));
-                    a1 = tt_add_wrap(a1, tt_patch_delta_dw(conv->patch, &next, in_dims, in, filter, c + 1, k, y0, x0,
-                                                           offset));
-                    a2 = tt_add_wrap(a2, tt_patch_delta_dw(conv->patch, &next, in_dims, in, filter, c + 2, k, y0, x0,
-                                                           offset));
-                    a3 = tt_add_wrap(a3, tt_patch_delta_dw(conv->patch, &next, in_dims, in, filter, c + 3, k, y0, x0,
-                                                           offset));
-                }
-                po[c] = tt_finish_s8(a0, c, q);
-                po[c + 1] = tt_finish_s8(a1, c + 1, q);
-                po[c + 2] = tt_finish_s8(a2, c + 2, q);
-                po[c + 3] = tt_finish_s8(a3, c + 3, q);
-            }
-            for (; c < ch; c++) {
-                int32_t acc = 0;
-                for (int32_t ky = ky0; ky < ky1; ky++) {
-                    for (int32_t kx = kx0; kx < kx1; kx++) {
-                        acc += (int32_t)filter[((size_t)ky * k + kx) * ch + c] *
-                               ((int32_t)in[((size_t)(y0 + ky) * w + x0 + kx) * ch + c] + offset);
+                    for (int32_t j = 0; j < 4; j++) {
+                        a[j] = tt_add_wrap(a[j], tt_patch_delta_dw(conv->patch, &next_a, in_dims, in, filter, c + j, k,
+                                                                   y0, xa, offset));
+                        b[j] = tt_add_wrap(b[j], tt_patch_delta_dw(conv->patch, &next_b, in_dims, in, filter, c + j, k,
+                                                                   y0, xb, offset));
                     }
                 }
-                acc = tt_add_wrap(acc, tt_patch_delta_dw(conv->patch, &next, in_dims, in, filter, c, k, y0, x0, offset));
-                po[c] = tt_finish_s8(acc, c, q);
+                tt_finish2_s8(a[0], b[0], c, q, pa + c, pb + c);
+                tt_finish2_s8(a[1], b[1], c + 1, q, pa + c + 1, pb + c + 1);
+                tt_finish2_s8(a[2], b[2], c + 2, q, pa + c + 2, pb + c + 2);
+                tt_finish2_s8(a[3], b[3], c + 3, q, pa + c + 3, pb + c + 3);
+            }
+            for (; c < ch; c++) {
+                int32_t acc_a = tap1(in, filter, ch, w, k, c, wy, wa, offset);
+                int32_t acc_b = tap1(in, filter, ch, w, k, c, wy, wb, offset);
+                acc_a = tt_add_wrap(acc_a, tt_patch_delta_dw(conv->patch, &next_a, in_dims, in, filter, c, k, y0, xa,
+                                                             offset));
+                acc_b = tt_add_wrap(acc_b, tt_patch_delta_dw(conv->patch, &next_b, in_dims, in, filter, c, k, y0, xb,
+                                                             offset));
+                tt_finish2_s8(acc_a, acc_b, c, q, pa + c, pb + c);
             }
         }
     }

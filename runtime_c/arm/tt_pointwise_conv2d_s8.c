@@ -56,6 +56,25 @@ static inline int8_t finish(int32_t acc, int32_t o, out_quant q, const int8_t *w
     return tt_ssat8(tt_requantize_floor(acc, q.multiplier[o], q.shift[o]) + q.output_offset);
 }
 
+/* Output o of two pixels from their accumulators (bias, requantisation, offset, clamp), into *pa and *pb. */
+static inline void finish_pair(int32_t a, int32_t b, int32_t o, out_quant q, int8_t *pa, int8_t *pb)
+{
+    const int32_t bias = q.bias[o];
+    a = tt_add_wrap(a, bias);
+    b = tt_add_wrap(b, bias);
+    tt_requantize_floor2(&a, &b, q.multiplier[o], q.shift[o], q.output_offset);
+    *pa = tt_ssat8(a);
+    *pb = tt_ssat8(b);
+}
+
+/* acc plus the input channels past the last group of four and the patch correction (finish's first steps). */
+static inline int32_t fix(int32_t acc, int32_t o, out_quant q, const int8_t *w, const int8_t *px, int32_t c4,
+                          int32_t c_in)
+{
+    acc = dot_tail(w, px, c4, c_in, q.input_offset, acc);
+    return q.patch == NULL ? acc : tt_add_wrap(acc, tt_patch_delta_1x1(q.patch, w, px, o, q.input_offset));
+}
+
 /* One output pixel without the widened buffer (inputs with more than 4 * TT_PW_GROUPS channels). */
 static void pixel_long(const int8_t *px, int8_t *po, const int8_t *filter, int32_t c_in, int32_t c_out, int32_t offset,
                        out_quant q)
@@ -69,15 +88,15 @@ static void pixel_long(const int8_t *px, int8_t *po, const int8_t *filter, int32
         for (int32_t c = 0; c < c4; c += 4) {
             const int32_t xw = tt_load4(px + c);
             const int32_t xe = __sadd16(__sxtb16(xw), offset2);       /* x0, x2 */
-            const int32_t xo = __sadd16(__sxtb16(tt_ror8(xw)), offset2); /* x1, x3 */
+            const int32_t xo = __sadd16(tt_sxtb16_ror8(xw), offset2); /* x1, x3 */
             int32_t w = tt_load4(w0 + c);
-            a0 = __smlad(__sxtb16(tt_ror8(w)), xo, __smlad(__sxtb16(w), xe, a0));
+            a0 = __smlad(tt_sxtb16_ror8(w), xo, __smlad(__sxtb16(w), xe, a0));
             w = tt_load4(w1 + c);
-            a1 = __smlad(__sxtb16(tt_ror8(w)), xo, __smlad(__sxtb16(w), xe, a1));
+            a1 = __smlad(tt_sxtb16_ror8(w), xo, __smlad(__sxtb16(w), xe, a1));
             w = tt_load4(w2 + c);
-            a2 = __smlad(__sxtb16(tt_ror8(w)), xo, __smlad(__sxtb16(w), xe, a2));
+            a2 = __smlad(tt_sxtb16_ror8(w), xo, __smlad(__sxtb16(w), xe, a2));
             w = tt_load4(w3 + c);
-            a3 = __smlad(__sxtb16(tt_ror8(w)), xo, __smlad(__sxtb16(w), xe, a3));
+            a3 = __smlad(tt_sxtb16_ror8(w), xo, __smlad(__sxtb16(w), xe, a3));
         }
         po[o] = finish(dot_tail(w0, px, c4, c_in, offset, a0), o, q, w0, px);
         po[o + 1] = finish(dot_tail(w1, px, c4, c_in, offset, a1), o + 1, q, w1, px);
@@ -89,11 +108,64 @@ static void pixel_long(const int8_t *px, int8_t *po, const int8_t *filter, int32
         int32_t a0 = 0;
         for (int32_t c = 0; c < c4; c += 4) {
             const int32_t xw = tt_load4(px + c), w = tt_load4(w0 + c);
-            a0 = __smlad(__sxtb16(tt_ror8(w)), __sadd16(__sxtb16(tt_ror8(xw)), offset2),
+            a0 = __smlad(tt_sxtb16_ror8(w), __sadd16(tt_sxtb16_ror8(xw), offset2),
                          __smlad(__sxtb16(w), __sadd16(__sxtb16(xw), offset2), a0));
         }
         po[o] = finish(dot_tail(w0, px, c4, c_in, offset, a0), o, q, w0, px);
     }
+}
+
+/*
+ * Outputs 0 .. (c_out & ~1) - 1 of two pixels px0, px1 whose inputs (C_in a multiple of 4) are widened in `widened`:
+ * 2 output channels x 2 pixels per inner loop, each widened weight word serving both pixels; then the corrections
+ * for the working slices of `patch` (may be NULL; tt_conv_common.h).
+ */
+static void __attribute__((noinline)) pairs(const int8_t *filter, int32_t c_in, int32_t c_out, const int32_t *widened,
+                                            int32_t groups, tt_out_quant q, const tt_weight_patch *patch,
+                                            const int8_t *px0, const int8_t *px1, int32_t offset, int8_t *po0,
+                                            int8_t *po1)
+{
+    const int32_t *end = widened + 4 * groups;
+    const int8_t *w0 = filter;
+    for (int32_t o = 0; o + 2 <= c_out; o += 2, w0 += 2 * c_in) {
+        const int8_t *u0 = w0, *u1 = w0 + c_in;
+        int32_t a00 = 0, a01 = 0, a10 = 0, a11 = 0;
+        for (const int32_t *x = widened; x < end; x += 4, u0 += 4, u1 += 4) {
+            const int32_t u = tt_load4(u0), v = tt_load4(u1);
+            const int32_t ue = __sxtb16(u), uo = tt_sxtb16_ror8(u), ve = __sxtb16(v), vo = tt_sxtb16_ror8(v);
+            a00 = __smlad(uo, x[1], __smlad(ue, x[0], a00));
+            a01 = __smlad(vo, x[1], __smlad(ve, x[0], a01));
+            a10 = __smlad(uo, x[3], __smlad(ue, x[2], a10));
+            a11 = __smlad(vo, x[3], __smlad(ve, x[2], a11));
+        }
+        if (patch != NULL) { /* tt_patch_delta_1x1 of the four outputs: each weight difference serves both pixels */
+            uint32_t e00 = 0, e01 = 0, e10 = 0, e11 = 0;
+            for (int32_t j = 0; j < patch->count; j++) {
+                const int32_t c = patch->channel[j];
+                const int8_t *sl = tt_patch_slice(patch, j);
+                const int32_t d0 = (int32_t)sl[o] - (int32_t)w0[c], d1 = (int32_t)sl[o + 1] - (int32_t)w0[c_in + c];
+                const int32_t x0 = (int32_t)px0[c] + offset, x1 = (int32_t)px1[c] + offset;
+                e00 += (uint32_t)(d0 * x0);
+                e01 += (uint32_t)(d1 * x0);
+                e10 += (uint32_t)(d0 * x1);
+                e11 += (uint32_t)(d1 * x1);
+            }
+            a00 = tt_add_wrap(a00, (int32_t)e00);
+            a01 = tt_add_wrap(a01, (int32_t)e01);
+            a10 = tt_add_wrap(a10, (int32_t)e10);
+            a11 = tt_add_wrap(a11, (int32_t)e11);
+        }
+        tt_finish2_s8(a00, a10, o, q, po0 + o, po1 + o);
+        tt_finish2_s8(a01, a11, o + 1, q, po0 + o + 1, po1 + o + 1);
+    }
+}
+
+/* The input pixel of output pixel p (row-major over the output): the stride picks every stride-th pixel. */
+static inline const int8_t *input_pixel(const tt_conv_params *conv, const tt_dims *in_dims, const tt_dims *out_dims,
+                                        const int8_t *in, int32_t p)
+{
+    const int32_t oy = p / out_dims->w, ox = p - oy * out_dims->w;
+    return in + ((size_t)oy * conv->stride * in_dims->w + (size_t)ox * conv->stride) * in_dims->c;
 }
 
 tt_status tt_pointwise_conv2d_s8(const tt_context *ctx, const tt_conv_params *conv,
@@ -116,49 +188,65 @@ tt_status tt_pointwise_conv2d_s8(const tt_context *ctx, const tt_conv_params *co
     const int32_t offset2 = (int32_t)(((uint32_t)(uint16_t)offset << 16) | (uint16_t)offset);
     const int32_t c4 = c_in & ~3;
     const int32_t groups = c4 / 4;
-    int32_t widened[2 * TT_PW_GROUPS]; /* per group of 4 channels: (x0, x2) and (x1, x3) + offset, int16 lanes */
-    for (int32_t oy = 0; oy < out_dims->h; oy++) {
-        for (int32_t ox = 0; ox < out_dims->w; ox++) {
-            const int8_t *px = in + ((size_t)oy * conv->stride * in_dims->w + (size_t)ox * conv->stride) * c_in;
-            int8_t *po = out + ((size_t)oy * out_dims->w + ox) * c_out;
-            if (groups > TT_PW_GROUPS) {
-                pixel_long(px, po, filter, c_in, c_out, offset, q);
-                continue;
+    const tt_out_quant fq = {.bias = bias, .multiplier = quant->multiplier, .shift = quant->shift,
+                             .output_offset = conv->output_offset};
+    int32_t widened[4 * TT_PW_GROUPS]; /* per group of 4 channels: (x0, x2), (x1, x3) + offset of both pixels */
+    const int32_t pixels = out_dims->h * out_dims->w;
+    for (int32_t p = 0; p < pixels; p += 2) {
+        const int32_t both = p + 1 < pixels; /* an odd pixel count ends with one pixel, computed as a pair */
+        const int8_t *px0 = input_pixel(conv, in_dims, out_dims, in, p);
+        const int8_t *px1 = both ? input_pixel(conv, in_dims, out_dims, in, p + 1) : px0;
+        int8_t *po0 = out + (size_t)p * c_out;
+        int8_t *po1 = both ? po0 + c_out : po0; /* a lone last pixel: its pair is itself, stored twice */
+        if (groups > TT_PW_GROUPS) {
+            pixel_long(px0, po0, filter, c_in, c_out, offset, q);
+            pixel_long(px1, po1, filter, c_in, c_out, offset, q);
+            continue;
+        }
+        for (int32_t g = 0; g < groups; g++) {
+            const int32_t x0 = tt_load4(px0 + 4 * g), x1 = tt_load4(px1 + 4 * g);
+            widened[4 * g] = __sadd16(__sxtb16(x0), offset2);
+            widened[4 * g + 1] = __sadd16(tt_sxtb16_ror8(x0), offset2);
+            widened[4 * g + 2] = __sadd16(__sxtb16(x1), offset2);
+            widened[4 * g + 3] = __sadd16(tt_sxtb16_ror8(x1), offset2);
+        }
+        int32_t o = 0;
+        if (c4 == c_in) { /* the common case, in a function of its own (fewer live values) */
+            pairs(filter, c_in, c_out, widened, groups, fq, conv->patch, px0, px1, offset, po0, po1);
+            o = c_out & ~1;
+        }
+        for (; o + 2 <= c_out; o += 2) { /* 2 outputs x 2 pixels: each widened weight word serves two pixels */
+            const int8_t *w0 = filter + (size_t)o * c_in, *w1 = w0 + c_in;
+            int32_t a00 = 0, a01 = 0, a10 = 0, a11 = 0;
+            const int32_t *x = widened;
+            for (int32_t g = 0; g < groups; g++, x += 4) {
+                const int32_t u = tt_load4(w0 + 4 * g), v = tt_load4(w1 + 4 * g);
+                const int32_t ue = __sxtb16(u), uo = tt_sxtb16_ror8(u), ve = __sxtb16(v), vo = tt_sxtb16_ror8(v);
+                a00 = __smlad(uo, x[1], __smlad(ue, x[0], a00));
+                a01 = __smlad(vo, x[1], __smlad(ve, x[0], a01));
+                a10 = __smlad(uo, x[3], __smlad(ue, x[2], a10));
+                a11 = __smlad(vo, x[3], __smlad(ve, x[2], a11));
             }
-            for (int32_t g = 0; g < groups; g++) {
-                const int32_t xw = tt_load4(px + 4 * g);
-                widened[2 * g] = __sadd16(__sxtb16(xw), offset2);
-                widened[2 * g + 1] = __sadd16(__sxtb16(tt_ror8(xw)), offset2);
+            if (c4 < c_in || q.patch != NULL) {
+                a00 = fix(a00, o, q, w0, px0, c4, c_in);
+                a01 = fix(a01, o + 1, q, w1, px0, c4, c_in);
+                a10 = fix(a10, o, q, w0, px1, c4, c_in);
+                a11 = fix(a11, o + 1, q, w1, px1, c4, c_in);
             }
-            int32_t o = 0;
-            for (; o + 4 <= c_out; o += 4) {
-                const int8_t *w0 = filter + (size_t)o * c_in, *w1 = w0 + c_in, *w2 = w1 + c_in, *w3 = w2 + c_in;
-                int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-                for (int32_t g = 0; g < groups; g++) {
-                    const int32_t xe = widened[2 * g], xo = widened[2 * g + 1];
-                    int32_t w = tt_load4(w0 + 4 * g);
-                    a0 = __smlad(__sxtb16(tt_ror8(w)), xo, __smlad(__sxtb16(w), xe, a0));
-                    w = tt_load4(w1 + 4 * g);
-                    a1 = __smlad(__sxtb16(tt_ror8(w)), xo, __smlad(__sxtb16(w), xe, a1));
-                    w = tt_load4(w2 + 4 * g);
-                    a2 = __smlad(__sxtb16(tt_ror8(w)), xo, __smlad(__sxtb16(w), xe, a2));
-                    w = tt_load4(w3 + 4 * g);
-                    a3 = __smlad(__sxtb16(tt_ror8(w)), xo, __smlad(__sxtb16(w), xe, a3));
-                }
-                po[o] = finish(dot_tail(w0, px, c4, c_in, offset, a0), o, q, w0, px);
-                po[o + 1] = finish(dot_tail(w1, px, c4, c_in, offset, a1), o + 1, q, w1, px);
-                po[o + 2] = finish(dot_tail(w2, px, c4, c_in, offset, a2), o + 2, q, w2, px);
-                po[o + 3] = finish(dot_tail(w3, px, c4, c_in, offset, a3), o + 3, q, w3, px);
+            finish_pair(a00, a10, o, q, po0 + o, po1 + o);
+            finish_pair(a01, a11, o + 1, q, po0 + o + 1, po1 + o + 1);
+        }
+        if (o < c_out) { /* an odd C_out: the last output of both pixels */
+            const int8_t *w0 = filter + (size_t)o * c_in;
+            int32_t a00 = 0, a10 = 0;
+            const int32_t *x = widened;
+            for (int32_t g = 0; g < groups; g++, x += 4) {
+                const int32_t u = tt_load4(w0 + 4 * g);
+                const int32_t ue = __sxtb16(u), uo = tt_sxtb16_ror8(u);
+                a00 = __smlad(uo, x[1], __smlad(ue, x[0], a00));
+                a10 = __smlad(uo, x[3], __smlad(ue, x[2], a10));
             }
-            for (; o < c_out; o++) {
-                const int8_t *w0 = filter + (size_t)o * c_in;
-                int32_t a0 = 0;
-                for (int32_t g = 0; g < groups; g++) {
-                    const int32_t w = tt_load4(w0 + 4 * g);
-                    a0 = __smlad(__sxtb16(tt_ror8(w)), widened[2 * g + 1], __smlad(__sxtb16(w), widened[2 * g], a0));
-                }
-                po[o] = finish(dot_tail(w0, px, c4, c_in, offset, a0), o, q, w0, px);
-            }
+            finish_pair(fix(a00, o, q, w0, px0, c4, c_in), fix(a10, o, q, w0, px1, c4, c_in), o, q, po0 + o, po1 + o);
         }
     }
     return TT_OK;

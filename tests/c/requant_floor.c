@@ -1,6 +1,6 @@
 /*
- * tt_requantize_floor (runtime_c/arm/tt_arm_math.h, used by the DSP kernels) against tt_requantize
- * (runtime_c/tt_requant.h): edge values x every shift, small accumulators with tie-making multipliers,
+ * tt_requantize_floor and tt_requantize_floor2 (runtime_c/arm/tt_arm_math.h, used by the DSP kernels) against
+ * tt_requantize (runtime_c/tt_requant.h): edge values x every shift, small accumulators with tie-making multipliers,
  * then random triples from a fixed xorshift seed.
  * Prints "ok N" or the first mismatch; exit 1 on a mismatch.
  */
@@ -22,10 +22,17 @@ static uint32_t next(void)
 static int check(int32_t x, int32_t m, int32_t s, long *n)
 {
     const int32_t want = tt_requantize(x, m, s), got = tt_requantize_floor(x, m, s);
+    /* the pair form on x and a neighbour, plus an output offset where the sums cannot overflow */
+    const int32_t x2 = (int32_t)((uint32_t)x ^ 0x55u), want_b = tt_requantize(x2, m, s);
+    const int32_t big = 1 << 30;
+    const int32_t offset = want > -big && want < big && want_b > -big && want_b < big ? 7 : 0;
+    int32_t a = x, b = x2;
+    tt_requantize_floor2(&a, &b, m, s, offset);
     (*n)++;
-    if (want != got) {
-        printf("mismatch x=%" PRId32 " multiplier=%" PRId32 " shift=%" PRId32 ": floor %" PRId32 " != reference %" PRId32
-               "\n", x, m, s, got, want);
+    if (want != got || a != want + offset || b != want_b + offset) {
+        printf("mismatch x=%" PRId32 " multiplier=%" PRId32 " shift=%" PRId32 ": floor %" PRId32 ", pair %" PRId32
+               " and %" PRId32 " != reference %" PRId32 " and %" PRId32 " (+ offset %" PRId32 ")\n", x, m, s, got, a, b,
+               want, want_b, offset);
         return 1;
     }
     return 0;

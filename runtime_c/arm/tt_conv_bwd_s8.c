@@ -1,0 +1,346 @@
+/*
+ * trady runtime: input gradients of the convolutions and the weight-gradient sums (tt_conv_bwd_common.h) for
+ * Cortex-M with the DSP extension (see tt_train.h). The firmware build (`trady firmware --kernels dsp`) uses this
+ * file instead of the reference file of the same name; the results are bit-identical: the same integer sums
+ * (exact, so their order does not matter), converted to fp32 and scaled by sigma with the same expression. A sum
+ * that fits int32 is converted from int32 (one VCVT) rather than from int64 (a library call): both conversions
+ * round the same integer to nearest.
+ *
+ * Pointwise, stride 1 (the hot case): per pair of input channels (c, c + 1) their weight columns w[:, c] are
+ * gathered once into int16 (the patched slice where the channel has one), interleaved so that one word holds
+ * w[o, c], w[o + 1, c] and the next w[o, c + 1], w[o + 1, c + 1]. Per pair of pixels, SMLAD multiplies a word of
+ * G[pixel, o..o + 1] with a column word and adds both products: 2 pixels x 2 channels, 8 MACs per 4 loads and
+ * 4 SMLADs. |w * G| <= 128 * 32767 = 4,194,176, so an int32 accumulator is exact over TT_BWD_CHUNK = 512 products
+ * (512 * 4,194,176 < 2^31); longer sums add chunks into int64. Columns longer than TT_BWD_COLUMN (stack) and all
+ * other dense convs take the reference sums.
+ *
+ * Depthwise (K * K <= 511 taps: the sum fits int32 as above): per input pixel the taps that reach it (the stride /
+ * padding geometry) are listed once; four channels at a time, SXTB16 widens weight bytes 0 and 2 (and, after a
+ * rotate by 8, bytes 1 and 3) into int16 lanes, and SMLABB / SMLABT / SMLATB / SMLATT multiply them with the lanes
+ * of G[pixel, c..c + 1] and G[pixel, c + 2..c + 3]. A group of four with a patched channel takes the reference
+ * sums.
+ */
+#include <arm_acle.h>
+#include <stddef.h>
+#include <string.h>
+
+#include "tt_arm_math.h"
+#include "tt_conv_bwd_common.h"
+#include "tt_train.h"
+
+#if !defined(__ARM_FEATURE_DSP) || !__ARM_FEATURE_DSP
+#error "runtime_c/arm/ needs the DSP extension (Cortex-M4/M7); build the reference kernels instead"
+#endif
+
+#ifndef TT_BWD_COLUMN /* a test builds with a short column to run the reference path */
+#define TT_BWD_COLUMN 1024 /* output channels of a pointwise input gradient: 2 columns of int16, 4 KB of stack */
+#endif
+#define TT_BWD_CHUNK 512 /* products per int32 partial sum (see above) */
+#ifndef TT_DW_TAPS /* a test builds with a short list to run the reference path */
+#define TT_DW_TAPS 121 /* depthwise taps listed per pixel on the stack (K <= 11); larger K take the reference */
+#endif
+
+static inline int32_t load_word(const void *p)
+{
+    int32_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+/* The reference sums for every channel of every input pixel (shapes outside the fast path). */
+static void conv_reference(const tt_conv_params *conv, const tt_dims *filter_dims, const int8_t *filter,
+                           const tt_dims *out_dims, const int16_t *grad_q, float sigma, const tt_dims *in_dims,
+                           int32_t accumulate, float *g_in)
+{
+    const int32_t k = filter_dims->h, c_in = in_dims->c;
+    for (int32_t iy = 0; iy < in_dims->h; iy++) {
+        for (int32_t ix = 0; ix < in_dims->w; ix++) {
+            int32_t next = 0;
+            for (int32_t c = 0; c < c_in; c++) {
+                size_t ws;
+                const int8_t *wc = tt_patched_weights(conv->patch, &next, filter, c, c_in, &ws);
+                const int64_t acc = tt_conv_bwd_input_sum(conv, k, out_dims, grad_q, wc, ws, iy, ix);
+                tt_bwd_store(g_in + ((size_t)iy * in_dims->w + ix) * c_in + c, tt_sum_to_f32(acc) * sigma, accumulate);
+            }
+        }
+    }
+}
+
+/*
+ * Pointwise, stride 1: sums of pixels p0 and p1 (rows g0, g1 of G) with the interleaved columns `cols` over
+ * outputs [0, c_out2) (even), in chunks of TT_BWD_CHUNK; s[2 * pixel + channel].
+ */
+static inline void dot_2x2(const int16_t *g0, const int16_t *g1, const int32_t *cols, int32_t c_out2, int64_t s[4])
+{
+    s[0] = s[1] = s[2] = s[3] = 0;
+    for (int32_t o0 = 0; o0 < c_out2; o0 += TT_BWD_CHUNK) {
+        const int32_t o1 = o0 + TT_BWD_CHUNK < c_out2 ? o0 + TT_BWD_CHUNK : c_out2;
+        int32_t a00 = 0, a01 = 0, a10 = 0, a11 = 0;
+        for (int32_t o = o0; o < o1; o += 2) {
+            const int32_t ga = load_word(g0 + o), gb = load_word(g1 + o);
+            const int32_t wa = cols[o], wb = cols[o + 1]; /* (w[o, c], w[o+1, c]), (w[o, c+1], w[o+1, c+1]) */
+            a00 = __smlad(ga, wa, a00);
+            a01 = __smlad(ga, wb, a01);
+            a10 = __smlad(gb, wa, a10);
+            a11 = __smlad(gb, wb, a11);
+        }
+        s[0] += a00;
+        s[1] += a01;
+        s[2] += a10;
+        s[3] += a11;
+    }
+}
+
+static void pointwise(const tt_conv_params *conv, const int8_t *filter, const tt_dims *out_dims,
+                      const int16_t *grad_q, float sigma, const tt_dims *in_dims, int32_t accumulate, float *g_in)
+{
+    const int32_t c_in = in_dims->c, c_out = out_dims->c;
+    const int32_t c_out2 = c_out & ~1;
+    const int32_t pixels = in_dims->h * in_dims->w;
+    int32_t cols[TT_BWD_COLUMN]; /* per output pair o: column word of channel c at o, of c + 1 at o + 1 */
+    int16_t last[2] = {0, 0};    /* w[c_out - 1, c], w[c_out - 1, c + 1] for an odd c_out */
+    int32_t next = 0;
+    for (int32_t c = 0; c < c_in; c += 2) {
+        const int32_t pair = c + 1 < c_in; /* an odd c_in ends with a single channel: a zero column beside it */
+        size_t ws0, ws1 = 0;
+        const int8_t *w0 = tt_patched_weights(conv->patch, &next, filter, c, c_in, &ws0);
+        const int8_t *w1 = pair ? tt_patched_weights(conv->patch, &next, filter, c + 1, c_in, &ws1) : NULL;
+        for (int32_t o = 0; o < c_out2; o += 2) {
+            const uint32_t a0 = (uint16_t)(int16_t)w0[(size_t)o * ws0];
+            const uint32_t a1 = (uint16_t)(int16_t)w0[(size_t)(o + 1) * ws0];
+            const uint32_t b0 = pair ? (uint16_t)(int16_t)w1[(size_t)o * ws1] : 0u;
+            const uint32_t b1 = pair ? (uint16_t)(int16_t)w1[(size_t)(o + 1) * ws1] : 0u;
+            cols[o] = (int32_t)(a0 | (a1 << 16));
+            cols[o + 1] = (int32_t)(b0 | (b1 << 16));
+        }
+        if (c_out2 < c_out) {
+            last[0] = w0[(size_t)c_out2 * ws0];
+            last[1] = pair ? w1[(size_t)c_out2 * ws1] : 0;
+        }
+        for (int32_t p = 0; p < pixels; p += 2) {
+            const int32_t both = p + 1 < pixels; /* an odd pixel count ends with one pixel: computed twice */
+            const int16_t *g0 = grad_q + (size_t)p * c_out, *g1 = both ? g0 + c_out : g0;
+            int64_t s[4];
+            dot_2x2(g0, g1, cols, c_out2, s);
+            if (c_out2 < c_out) {
+                s[0] += (int32_t)last[0] * g0[c_out2];
+                s[1] += (int32_t)last[1] * g0[c_out2];
+                s[2] += (int32_t)last[0] * g1[c_out2];
+                s[3] += (int32_t)last[1] * g1[c_out2];
+            }
+            float *d0 = g_in + (size_t)p * c_in + c;
+            tt_bwd_store(d0, tt_sum_to_f32(s[0]) * sigma, accumulate);
+            if (pair) {
+                tt_bwd_store(d0 + 1, tt_sum_to_f32(s[1]) * sigma, accumulate);
+            }
+            if (both) {
+                tt_bwd_store(d0 + c_in, tt_sum_to_f32(s[2]) * sigma, accumulate);
+                if (pair) {
+                    tt_bwd_store(d0 + c_in + 1, tt_sum_to_f32(s[3]) * sigma, accumulate);
+                }
+            }
+        }
+    }
+}
+
+tt_status tt_conv2d_s8_bwd_input(const tt_conv_params *conv, const tt_dims *filter_dims, const int8_t *filter,
+                                 const tt_dims *out_dims, const int16_t *grad_q, float sigma,
+                                 const tt_dims *in_dims, int32_t accumulate, float *g_in)
+{
+    const tt_status st = tt_check_bwd_input(0, conv, filter_dims, filter, out_dims, grad_q, in_dims, g_in);
+    if (st != TT_OK) {
+        return st;
+    }
+    if (filter_dims->h == 1 && filter_dims->w == 1 && conv->stride == 1 && conv->padding == 0 &&
+        out_dims->h == in_dims->h && out_dims->w == in_dims->w && out_dims->c <= TT_BWD_COLUMN) {
+        pointwise(conv, filter, out_dims, grad_q, sigma, in_dims, accumulate, g_in);
+    } else {
+        conv_reference(conv, filter_dims, filter, out_dims, grad_q, sigma, in_dims, accumulate, g_in);
+    }
+    return TT_OK;
+}
+
+/* Depthwise channel c of input pixel (iy, ix) with the reference sum; dst = the pixel's g_in. */
+static inline void dw_reference(const tt_conv_params *conv, int32_t k, const int8_t *filter, const tt_dims *out_dims,
+                                const int16_t *grad_q, float sigma, int32_t accumulate, int32_t *next, int32_t iy,
+                                int32_t ix, int32_t c, float *dst)
+{
+    size_t ws;
+    const int8_t *wc = tt_patched_weights(conv->patch, next, filter, c, out_dims->c, &ws);
+    const int64_t acc = tt_dw_bwd_input_sum(conv, k, out_dims, grad_q, wc, ws, iy, ix, c);
+    tt_bwd_store(dst + c, tt_sum_to_f32(acc) * sigma, accumulate);
+}
+
+tt_status tt_depthwise_conv2d_s8_bwd_input(const tt_conv_params *conv, const tt_dims *filter_dims,
+                                           const int8_t *filter, const tt_dims *out_dims, const int16_t *grad_q,
+                                           float sigma, const tt_dims *in_dims, int32_t accumulate, float *g_in)
+{
+    const tt_status st = tt_check_bwd_input(1, conv, filter_dims, filter, out_dims, grad_q, in_dims, g_in);
+    if (st != TT_OK) {
+        return st;
+    }
+    const int32_t k = filter_dims->h, ch = in_dims->c;
+    const int32_t fast = k * k <= TT_DW_TAPS; /* also k * k <= 511: int32 sums (see above) */
+    const int32_t c4 = fast ? ch & ~3 : 0;
+    const tt_weight_patch *patch = conv->patch;
+    int32_t tap_w[TT_DW_TAPS]; /* per listed tap: weight offset (ky * k + kx) * ch */
+    int32_t tap_g[TT_DW_TAPS]; /* and G offset (oy * out_w + ox) * ch */
+    for (int32_t iy = 0; iy < in_dims->h; iy++) {
+        for (int32_t ix = 0; ix < in_dims->w; ix++) {
+            int32_t n = 0;
+            for (int32_t ky = 0; ky < k && fast; ky++) {
+                const int32_t oy = tt_source_index(iy, ky, conv->stride, conv->padding, out_dims->h);
+                for (int32_t kx = 0; kx < k && oy >= 0; kx++) {
+                    const int32_t ox = tt_source_index(ix, kx, conv->stride, conv->padding, out_dims->w);
+                    if (ox >= 0) {
+                        tap_w[n] = (ky * k + kx) * ch;
+                        tap_g[n] = (oy * out_dims->w + ox) * ch;
+                        n++;
+                    }
+                }
+            }
+            float *dst = g_in + ((size_t)iy * in_dims->w + ix) * ch;
+            int32_t next = 0; /* the next patched channel; channels ascend */
+            int32_t c = 0;
+            for (; c < c4; c += 4) {
+                if (patch != NULL && next < patch->count && patch->channel[next] < c + 4) {
+                    for (int32_t j = c; j < c + 4; j++) { /* a group with a working slice: the reference sums */
+                        dw_reference(conv, k, filter, out_dims, grad_q, sigma, accumulate, &next, iy, ix, j, dst);
+                    }
+                    continue;
+                }
+                const int8_t *pw = filter + c;
+                const int16_t *pg = grad_q + c;
+                int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+                for (int32_t t = 0; t < n; t++) {
+                    const int32_t ww = tt_load4(pw + tap_w[t]);
+                    const int32_t g01 = load_word(pg + tap_g[t]), g23 = load_word(pg + tap_g[t] + 2);
+                    const int32_t we = __sxtb16(ww), wo = tt_sxtb16_ror8(ww); /* (w0, w2), (w1, w3) */
+                    a0 = __smlabb(we, g01, a0);
+                    a1 = __smlabt(wo, g01, a1);
+                    a2 = __smlatb(we, g23, a2);
+                    a3 = __smlatt(wo, g23, a3);
+                }
+                tt_bwd_store(dst + c, (float)a0 * sigma, accumulate);
+                tt_bwd_store(dst + c + 1, (float)a1 * sigma, accumulate);
+                tt_bwd_store(dst + c + 2, (float)a2 * sigma, accumulate);
+                tt_bwd_store(dst + c + 3, (float)a3 * sigma, accumulate);
+            }
+            for (; c < ch; c++) {
+                dw_reference(conv, k, filter, out_dims, grad_q, sigma, accumulate, &next, iy, ix, c, dst);
+            }
+        }
+    }
+    return TT_OK;
+}
+
+/*
+ * Weight-gradient sum, stride 1: for each output row whose input row iy is inside, the output columns whose input
+ * columns are inside form one run, A contiguous and G strided by C_out. Four pixels at a time: SXTB16 and SADD16
+ * widen A[ix..ix+3] + input_offset into (a0, a2) and (a1, a3) (lanes in [-255, 255]), and SMLABB / SMLATB multiply
+ * them with G of the four pixels (each an int16 in the bottom half of a word). |(A - z) * G| <= 255 * 32767 < 2^23,
+ * so int32 partial sums are exact over TT_WG_CHUNK = 256 pixels; longer runs add chunks into int64.
+ */
+#define TT_WG_CHUNK 256
+
+int64_t tt_conv_s8_weight_grad_sum(const tt_conv_params *conv, const tt_dims *in_dims, const int8_t *saved,
+                                   const tt_dims *out_dims, const int16_t *grad_q, int32_t o, int32_t ky, int32_t kx)
+{
+    if (conv->stride != 1) {
+        return tt_weight_grad_sum_ref(conv, in_dims, saved, out_dims, grad_q, o, ky, kx);
+    }
+    const int32_t offset = conv->input_offset;
+    const int32_t offset2 = (int32_t)(((uint32_t)(uint16_t)offset << 16) | (uint16_t)offset);
+    const int32_t cs = out_dims->c;
+    const int32_t dx = kx - conv->padding; /* ix = ox + dx */
+    const int32_t ox0 = dx < 0 ? -dx : 0;
+    const int32_t ox1 = in_dims->w - dx < out_dims->w ? in_dims->w - dx : out_dims->w;
+    int64_t acc = 0;
+    for (int32_t oy = 0; oy < out_dims->h; oy++) {
+        const int32_t iy = oy - conv->padding + ky;
+        if (iy < 0 || iy >= in_dims->h) {
+            continue;
+        }
+        for (int32_t from = ox0; from < ox1; from += TT_WG_CHUNK) {
+            const int32_t n = ox1 - from < TT_WG_CHUNK ? ox1 - from : TT_WG_CHUNK;
+            const int8_t *a = saved + (size_t)iy * in_dims->w + from + dx;
+            const int16_t *g = grad_q + ((size_t)oy * out_dims->w + from) * cs + o;
+            int32_t s = 0, i = 0;
+            for (; i + 4 <= n; i += 4, a += 4, g += 4 * cs) {
+                const int32_t xw = tt_load4(a);
+                const int32_t xe = __sadd16(__sxtb16(xw), offset2);       /* A0, A2 + offset */
+                const int32_t xo = __sadd16(tt_sxtb16_ror8(xw), offset2); /* A1, A3 + offset */
+                s = __smlabb(xe, g[0], s);
+                s = __smlabb(xo, g[cs], s);
+                s = __smlatb(xe, g[2 * cs], s);
+                s = __smlatb(xo, g[3 * cs], s);
+            }
+            for (; i < n; i++, a++, g += cs) {
+                s += ((int32_t)*a + offset) * (int32_t)*g;
+            }
+            acc += s;
+        }
+    }
+    return acc;
+}
+
+/*
+ * 1x1, stride 1 (input and output pixels coincide): per pair of pixels (p, p + 1) the activations are packed once
+ * into the lanes (A[p] + offset, A[p + 1] + offset); per pair of outputs (o, o + 1) the words G[p, o..o + 1] and
+ * G[p + 1, o..o + 1] are repacked into (G[p, o], G[p + 1, o]) and (G[p, o + 1], G[p + 1, o + 1]) and SMLAD adds both
+ * products of each. int32 partial sums stay exact over TT_WG_CHUNK pixels (see above) and are added into int64.
+ */
+void tt_conv_s8_weight_grad_sums_1x1(const tt_conv_params *conv, const tt_dims *in_dims, const int8_t *saved,
+                                     const tt_dims *out_dims, const int16_t *grad_q, int32_t o0, int32_t count,
+                                     int64_t *sums)
+{
+    if (conv->stride != 1 || conv->padding != 0 || in_dims->h != out_dims->h || in_dims->w != out_dims->w ||
+        count > TT_WG_CHUNK) {
+        for (int32_t j = 0; j < count; j++) {
+            sums[j] = tt_conv_s8_weight_grad_sum(conv, in_dims, saved, out_dims, grad_q, o0 + j, 0, 0);
+        }
+        return;
+    }
+    const int32_t offset = conv->input_offset, cs = out_dims->c, pixels = out_dims->h * out_dims->w;
+    const int32_t pairs = count & ~1;
+    int32_t part[TT_WG_CHUNK];
+    for (int32_t j = 0; j < count; j++) {
+        sums[j] = 0;
+        part[j] = 0;
+    }
+    int32_t p = 0;
+    for (int32_t chunk = 0; p + 2 <= pixels; p += 2) {
+        const uint32_t a0 = (uint16_t)((int32_t)saved[p] + offset), a1 = (uint16_t)((int32_t)saved[p + 1] + offset);
+        const int32_t a = (int32_t)(a0 | (a1 << 16));
+        const int16_t *g0 = grad_q + (size_t)p * cs + o0, *g1 = g0 + cs;
+        for (int32_t j = 0; j < pairs; j += 2) {
+            int32_t u, v;
+            memcpy(&u, g0 + j, sizeof u); /* G[p, o], G[p, o + 1] */
+            memcpy(&v, g1 + j, sizeof v); /* G[p + 1, o], G[p + 1, o + 1] */
+            const int32_t lo = (int32_t)(((uint32_t)u & 0xffffu) | ((uint32_t)v << 16));
+            const int32_t hi = (int32_t)(((uint32_t)v & 0xffff0000u) | ((uint32_t)u >> 16));
+            part[j] = __smlad(a, lo, part[j]);
+            part[j + 1] = __smlad(a, hi, part[j + 1]);
+        }
+        if (pairs < count) {
+            part[pairs] = __smlad(a, (int32_t)(((uint32_t)(uint16_t)g0[pairs]) | ((uint32_t)g1[pairs] << 16)),
+                                  part[pairs]);
+        }
+        if (++chunk == TT_WG_CHUNK / 2) { /* 256 products per partial sum */
+            for (int32_t j = 0; j < count; j++) {
+                sums[j] += part[j];
+                part[j] = 0;
+            }
+            chunk = 0;
+        }
+    }
+    for (; p < pixels; p++) { /* an odd pixel count: the last pixel */
+        const int32_t a = (int32_t)saved[p] + offset;
+        for (int32_t j = 0; j < count; j++) {
+            part[j] += a * (int32_t)grad_q[(size_t)p * cs + o0 + j];
+        }
+    }
+    for (int32_t j = 0; j < count; j++) {
+        sums[j] += part[j];
+    }
+}
