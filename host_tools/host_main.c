@@ -3,6 +3,7 @@
  *
  *   host_sim forward IMAGES N OUT   run N int8 images (file of N * input size bytes); write, per
  *                                   image, every op's int8 output in op order, then the fp32 logits
+ *                                   (persist=REGION: with the flash home of REGION.home, see below)
  *   host_sim bench IMAGES N         time the forward pass; prints "forward_us_per_image <float>"
  *   host_sim trace IMAGES LABELS N STEPS_PER_EPOCH SEED LR WARMUP TOTAL OUT
  *                                   N training steps on the images in file order; after each step write
@@ -558,7 +559,13 @@ int main(int argc, char **argv)
     float logits[MODEL_NUM_CLASSES];
     model_init();
     int status = 0;
-    if (strcmp(argv[1], "forward") == 0 && argc == 5) {
+    if (strcmp(argv[1], "forward") == 0 && (argc == 5 || argc == 6)) {
+        const char *region = option(argc, argv, 5, "persist"); /* the flash home of REGION.home */
+        status = region != NULL ? home_open(region) : 0;
+        if (status != 0) {
+            free(images);
+            return status;
+        }
         FILE *out = fopen(argv[4], "wb");
         if (out == NULL) {
             free(images);
