@@ -242,6 +242,16 @@ def test_record_on_a_newly_flashed_home_is_refused(project, reference):
     r = trace(tmp, exe, STEPS, "cont.bin", f"persist={region}")
     assert "persist refused seq 2: the weight home is not the one it was trained on" in r.stdout
     same_steps(steps_of(proj, (tmp / "cont.bin").read_bytes(), STEPS), full)
+    # the new run's first record, cut before its write-back journals anything: the old run's journal entry
+    # does not make the boot refuse it
+    put(region, (base[0], None))
+    record = pages_programmed(trace(tmp, exe, 2, "t.bin", f"persist={region}").stdout) * PAGE
+    put(region, (base[0], None))
+    r = trace(tmp, exe, STEPS, "t.bin", f"persist={region}", f"fail_after={record}", ok=(3,))
+    assert "persist saved seq 3 step 2 " in r.stdout and "power-loss at region" in r.stdout
+    r = trace(tmp, exe, STEPS, "cont.bin", f"persist={region}")
+    assert "persist restored seq 3 step 2" in r.stdout, r.stdout
+    same_steps(steps_of(proj, (tmp / "cont.bin").read_bytes(), STEPS - 2), full[2:])
     put(region, (trace_region(tmp, exe, 3), None))  # a record of step 2 and the write-back after it
     r = trace(tmp, exe, STEPS, "cont.bin", f"persist={region}")
     assert "persist restored seq 1 step 2" in r.stdout
