@@ -4,6 +4,8 @@ The region is written by the generated `<model>_persist_save` (format in runtime
 host `host_sim trace ... persist=REGION` keeps it in a file, on the board it is the region the linker script reserves after the image.
 This module reads a region file back the way the firmware does at boot (`tt_persist_examine`), so a host
 run's region can be checked, and preloaded into the emulator, knowing which record the target will restore.
+With a flash weight home the region ends with the journal of home pages (JOURNAL_ENTRIES entries), and the
+boot also checks the home against the record (the host keeps the home in REGION.home), which this does not.
 """
 
 from __future__ import annotations
