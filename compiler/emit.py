@@ -236,6 +236,8 @@ def _train_context(graph: Graph, plan: Plan, spec: TrainSpec, layers: list[dict]
                  + 4 * spec.sel_capacity + spec.budget_units * spec.bytes_per_weight_slot + 4)
     if spec.accumulate > 1:  # pending count, last lr, head and slice accumulators
         state_max += 8 + 4 * (head.weight.size + head.bias.size) + 4 * spec.update_arena_bytes
+    # a record of a flash home leaves the trainable weights out and holds the home check (docs/PERSIST.md)
+    persist_max = state_max - trainable_bytes + 4 if spec.weight_home == "flash" else state_max
     return dict(strategy=pool.strategy, note=pool.note, num_convs=len(graph.convs), pool_size=pool.size,
                 pool_layers=list(pool.layers), sel_capacity=spec.sel_capacity, budget_units=spec.budget_units,
                 update_arena_bytes=spec.update_arena_bytes,
@@ -251,7 +253,7 @@ def _train_context(graph: Graph, plan: Plan, spec: TrainSpec, layers: list[dict]
                 conv_op=c_array(np.array([producer[c.output] for c in graph.convs])),
                 min_cost=pool.min_cost(), fixed=fixed, fixed_count=0 if pool.fixed is None else len(pool.fixed),
                 dynamic=pool.dynamic, backward=backward, model_id=zlib.crc32(id_text.encode()),
-                model_id_text=id_text, state_max_bytes=state_max, flash=flash, flash_size=flash_size,
+                model_id_text=id_text, state_max_bytes=state_max, persist_max_bytes=persist_max, flash=flash, flash_size=flash_size,
                 flash_page=spec.flash_page, accumulate=spec.accumulate)
 
 

@@ -85,10 +85,12 @@ def host_lines(project: Project, raw: bytes, steps: int, first: int = 0) -> list
     return lines
 
 
-def forward_lines(project: Project, exe: Path, image: np.ndarray) -> list[str]:
-    """The firmware's "fwd" lines, from `host_sim forward` on the same image."""
+def forward_lines(project: Project, exe: Path, image: np.ndarray, region: Path | None = None) -> list[str]:
+    """The firmware's "fwd" lines, from `host_sim forward` on the same image (with `region`: on the flash home
+    the host's persistent-state run left, REGION.home)."""
     g = project.graph
-    outs, logits = host.run_forward(exe, image[None], [g.tensors[op.output].size for op in g.ops], g.head.classes)
+    outs, logits = host.run_forward(exe, image[None], [g.tensors[op.output].size for op in g.ops], g.head.classes,
+                                    (f"persist={region}",) if region is not None else ())
     return [f"fwd {i} {_crc(o[0])}" for i, o in enumerate(outs)] + [f"fwd logits {_crc(logits[0])}"]
 
 
@@ -131,8 +133,10 @@ def cmd_qemu(a: argparse.Namespace) -> int:
     steps = len(images)
     exe = host.build(folder)
     region = fw.folder / "persist.region"  # the host build's model of the firmware's persistent-state region
+    home = region.with_name(region.name + ".home")  # and of its flash weight home (host_sim persist=)
     region.unlink(missing_ok=True)
-    preload, first, restored = None, 0, None
+    home.unlink(missing_ok=True)
+    preload, first, restored, elf = None, 0, None, fw.elf
     if restore_at is not None:  # the host trains up to the boundary and leaves its record in the region
         persist.host_trace(exe, images[:restore_at], labels[:restore_at], schedule, steps, region)
         slots, newest = persist.read_region(region, project)
@@ -142,10 +146,17 @@ def cmd_qemu(a: argparse.Namespace) -> int:
             raise TradyError(f"{fw.elf}: the persistent-state region is {size} bytes, the host's {region.stat().st_size}")
         preload, first = (fw.folder / "persist.bin", addr), restore_at
         shutil.copy(region, preload[0])
+        if home.is_file():  # the flash home as the host's write-backs left it: the image's .tt_flash replaced
+            elf, saved_home = fw.folder / "firmware-restored.elf", fw.folder / "persist.bin.home"
+            shutil.copy(home, saved_home)
+            subprocess.run(["arm-none-eabi-objcopy", f"--update-section=.tt_flash={saved_home}", str(fw.elf),
+                            str(elf)], check=True, capture_output=True)
+    # the forward pass before training runs on the home the image boots with
+    fwd = forward_lines(project, exe, images[0], fw.folder / "persist.bin" if elf != fw.elf else None)
     # the host's run from the same region: the reference for every step and persist line the firmware prints
     raw, host_persist = persist.host_trace(exe, images, labels, schedule, steps, region)
-    want = forward_lines(project, exe, images[0]) + host_lines(project, raw, steps - first, first)
-    r = run(brd, fw.elf, a.timeout, output=a.output, preload=preload)
+    want = fwd + host_lines(project, raw, steps - first, first)
+    r = run(brd, elf, a.timeout, output=a.output, preload=preload)
     for ln in r.lines:
         print(ln)
     diff = compare(r.lines, want)
@@ -167,7 +178,8 @@ def cmd_qemu(a: argparse.Namespace) -> int:
     saved = sum(ln.startswith("persist saved") for ln in got_persist)
     if restored is not None:
         print(f"qemu: restored on the target: record seq {restored.seq} (state CRC {restored.state_crc:08x}, step "
-              f"{first}) preloaded at {preload[1]:#x} by QEMU's loader, as the host build wrote it")
+              f"{first}) preloaded at {preload[1]:#x} by QEMU's loader, as the host build wrote it"
+              + (", on the flash home its write-backs left (.tt_flash of firmware-restored.elf)" if elf != fw.elf else ""))
     print(f"qemu: OK {brd.name} ({brd.qemu_machine}, {a.kernels} kernels, {a.output}) vs host build: forward outputs of "
           f"{len(project.graph.ops)} ops and logits, {steps - first} training steps ({epochs} epoch{'s' if epochs != 1 else ''}"
           f"{f', from step {first}' if first else ''}): identical selections, int8 weight CRCs of {layers} layers, "

@@ -187,7 +187,8 @@ def build(project_dir: Path, project: Project, brd: Board, images: np.ndarray, l
     elf = folder / "firmware.elf"
     # the trained state survives a reset where the board's flash can be programmed (docs/PERSIST.md)
     persist_bytes = persist_region_bytes(project_dir, project) if brd.flash_port is None and not bench else 0
-    persist = ["-DTT_FW_PERSIST", f"-DTT_PERSIST_PAGE_BYTES={PERSIST_PAGE}"] if persist_bytes else []
+    persist = ["-DTT_FW_PERSIST", f"-DTT_PERSIST_PAGE_BYTES={PERSIST_PAGE}",
+               f"-DTT_PERSIST_JOURNAL_ENTRIES={persist_journal_entries()}"] if persist_bytes else []
     cmd = [CC, *brd.cpu, opt, *CFLAGS, *(["-DTT_FW_BENCH", "-DTT_TRAIN_MARKS"] if bench else []), *persist,
            *(f"-D{d}" for d in defines),
            f"-I{folder}", f"-I{project_dir}", f"-I{project_dir / 'runtime'}", f"-I{BOARD_FILES}",
@@ -205,17 +206,24 @@ def build(project_dir: Path, project: Project, brd: Board, images: np.ndarray, l
     return Firmware(brd, output, folder, elf, binary, sections(elf), stack, bound, note, persist_bytes)
 
 
+def persist_journal_entries() -> int:
+    from compiler import persist
+
+    return persist.JOURNAL_ENTRIES
+
+
 def persist_region_bytes(project_dir: Path, project: Project) -> int:
-    """Two record slots for the project's largest trained state (TT_PERSIST_SLOT_BYTES, tt_persist.h)."""
+    """Two record slots for the project's largest record and, with a flash weight home, the journal of home
+    pages (TT_PERSIST_REGION_BYTES, tt_persist.h)."""
     from compiler import persist
     from compiler.emit import model_c_name
 
     name = model_c_name(project.graph)
     header = Path(project_dir) / f"{name}.h"
-    m = re.search(rf"#define {name.upper()}_STATE_MAX_BYTES (\d+)", header.read_text() if header.is_file() else "")
+    m = re.search(rf"#define {name.upper()}_PERSIST_MAX_BYTES (\d+)", header.read_text() if header.is_file() else "")
     if m is None:
-        raise TradyError(f"{header}: no {name.upper()}_STATE_MAX_BYTES (compiled by an older trady? compile again)")
-    return 2 * persist.slot_bytes(int(m.group(1)), PERSIST_PAGE)
+        raise TradyError(f"{header}: no {name.upper()}_PERSIST_MAX_BYTES (compiled by an older trady? compile again)")
+    return 2 * persist.slot_bytes(int(m.group(1)), PERSIST_PAGE) + persist.journal_bytes(project, PERSIST_PAGE)
 
 
 def _build_error(project_dir: Path, brd: Board, text: str, stack: int) -> str:
@@ -310,8 +318,9 @@ def report_lines(fw: Firmware, plan: dict) -> list[str]:
              (f"  flash: {fw.flash_used:,} of {b.flash_bytes:,} bytes (.text {s.get('.text', 0):,} incl. constants, "
              + (f".tt_flash {s['.tt_flash']:,} (trainable weights' home), " if s.get(".tt_flash") else "")
              + f".data init {s.get('.data', 0):,}); the plan's flash figure: {flash_plan:,}"
-             + (f"; reserved after it: {fw.persist_bytes:,} (persistent trained state, 2 record slots)"
-                if fw.persist_bytes else "")),
+             + (f"; reserved after it: {fw.persist_bytes:,} (persistent trained state, 2 record slots"
+                + (f" and a {persist_journal_entries()}-entry journal of home pages"
+                   if s.get(".tt_flash") else "") + ")" if fw.persist_bytes else "")),
              (f"  SRAM:  {fw.ram_static + fw.stack_reserved:,} of {b.ram_bytes:,} bytes (.data {s.get('.data', 0):,} "
              f"+ .bss {s.get('.bss', 0):,} + stack reserve {fw.stack_reserved:,}); the plan's SRAM figure: {sram_plan:,}")]
     if fw.stack_bound is None:

@@ -25,13 +25,14 @@ def build(folder: Path, sanitize: bool = False) -> Path:
     return Path(folder) / target
 
 
-def run_forward(exe: Path, images: np.ndarray, op_sizes: list[int], classes: int) -> tuple[list[np.ndarray], np.ndarray]:
+def run_forward(exe: Path, images: np.ndarray, op_sizes: list[int], classes: int,
+                options: tuple[str, ...] = ()) -> tuple[list[np.ndarray], np.ndarray]:
     """Run `host_sim forward`; return per-op int8 outputs ([N, size] each) and logits [N, classes]."""
     n = len(images)
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "images.bin", Path(tmp) / "out.bin"
         np.ascontiguousarray(images, np.int8).tofile(src)
-        r = subprocess.run([str(exe), "forward", str(src), str(n), str(dst)], check=False,
+        r = subprocess.run([str(exe), "forward", str(src), str(n), str(dst), *options], check=False,
                            capture_output=True, text=True)
         if r.returncode != 0:
             raise TradyError(f"{exe.name} forward failed (exit {r.returncode}): {r.stderr.strip()}")

@@ -4,6 +4,8 @@ The region is written by the generated `<model>_persist_save` (format in runtime
 host `host_sim trace ... persist=REGION` keeps it in a file, on the board it is the region the linker script reserves after the image.
 This module reads a region file back the way the firmware does at boot (`tt_persist_examine`), so a host
 run's region can be checked, and preloaded into the emulator, knowing which record the target will restore.
+With a flash weight home the region ends with the journal of home pages (JOURNAL_ENTRIES entries), and the
+boot also checks the home against the record (the host keeps the home in REGION.home), which this does not.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from compiler.pipeline import Project
 
 MAGIC, VERSION, HEADER_BYTES = 0x52505454, 1, 28
 PAGE_BYTES = 2048  # TT_PERSIST_PAGE_BYTES unless the build sets it
+JOURNAL_ENTRIES = 4  # TT_PERSIST_JOURNAL_ENTRIES unless the build sets it (a flash weight home only)
 
 
 @dataclass(frozen=True)
@@ -46,8 +49,16 @@ def slot_bytes(state_max_bytes: int, page: int = PAGE_BYTES) -> int:
     return (1 + -(-state_max_bytes // page)) * page
 
 
-def examine(raw: bytes, slot: int, want_id: int, page: int = PAGE_BYTES) -> Slot:
-    size = len(raw) // 2
+def journal_bytes(project: Project, page: int = PAGE_BYTES) -> int:
+    """The journal after the two slots (TT_PERSIST_REGION_BYTES): with a flash weight home, JOURNAL_ENTRIES
+    entries of a header page plus the pages of one home page; none with a RAM home."""
+    if project.spec.weight_home != "flash":
+        return 0
+    return JOURNAL_ENTRIES * (1 + -(-project.spec.flash_page // page)) * page
+
+
+def examine(raw: bytes, slot: int, want_id: int, page: int = PAGE_BYTES, journal: int = 0) -> Slot:
+    size = (len(raw) - journal) // 2
     h = raw[slot * size:(slot + 1) * size]
     if len(h) < page or struct.unpack_from("<I", h)[0] != MAGIC:
         return Slot("empty", 0, b"")
@@ -58,14 +69,17 @@ def examine(raw: bytes, slot: int, want_id: int, page: int = PAGE_BYTES) -> Slot
 
 
 def read_region(path: Path, project: Project, page: int = PAGE_BYTES) -> tuple[list[Slot], int]:
-    """Both slots of a region file and the index of the one a boot restores (-1: none valid)."""
+    """Both slots of a region file and the index of the one a boot restores (-1: none valid; with a flash home
+    the boot also checks the home, which this does not read)."""
     raw = Path(path).read_bytes() if Path(path).is_file() else None
     if raw is None:
         raise TradyError(f"{path}: persistent region file not found")
-    if len(raw) % (2 * page) != 0 or len(raw) < 4 * page:
-        raise TradyError(f"{path}: {len(raw)} bytes is not a region of two slots of whole {page}-byte pages")
+    journal = journal_bytes(project, page)
+    if (len(raw) - journal) % (2 * page) != 0 or len(raw) - journal < 4 * page:
+        raise TradyError(f"{path}: {len(raw)} bytes is not a region of two slots of whole {page}-byte pages"
+                         + (f" and a {journal}-byte journal" if journal else ""))
     want = model_id(project)
-    slots = [examine(raw, k, want, page) for k in (0, 1)]
+    slots = [examine(raw, k, want, page, journal) for k in (0, 1)]
     valid = [k for k in (0, 1) if slots[k].state == "valid"]
     return slots, max(valid, key=lambda k: slots[k].seq, default=-1)
 

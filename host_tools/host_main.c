@@ -3,6 +3,7 @@
  *
  *   host_sim forward IMAGES N OUT   run N int8 images (file of N * input size bytes); write, per
  *                                   image, every op's int8 output in op order, then the fp32 logits
+ *                                   (persist=REGION: with the flash home of REGION.home, see below)
  *   host_sim bench IMAGES N         time the forward pass; prints "forward_us_per_image <float>"
  *   host_sim trace IMAGES LABELS N STEPS_PER_EPOCH SEED LR WARMUP TOTAL OUT
  *                                   N training steps on the images in file order; after each step write
@@ -20,12 +21,13 @@
  *   (tt_persist.h; created erased if absent): at boot the newest valid record is restored and the run goes
  *   on from its step (IMAGES then holds the whole run from step 0; not with start=), and a record is written
  *   at every epoch boundary after the first step taken (before the resampling), also when the run ends on one.
- *   It prints one "persist ..." line per restore and record on stdout. fail_after=N: power loss after N bytes
- *   programmed into the region (the page being programmed keeps N's share of new bytes, the rest is junk):
- *   the region file is left as the flash would be and host_sim exits with status 3. junk_home=1: before the
- *   restore, overwrite the trainable weights' home with junk (what a reset or a torn write-back leaves).
+ *   It prints one "persist ..." line per restore and record on stdout. With a flash weight home the file
+ *   REGION.home models the home (created from the compiled weights if absent; delete it to model a newly
+ *   flashed image). fail_after=N: power loss after N bytes programmed into the region or the home (the page
+ *   being programmed keeps N's share of new bytes, the rest is junk): both files are left as the flash would
+ *   be and host_sim exits with status 3. trace with persist= ends with "flash pages-programmed region R home H".
  *   train with persist= goes on from the restored epoch (replaying the earlier epochs' shuffles) and writes a
- *   record before every later epoch and at the end (trace-only: junk_home).
+ *   record before every later epoch and at the end.
  *   host_sim persist-restore REGION OUT
  *                                   restore the newest valid record of REGION into a fresh model and write
  *                                   it as a trained state file to OUT; prints the slots and what was restored
@@ -53,17 +55,50 @@ static int fail(const char *what, const char *detail)
 }
 
 /* ---- the persistent-state region, modelled by a file (persist=REGION) ---- */
-#define PERSIST_SLOT_BYTES TT_PERSIST_SLOT_BYTES(MODEL_STATE_MAX_BYTES, TT_PERSIST_PAGE_BYTES)
+#define PERSIST_SLOT_BYTES TT_PERSIST_SLOT_BYTES(MODEL_PERSIST_MAX_BYTES, TT_PERSIST_PAGE_BYTES)
+#define PERSIST_REGION_BYTES \
+    TT_PERSIST_REGION_BYTES(MODEL_PERSIST_MAX_BYTES, TT_PERSIST_PAGE_BYTES, TT_PERSIST_JOURNAL_ENTRIES, MODEL_PERSIST_HOME_PAGE)
 static uint8_t *persist_base;
 static uint8_t persist_page[TT_PERSIST_PAGE_BYTES];
 static tt_persist persist;
-static FILE *persist_file;
-static long persist_fail_after = -1; /* bytes the region may still take before the power goes; -1: never */
+static FILE *persist_file, *home_file;
+static int8_t *home_base; /* the flash weight home, modelled by REGION.home */
+static int32_t home_size;
+static long persist_fail_after = -1; /* bytes the flash may still take before the power goes; -1: never */
+static unsigned long region_pages, home_pages; /* pages programmed (wear) */
+
+/* Open (or create from the compiled weights) REGION.home and read it into the flash home. */
+static int home_open(const char *region_path)
+{
+    home_size = model_flash_home(&home_base);
+    if (home_size == 0) {
+        return 0;
+    }
+    char path[4096];
+    if (snprintf(path, sizeof path, "%s.home", region_path) >= (int)sizeof path) {
+        return fail(region_path, "path too long");
+    }
+    home_file = fopen(path, "r+b");
+    if (home_file == NULL) {
+        home_file = fopen(path, "w+b");
+        if (home_file == NULL || fwrite(home_base, 1, (size_t)home_size, home_file) != (size_t)home_size ||
+            fflush(home_file) != 0) {
+            return fail(path, "cannot create the flash home file");
+        }
+        return 0;
+    }
+    if (fseek(home_file, 0, SEEK_END) != 0 || ftell(home_file) != home_size) {
+        fprintf(stderr, "host_sim: %s: the flash home of this model is %ld bytes\n", path, (long)home_size);
+        return 2;
+    }
+    rewind(home_file);
+    return fread(home_base, 1, (size_t)home_size, home_file) == (size_t)home_size ? 0 : fail(path, "cannot read it");
+}
 
 /* Open (or create, erased) the region file and read it into memory. */
 static int persist_open(const char *path)
 {
-    const long size = 2L * PERSIST_SLOT_BYTES;
+    const long size = PERSIST_REGION_BYTES;
     persist_base = malloc((size_t)size);
     if (persist_base == NULL) {
         return fail(path, "out of memory for the persistent region");
@@ -78,8 +113,8 @@ static int persist_open(const char *path)
         }
     } else {
         if (fseek(persist_file, 0, SEEK_END) != 0 || ftell(persist_file) != size) {
-            fprintf(stderr, "host_sim: %s: a persistent region of this model is %ld bytes (2 slots of %ld)\n", path,
-                    size, (long)PERSIST_SLOT_BYTES);
+            fprintf(stderr, "host_sim: %s: a persistent region of this model is %ld bytes (2 slots of %ld and the journal)\n",
+                    path, size, (long)PERSIST_SLOT_BYTES);
             return 2;
         }
         rewind(persist_file);
@@ -88,26 +123,30 @@ static int persist_open(const char *path)
         }
     }
     persist = (tt_persist){.base = persist_base, .slot_bytes = PERSIST_SLOT_BYTES, .page_bytes = TT_PERSIST_PAGE_BYTES,
-                           .page_buffer = persist_page};
-    return 0;
+                           .page_buffer = persist_page,
+                           .journal_entries = MODEL_PERSIST_HOME_PAGE > 0 ? TT_PERSIST_JOURNAL_ENTRIES : 0,
+                           .journal_page_bytes = MODEL_PERSIST_HOME_PAGE};
+    return home_open(path);
 }
 
 static void persist_store(const uint8_t *at, int32_t bytes)
 {
-    const long offset = (long)(at - persist_base);
-    if (fseek(persist_file, offset, SEEK_SET) != 0 || fwrite(at, 1, (size_t)bytes, persist_file) != (size_t)bytes ||
-        fflush(persist_file) != 0) {
+    const int in_home = home_base != NULL && (const int8_t *)at >= home_base && (const int8_t *)at < home_base + home_size;
+    FILE *f = in_home ? home_file : persist_file;
+    const long offset = in_home ? (long)((const int8_t *)at - home_base) : (long)(at - persist_base);
+    if (fseek(f, offset, SEEK_SET) != 0 || fwrite(at, 1, (size_t)bytes, f) != (size_t)bytes || fflush(f) != 0) {
         fprintf(stderr, "host_sim: cannot write the persistent region file\n");
         exit(2);
     }
 }
 
-/* The host flash model (tt_flash.h): erase then program; in the persistent region also the file, and the
- * power-loss hook. */
+/* The host flash model (tt_flash.h): erase then program; in the persistent region and the home also the
+ * files, and the power-loss hook. */
 tt_status tt_flash_program_page(int8_t *page, const uint8_t *data, int32_t bytes)
 {
     uint8_t *p = (uint8_t *)page;
-    const int in_region = persist_base != NULL && p >= persist_base && p < persist_base + 2L * PERSIST_SLOT_BYTES;
+    const int in_home = home_file != NULL && page >= home_base && page < home_base + home_size;
+    const int in_region = in_home || (persist_base != NULL && p >= persist_base && p < persist_base + PERSIST_REGION_BYTES);
     if (in_region && persist_fail_after >= 0 && persist_fail_after < bytes) {
         const int32_t kept = (int32_t)persist_fail_after;
         memcpy(p, data, (size_t)kept);
@@ -115,13 +154,15 @@ tt_status tt_flash_program_page(int8_t *page, const uint8_t *data, int32_t bytes
             p[i] = (uint8_t)(data[i] ^ (0x5Au + (uint8_t)i));
         }
         persist_store(p, bytes);
-        printf("persist power-loss at page offset %ld byte %ld\n", (long)(p - persist_base), (long)kept);
+        printf("persist power-loss at %s page offset %ld byte %ld\n", in_home ? "home" : "region",
+               in_home ? (long)(page - home_base) : (long)(p - persist_base), (long)kept);
         fflush(stdout);
         exit(3);
     }
     memset(p, 0xFF, (size_t)bytes); /* erase */
     memcpy(p, data, (size_t)bytes); /* program */
     if (in_region) {
+        *(in_home ? &home_pages : &region_pages) += 1;
         persist_store(p, bytes);
         persist_fail_after = persist_fail_after >= 0 ? persist_fail_after - bytes : -1;
     }
@@ -149,7 +190,10 @@ static int persist_boot(uint32_t *seq)
         fprintf(stderr, "host_sim: persist restore: %s\n", tt_status_name(st));
         return 1;
     }
-    if (*seq == 0) {
+    if (*seq == 0 && model_persist_refused() != 0) {
+        printf("persist refused seq %lu: the weight home is not the one it was trained on, starting from scratch\n",
+               (unsigned long)model_persist_refused());
+    } else if (*seq == 0) {
         printf("persist none: no valid record of this model, starting from scratch\n");
     } else {
         printf("persist restored seq %lu step %ld\n", (unsigned long)*seq, (long)model_step());
@@ -306,15 +350,6 @@ static int trace(int argc, char **argv)
         uint32_t seq;
         status = start_opt != NULL ? fail("trace", "persist= goes on from the restored step: no start=") : 0;
         status = status == 0 ? persist_open(persist_path) : status;
-        if (option(argc, argv, 11, "junk_home") != NULL) { /* the home as a torn write-back may leave it */
-            for (int32_t conv = 0; conv < MODEL_NUM_CONVS; conv++) {
-                int8_t *home;
-                const int32_t size = model_trainable_weights(conv, &home);
-                for (int32_t k = 0; k < size; k++) {
-                    home[k] = (int8_t)(k * 37 + conv);
-                }
-            }
-        }
         status = status == 0 ? persist_boot(&seq) : status;
         first = model_step();
         persist_fail_after = fail_opt != NULL ? strtol(fail_opt, NULL, 10) : -1;
@@ -341,6 +376,9 @@ static int trace(int argc, char **argv)
     }
     if (status == 0 && persist_path != NULL && n > first && n % per_epoch == 0) {
         status = persist_save(); /* the run ends on an epoch boundary */
+    }
+    if (status == 0 && persist_path != NULL) {
+        printf("flash pages-programmed region %lu home %lu\n", region_pages, home_pages);
     }
     if (out != NULL && fclose(out) != 0) {
         status = fail(argv[10], "write failed");
@@ -521,7 +559,13 @@ int main(int argc, char **argv)
     float logits[MODEL_NUM_CLASSES];
     model_init();
     int status = 0;
-    if (strcmp(argv[1], "forward") == 0 && argc == 5) {
+    if (strcmp(argv[1], "forward") == 0 && (argc == 5 || argc == 6)) {
+        const char *region = option(argc, argv, 5, "persist"); /* the flash home of REGION.home */
+        status = region != NULL ? home_open(region) : 0;
+        if (status != 0) {
+            free(images);
+            return status;
+        }
         FILE *out = fopen(argv[4], "wb");
         if (out == NULL) {
             free(images);

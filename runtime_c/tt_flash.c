@@ -23,6 +23,12 @@ static tt_status commit(tt_flash *flash, int32_t page)
     if (memcmp(flash->base + page, flash->page_buffer, (size_t)flash->page_bytes) == 0) {
         return TT_OK;
     }
+    if (flash->journal != NULL) {
+        const tt_status st = flash->journal(flash->journal_ctx, page, flash->page_buffer);
+        if (st != TT_OK) {
+            return st;
+        }
+    }
     flash->pages_programmed++;
     return tt_flash_program_page(flash->base + page, flash->page_buffer, flash->page_bytes);
 }

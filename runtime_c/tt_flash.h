@@ -14,6 +14,12 @@
 
 #include "tt_types.h"
 
+/**
+ * Called with a page's new content before the page is erased and programmed (the persistent state's journal,
+ * tt_persist.h): `offset` is the page's byte offset in the region. An error leaves the page untouched.
+ */
+typedef tt_status (*tt_flash_journal)(void *ctx, int32_t offset, const uint8_t *content);
+
 /** A flash region and its page buffer. */
 typedef struct {
     int8_t *base;             /**< start of the region (page aligned on the target) */
@@ -21,6 +27,8 @@ typedef struct {
     int32_t page_bytes;
     uint8_t *page_buffer;     /**< [page_bytes] SRAM */
     uint32_t pages_programmed; /**< erase/program cycles so far (wear) */
+    tt_flash_journal journal; /**< NULL: pages are programmed without a journal */
+    void *journal_ctx;
 } tt_flash;
 
 /** Erase one page and program it with `bytes` bytes from `data` (weak; a board port overrides it). */

@@ -173,3 +173,60 @@ tt_status tt_persist_commit(tt_persist_writer *w, uint32_t *seq)
     }
     return TT_OK;
 }
+
+/* ---- the journal of home pages (flash weight home) ---- */
+
+static int journal_bad(const tt_persist *p)
+{
+    return region_bad(p) || p->journal_entries < 1 || p->journal_page_bytes < 1;
+}
+
+static uint8_t *journal_entry(const tt_persist *p, int32_t k)
+{
+    const int32_t entry = TT_PERSIST_ENTRY_BYTES(p->journal_page_bytes, p->page_bytes);
+    return p->base + 2 * (size_t)p->slot_bytes + (size_t)k * (size_t)entry;
+}
+
+tt_journal_entry tt_persist_journal_newest(const tt_persist *p, uint32_t model_id)
+{
+    tt_journal_entry best = {.index = -1, .seq = 0, .home_offset = 0, .content = NULL};
+    for (int32_t k = 0; !journal_bad(p) && k < p->journal_entries; k++) {
+        const uint8_t *h = journal_entry(p, k), *content = h + p->page_bytes;
+        if (get_u32(h) != TT_JOURNAL_MAGIC || get_u32(h + 24) != tt_crc32(0, h, 24) ||
+            get_u32(h + 4) != TT_JOURNAL_VERSION || get_u32(h + 12) != model_id || get_u32(h + 16) > 0x7FFFFFFFu ||
+            get_u32(h + 20) != tt_crc32(0, content, p->journal_page_bytes)) {
+            continue; /* empty, torn (its content being rewritten), or another model's */
+        }
+        if (best.index < 0 || get_u32(h + 8) > best.seq) {
+            best = (tt_journal_entry){.index = k, .seq = get_u32(h + 8), .home_offset = (int32_t)get_u32(h + 16),
+                                      .content = content};
+        }
+    }
+    return best;
+}
+
+tt_status tt_persist_journal_write(const tt_persist *p, uint32_t model_id, int32_t home_offset, const uint8_t *content)
+{
+    if (journal_bad(p) || content == NULL || home_offset < 0) {
+        return TT_ERR_ARG;
+    }
+    const tt_journal_entry newest = tt_persist_journal_newest(p, model_id);
+    /* the entry after the newest: never the newest, whose home page is whole by now */
+    const int32_t k = newest.index < 0 ? 0 : (newest.index + 1) % p->journal_entries;
+    uint8_t *h = journal_entry(p, k);
+    for (int32_t at = 0; at < p->journal_page_bytes; at += p->page_bytes) {
+        const int32_t n = p->journal_page_bytes - at < p->page_bytes ? p->journal_page_bytes - at : p->page_bytes;
+        memset(p->page_buffer, 0xFF, (size_t)p->page_bytes);
+        memcpy(p->page_buffer, content + at, (size_t)n);
+        TRY(program(p, h + p->page_bytes + at));
+    }
+    memset(p->page_buffer, 0xFF, (size_t)p->page_bytes);
+    put_u32(p->page_buffer, TT_JOURNAL_MAGIC);
+    put_u32(p->page_buffer + 4, TT_JOURNAL_VERSION);
+    put_u32(p->page_buffer + 8, newest.index < 0 ? 1u : newest.seq + 1u);
+    put_u32(p->page_buffer + 12, model_id);
+    put_u32(p->page_buffer + 16, (uint32_t)home_offset);
+    put_u32(p->page_buffer + 20, tt_crc32(0, content, p->journal_page_bytes));
+    put_u32(p->page_buffer + 24, tt_crc32(0, p->page_buffer, 24));
+    return program(p, h); /* the entry is valid once this page is whole */
+}

@@ -11,6 +11,13 @@
  * sequence number wins. A power loss at any point leaves the other slot, and so the last committed record,
  * untouched: the boot finds either it or, once the header page is programmed in full, the new record.
  *
+ * With a flash weight home the region also holds a journal of home pages after the two slots: a ring of
+ * journal_entries entries, each a header page then the pages of one home page's content. Before a home page is
+ * erased and programmed, its new content goes into the entry after the newest one: the content pages first, then
+ * the header, little-endian u32s: "TTJR", version, sequence number, model id, byte offset of the page in the
+ * home, CRC32 of the content, CRC32 of the six preceding words. The newest valid entry is the last home page
+ * written (or being written): at boot it is redone (docs/PERSIST.md).
+ *
  * Pages are written with tt_flash_program_page (tt_flash.h): the host model writes memory, a board port the
  * vendor's erase and program sequence.
  */
@@ -24,6 +31,8 @@
 #define TT_PERSIST_MAGIC 0x52505454u /* "TTPR" read as a little-endian u32 */
 #define TT_PERSIST_VERSION 1u
 #define TT_PERSIST_HEADER_BYTES 28
+#define TT_JOURNAL_MAGIC 0x524A5454u /* "TTJR" */
+#define TT_JOURNAL_VERSION 1u
 
 /** The region's erase page size unless the build sets it (the mps2 boards' default; the host uses the same). */
 #ifndef TT_PERSIST_PAGE_BYTES
@@ -33,12 +42,26 @@
 /** Bytes of one slot for payloads of up to `max_payload` bytes: a header page plus the payload's pages. */
 #define TT_PERSIST_SLOT_BYTES(max_payload, page) ((1 + ((max_payload) + (page) - 1) / (page)) * (page))
 
-/** The region: two slots of slot_bytes, page aligned, and an SRAM page buffer. */
+/** Journal entries of the region of a flash weight home unless the build sets it (wear: docs/PERSIST.md). */
+#ifndef TT_PERSIST_JOURNAL_ENTRIES
+#define TT_PERSIST_JOURNAL_ENTRIES 4
+#endif
+
+/** Bytes of one journal entry for home pages of `home_page` bytes: a header page plus the content's pages. */
+#define TT_PERSIST_ENTRY_BYTES(home_page, page) ((1 + ((home_page) + (page) - 1) / (page)) * (page))
+
+/** Bytes of a whole region: two slots, then `entries` journal entries (none when home_page is 0: a RAM home). */
+#define TT_PERSIST_REGION_BYTES(max_payload, page, entries, home_page) \
+    (2 * TT_PERSIST_SLOT_BYTES(max_payload, page) + ((home_page) > 0 ? (entries) * TT_PERSIST_ENTRY_BYTES(home_page, page) : 0))
+
+/** The region: two slots of slot_bytes, then the journal, page aligned, and an SRAM page buffer. */
 typedef struct {
-    uint8_t *base;         /**< [2 * slot_bytes], aligned to page_bytes */
-    int32_t slot_bytes;    /**< a multiple of page_bytes, at least two pages */
+    uint8_t *base;             /**< [2 * slot_bytes + journal_entries * entry bytes], aligned to page_bytes */
+    int32_t slot_bytes;        /**< a multiple of page_bytes, at least two pages */
     int32_t page_bytes;
-    uint8_t *page_buffer;  /**< [page_bytes] */
+    uint8_t *page_buffer;      /**< [page_bytes] */
+    int32_t journal_entries;   /**< journal entries after the slots (flash weight home; 0: no journal) */
+    int32_t journal_page_bytes; /**< bytes of one home page (the content of an entry) */
 } tt_persist;
 
 /** What a slot holds. */
@@ -91,5 +114,22 @@ tt_status tt_persist_append(void *ctx, const uint8_t *data, int32_t size);
 
 /** Program the last payload page and then the header page; `seq` gets the record's sequence number. */
 tt_status tt_persist_commit(tt_persist_writer *w, uint32_t *seq);
+
+/** A journal entry, as found: the newest valid one of a model (tt_persist_journal_newest). */
+typedef struct {
+    int32_t index;           /**< entry index, -1: none valid */
+    uint32_t seq;
+    int32_t home_offset;     /**< byte offset of the page in the home */
+    const uint8_t *content;  /**< [journal_page_bytes], in the region */
+} tt_journal_entry;
+
+/** The newest valid journal entry of `model_id` (index -1 if none, or the region has no journal). */
+tt_journal_entry tt_persist_journal_newest(const tt_persist *p, uint32_t model_id);
+
+/**
+ * Journal the new content of the home page at `home_offset` (journal_page_bytes bytes): program it into the
+ * entry after the newest, content pages first, header last. Call it before the home page is erased.
+ */
+tt_status tt_persist_journal_write(const tt_persist *p, uint32_t model_id, int32_t home_offset, const uint8_t *content);
 
 #endif /* TT_PERSIST_H */

@@ -13,7 +13,8 @@
  *
  * Built with -DTT_FW_PERSIST, the trained state survives a reset (tt_persist.h, docs/PERSIST.md): at boot the
  * newest valid record of the persistent-state region (tt_sections.ld) is restored and training goes on from its step (one line
- * per slot, then "persist restored seq S step T" or "persist none ..."), and a record is written at every epoch
+ * per slot, then "persist restored seq S step T", "persist refused seq S: ..." when a flash home is not the one
+ * the record was trained on, or "persist none ..."), and a record is written at every epoch
  * boundary after the first step taken, before the resampling ("persist saved seq S step T"), as host_sim does.
  *
  * Built with -DTT_FW_BENCH instead, it runs one forward pass and FW_NUM_SAMPLES training steps and
@@ -95,7 +96,9 @@ int main(void)
 #else
 
 #if defined(TT_FW_PERSIST)
-#define FW_PERSIST_SLOT_BYTES TT_PERSIST_SLOT_BYTES(MODEL_STATE_MAX_BYTES, TT_PERSIST_PAGE_BYTES)
+#define FW_PERSIST_SLOT_BYTES TT_PERSIST_SLOT_BYTES(MODEL_PERSIST_MAX_BYTES, TT_PERSIST_PAGE_BYTES)
+#define FW_PERSIST_BYTES \
+    TT_PERSIST_REGION_BYTES(MODEL_PERSIST_MAX_BYTES, TT_PERSIST_PAGE_BYTES, TT_PERSIST_JOURNAL_ENTRIES, MODEL_PERSIST_HOME_PAGE)
 extern uint8_t _stt_persist[], _ett_persist[]; /* the region the linker script reserves (tt_sections.ld) */
 static uint8_t persist_page[TT_PERSIST_PAGE_BYTES];
 static const tt_persist persist = {
@@ -103,13 +106,15 @@ static const tt_persist persist = {
     .slot_bytes = FW_PERSIST_SLOT_BYTES,
     .page_bytes = TT_PERSIST_PAGE_BYTES,
     .page_buffer = persist_page,
+    .journal_entries = MODEL_PERSIST_HOME_PAGE > 0 ? TT_PERSIST_JOURNAL_ENTRIES : 0, /* a flash home's journal */
+    .journal_page_bytes = MODEL_PERSIST_HOME_PAGE,
 };
 
 static int32_t persist_boot(void)
 {
-    char line[96];
-    if (_ett_persist - _stt_persist < 2 * FW_PERSIST_SLOT_BYTES || (uintptr_t)_stt_persist % TT_PERSIST_PAGE_BYTES != 0) {
-        tt_out_write("error persist: the linked region is smaller than two slots or not page aligned\n");
+    char line[128];
+    if (_ett_persist - _stt_persist < FW_PERSIST_BYTES || (uintptr_t)_stt_persist % TT_PERSIST_PAGE_BYTES != 0) {
+        tt_out_write("error persist: the linked region is smaller than two slots and the journal or not page aligned\n");
         return 1;
     }
     for (int32_t k = 0; k < 2; k++) {
@@ -124,7 +129,12 @@ static int32_t persist_boot(void)
     }
     uint32_t seq = 0;
     const int32_t status = check(model_persist_restore(&persist, &seq), "persist_restore");
-    if (status == 0 && seq == 0) {
+    if (status == 0 && seq == 0 && model_persist_refused() != 0) {
+        snprintf(line, sizeof line,
+                 "persist refused seq %lu: the weight home is not the one it was trained on, starting from scratch\n",
+                 (unsigned long)model_persist_refused());
+        tt_out_write(line);
+    } else if (status == 0 && seq == 0) {
         tt_out_write("persist none: no valid record of this model, starting from scratch\n");
     } else if (status == 0) {
         snprintf(line, sizeof line, "persist restored seq %lu step %ld\n", (unsigned long)seq, (long)model_step());

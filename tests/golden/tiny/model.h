@@ -24,12 +24,16 @@
 #define model_flash_pages_programmed tiny_flash_pages_programmed
 #define model_head tiny_head
 #define MODEL_STATE_MAX_BYTES TINY_STATE_MAX_BYTES
+#define MODEL_PERSIST_MAX_BYTES TINY_PERSIST_MAX_BYTES
+#define MODEL_PERSIST_HOME_PAGE TINY_PERSIST_HOME_PAGE
 #define model_state_save tiny_state_save
 #define model_state_load tiny_state_load
 #define MODEL_ID_CRC TINY_MODEL_ID
 #define model_step tiny_step
 #define model_persist_save tiny_persist_save
 #define model_persist_restore tiny_persist_restore
+#define model_persist_refused tiny_persist_refused
+#define model_flash_home tiny_flash_home
 
 /* Output size in bytes of each op, in op order. */
 static const int32_t model_op_sizes[MODEL_NUM_OPS] = { 648, 972, 972, 648, 648, 200, 150, 250, 10 };

@@ -854,6 +854,12 @@ uint32_t tiny_flash_pages_programmed(void)
     return 0;
 }
 
+int32_t tiny_flash_home(int8_t **base)
+{
+    *base = NULL;
+    return 0;
+}
+
 void tiny_head(float **weight, float **bias)
 {
     *weight = head_weight;
@@ -863,7 +869,9 @@ void tiny_head(float **weight, float **bias)
 /* ---- trained state (SPEC 8): see tt_state.h for the frame; sections in this order ---- */
 #define MODEL_ID 764015910u /* CRC32 of "<sha256>|trady|300|3|9|0,1,2,3,4,5,6" */
 
-static void state_sections(tt_cursor *c, int32_t load)
+/* The sections of a state file; `home`: with the trainable weights (a record of a flash home: without them,
+ * with the home check instead). */
+static void state_sections(tt_cursor *c, int32_t load, int32_t home)
 {
     /* counters, PRNG states and the schedule */
     uint32_t v[7] = {(uint32_t)train.step, (uint32_t)train.epoch, train.sampler_rng.state, train.rounding_rng.state,
@@ -886,7 +894,7 @@ static void state_sections(tt_cursor *c, int32_t load)
         memcpy(&train.lr, &v[6], sizeof train.lr);
     }
     /* trainable weights, conv order, emitted layout */
-    for (int32_t conv = 0; conv < NUM_CONVS; conv++) {
+    for (int32_t conv = 0; home && conv < NUM_CONVS; conv++) {
         int8_t *w;
         const int32_t size = tiny_trainable_weights(conv, &w);
         if (size == 0) {
@@ -956,6 +964,7 @@ static void state_sections(tt_cursor *c, int32_t load)
             tt_put(c, weight_block(j), bytes);
         }
     }
+    (void)home;
     if (load) {
         update_deepest_op();
     }
@@ -971,7 +980,7 @@ tt_status tiny_state_save(uint8_t *buf, int32_t capacity, int32_t *length)
     tt_put_u32(&c, TT_STATE_VERSION);
     tt_put_u32(&c, MODEL_ID);
     tt_put_u32(&c, 0); /* total length, patched below */
-    state_sections(&c, 0);
+    state_sections(&c, 0, 1);
     if (c.overflow || c.pos > capacity - 4) {
         return TT_ERR_RANGE;
     }
@@ -984,7 +993,8 @@ tt_status tiny_state_save(uint8_t *buf, int32_t capacity, int32_t *length)
     return TT_OK;
 }
 
-tt_status tiny_state_load(const uint8_t *buf, int32_t length)
+/* Load a state file (home = 1) or a record's payload (home = RECORD_HOME). */
+static tt_status load_frame(const uint8_t *buf, int32_t length, int32_t home)
 {
     if (buf == NULL || length < 20) {
         return TT_ERR_ARG;
@@ -1000,8 +1010,13 @@ tt_status tiny_state_load(const uint8_t *buf, int32_t length)
     }
     c.pos = 16;
     c.capacity = length - 4;
-    state_sections(&c, 1);
+    state_sections(&c, 1, home);
     return c.overflow || c.pos != length - 4 ? TT_ERR_ARG : TT_OK;
+}
+
+tt_status tiny_state_load(const uint8_t *buf, int32_t length)
+{
+    return load_frame(buf, length, 1);
 }
 
 int32_t tiny_step(void)
@@ -1009,12 +1024,14 @@ int32_t tiny_step(void)
     return train.step;
 }
 
-/* ---- trained state that survives a reset (docs/PERSIST.md): the state file as a record in a flash region ---- */
+/* ---- trained state that survives a reset (docs/PERSIST.md): a record of the state in a flash region ---- */
+#define RECORD_HOME 1 /* the RAM home is in the record */
+
 tt_status tiny_persist_save(const tt_persist *region, uint32_t *seq)
 {
     /* length pass, then the same bytes streamed through the region's page buffer: no state-sized buffer */
     tt_cursor n = {.buf = NULL, .capacity = 0, .pos = 16, .overflow = 0, .sink = tt_sink_count, .sink_ctx = NULL, .crc = 0};
-    state_sections(&n, 0);
+    state_sections(&n, 0, RECORD_HOME);
     if (n.overflow) {
         return TT_ERR_ARG;
     }
@@ -1026,7 +1043,7 @@ tt_status tiny_persist_save(const tt_persist *region, uint32_t *seq)
     tt_put_u32(&c, TT_STATE_VERSION);
     tt_put_u32(&c, MODEL_ID);
     tt_put_u32(&c, (uint32_t)total);
-    state_sections(&c, 0);
+    state_sections(&c, 0, RECORD_HOME);
     tt_put_u32(&c, c.crc);
     if (c.overflow || c.pos != total) {
         return TT_ERR_ARG;
@@ -1044,9 +1061,14 @@ tt_status tiny_persist_restore(const tt_persist *region, uint32_t *seq)
     if (tt_persist_newest(region, MODEL_ID, &found) < 0) {
         return TT_OK; /* no valid record: the caller starts from scratch */
     }
-    TT_TRY(tiny_state_load(found.payload, found.length));
+    TT_TRY(load_frame(found.payload, found.length, RECORD_HOME));
     *seq = found.seq;
     return TT_OK;
+}
+
+uint32_t tiny_persist_refused(void)
+{
+    return 0u;
 }
 
 int8_t *tiny_input(void)

@@ -76,11 +76,18 @@ tt_status tiny_read_weights(int32_t conv, int32_t offset, int32_t count, int8_t 
 /** Flash pages erased and programmed so far (write-backs and state restores; 0 with a RAM home). */
 uint32_t tiny_flash_pages_programmed(void);
 
+/** The flash weight home: its start in `base` and its bytes (0 and NULL: a RAM home). */
+int32_t tiny_flash_home(int8_t **base);
+
 /** The fp32 head, [classes, features] row-major, and its bias. */
 void tiny_head(float **weight, float **bias);
 
 /** Bytes a saved trained state can take at most (buffer size for tiny_state_save). */
 #define TINY_STATE_MAX_BYTES 1408
+/** The largest record of the persistent state (a state file). */
+#define TINY_PERSIST_MAX_BYTES 1408
+/** Bytes of one home page in the region's journal (0: a RAM home, no journal; tt_persist.h). */
+#define TINY_PERSIST_HOME_PAGE 0
 
 /**
  * Write the trained state (counters, PRNG states, trainable weights, head, selection and residuals) into buf,
@@ -109,7 +116,12 @@ tt_status tiny_persist_save(const tt_persist *region, uint32_t *seq);
 /**
  * Restore the newest valid record of this compiled model from `region` (after tiny_train_init); `seq`
  * gets its sequence number, or 0 when neither slot holds one (the state is left as it was: start from scratch).
+ * With a flash home it first checks that the home is the one the record was trained on (after redoing the
+ * region's journal): if not, the record is refused, the state is as _train_init left it and `seq` is 0.
  */
 tt_status tiny_persist_restore(const tt_persist *region, uint32_t *seq);
+
+/** The sequence number of the record the last tiny_persist_restore refused for a home mismatch, 0: none. */
+uint32_t tiny_persist_refused(void);
 
 #endif /* TINY_H */
