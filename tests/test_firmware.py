@@ -16,12 +16,11 @@ from pathlib import Path
 import pytest
 from tt_support import (
     assert_one_line_error,
+    compile_tiny,
     data_path,
     model_path,
     require_tool,
     run_cli,
-    tiny_model_dict,
-    write_model,
 )
 
 from compiler import emulate, firmware, host, pipeline
@@ -32,12 +31,7 @@ pytestmark = pytest.mark.arm
 @pytest.fixture(scope="module")
 def tiny10(tmp_path_factory) -> Path:
     require_tool("arm-none-eabi-gcc")
-    tmp = tmp_path_factory.mktemp("fw")
-    model = write_model(tiny_model_dict(), tmp / "tiny.pkl")
-    out = tmp / "tiny"
-    rc, _, err = run_cli(["compile", str(model), "--budget", "300", "--classes", "10", "--out", str(out)])
-    assert rc == 0, err
-    return out
+    return compile_tiny(tmp_path_factory.mktemp("fw"))
 
 
 @pytest.mark.parametrize("board", list(firmware.BOARDS))

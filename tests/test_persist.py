@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tt_support import data_path, require_tool, run_cli, tiny_model_dict, write_model
+from tt_support import compile_tiny, data_path, require_tool, run_cli
 
 from compiler import firmware, host, persist, pipeline, state
 
@@ -41,11 +41,7 @@ def put(region: Path, base: tuple[bytes, bytes | None]) -> None:
 @pytest.fixture(scope="module", params=["ram", "flash"], ids=["ram-home", "flash-home"])
 def project(tmp_path_factory, request):
     tmp = tmp_path_factory.mktemp(f"persist-{request.param}")
-    model = write_model(tiny_model_dict(), tmp / "tiny.pkl")
-    out = tmp / "tiny"
-    rc, _, err = run_cli(["compile", str(model), "--budget", "300", "--classes", "10", "--weight-home", request.param,
-                          "--flash-page", "256", "--out", str(out)])
-    assert rc == 0, err
+    out = compile_tiny(tmp, "--weight-home", request.param, "--flash-page", "256")
     r = subprocess.run(["make", "-s", "-C", str(out), "host_sim", f"EXTRA_CFLAGS=-DTT_PERSIST_PAGE_BYTES={PAGE}"],
                        capture_output=True, text=True, check=False)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -297,11 +293,7 @@ def test_qemu_restores_the_region_the_host_wrote(tmp_path, home, board, at):
     from the same record, and writes the same records (state CRCs) at the later epoch boundaries."""
     require_tool("arm-none-eabi-gcc")
     require_tool("qemu-system-arm")
-    model = write_model(tiny_model_dict(), tmp_path / "tiny.pkl")
-    out = tmp_path / "tiny"
-    rc, _, err = run_cli(["compile", str(model), "--budget", "300", "--classes", "10", "--weight-home", home,
-                          "--flash-page", "256", "--out", str(out)])
-    assert rc == 0, err
+    out = compile_tiny(tmp_path, "--weight-home", home, "--flash-page", "256")
     rc, text, err = run_cli(["qemu", str(out), "--board", board, "--samples", "6", "--restore-at", str(at)])
     lines = text.splitlines()
     assert rc == 0, f"{lines[-1:]}\n{err}"

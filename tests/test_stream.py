@@ -20,11 +20,10 @@ import pytest
 from tt_support import (
     ROOT,
     assert_one_line_error,
+    compile_tiny,
     data_path,
     require_tool,
     run_cli,
-    tiny_model_dict,
-    write_model,
 )
 
 from compiler import firmware, pipeline, stream
@@ -156,12 +155,7 @@ def test_a_lost_answer_is_retransmitted_after_the_timeout():
 @pytest.fixture(scope="module")
 def tiny10(tmp_path_factory) -> Path:
     require_tool("arm-none-eabi-gcc")
-    tmp = tmp_path_factory.mktemp("stream")
-    model = write_model(tiny_model_dict(), tmp / "tiny.pkl")
-    out = tmp / "tiny"
-    rc, _, err = run_cli(["compile", str(model), "--budget", "300", "--classes", "10", "--out", str(out)])
-    assert rc == 0, err
-    return out
+    return compile_tiny(tmp_path_factory.mktemp("stream"))
 
 
 def test_bad_input_is_one_line(tiny10, tmp_path):

@@ -190,6 +190,15 @@ SAN_FLAGS = ["-std=c99", "-O1", "-g", "-Wall", "-Wextra", "-Werror", "-ffp-contr
              "-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
 
 
+def compile_tiny(tmp: Path, *options: str) -> Path:
+    """Compile the tiny model (tiny_model_dict) with 10 classes at 300 units into tmp/tiny; returns that folder."""
+    model = write_model(tiny_model_dict(), tmp / "tiny.pkl")
+    out = tmp / "tiny"
+    rc, _, err = run_cli(["compile", str(model), "--budget", "300", "--classes", "10", *options, "--out", str(out)])
+    assert rc == 0, err
+    return out
+
+
 def build_driver(tmp: Path, name: str, flags: list[str], sources: list[Path]) -> Path:
     """Compile a test driver with the runtime sources; fail the test with gcc's message."""
     import subprocess
