@@ -64,6 +64,12 @@ def run_bench(exe: Path, images: np.ndarray) -> float:
 def run_trace(exe: Path, images: np.ndarray, labels: np.ndarray, per_epoch: int, seed: int, lr: float,
               warmup: int, total: int, options: tuple[str, ...] = ()) -> bytes:
     """Run `host_sim trace`; return the raw per-step state records (parsed by verify)."""
+    return run_trace_text(exe, images, labels, per_epoch, seed, lr, warmup, total, options)[0]
+
+
+def run_trace_text(exe: Path, images: np.ndarray, labels: np.ndarray, per_epoch: int, seed: int, lr: float,
+                   warmup: int, total: int, options: tuple[str, ...] = ()) -> tuple[bytes, str]:
+    """run_trace, and what `host_sim trace` printed (its stdout)."""
     with tempfile.TemporaryDirectory() as tmp:
         src, lab, dst = Path(tmp) / "images.bin", Path(tmp) / "labels.bin", Path(tmp) / "trace.bin"
         np.ascontiguousarray(images, np.int8).tofile(src)
@@ -72,8 +78,8 @@ def run_trace(exe: Path, images: np.ndarray, labels: np.ndarray, per_epoch: int,
                 str(warmup), str(total), str(dst), *options]
         r = subprocess.run(args, check=False, capture_output=True, text=True)
         if r.returncode != 0:
-            raise TradyError(f"{exe.name} trace failed (exit {r.returncode}): {r.stderr.strip()}")
-        return dst.read_bytes()
+            raise TradyError(f"{exe.name} {' '.join(('trace', *options))} failed (exit {r.returncode}): {r.stderr.strip()}")
+        return dst.read_bytes(), r.stdout
 
 
 @dataclass(frozen=True, eq=False)

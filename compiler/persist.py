@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import struct
 import subprocess
-import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from compiler import host
 from compiler.emit import model_id_text
 from compiler.errors import TradyError
 from compiler.pipeline import Project
@@ -88,16 +88,9 @@ def host_trace(exe: Path, images: np.ndarray, labels: np.ndarray, schedule, tota
                region: Path) -> tuple[bytes, list[str]]:
     """`host_sim trace ... persist=REGION` over `images` (the run from step 0; it goes on from the restored
     step): the trace records and the "persist ..." lines it printed."""
-    with tempfile.TemporaryDirectory() as tmp:
-        src, lab, dst = Path(tmp) / "images.bin", Path(tmp) / "labels.bin", Path(tmp) / "trace.bin"
-        np.ascontiguousarray(images, np.int8).tofile(src)
-        np.ascontiguousarray(labels, np.int32).tofile(lab)
-        args = [str(exe), "trace", str(src), str(lab), str(len(images)), str(schedule.per_epoch), str(schedule.seed),
-                repr(float(schedule.lr)), str(schedule.warmup), str(total), str(dst), f"persist={region}"]
-        r = subprocess.run(args, check=False, capture_output=True, text=True)
-        if r.returncode != 0:
-            raise TradyError(f"{exe.name} trace with persist={region} failed (exit {r.returncode}): {r.stderr.strip()}")
-        return dst.read_bytes(), [ln for ln in r.stdout.splitlines() if ln.startswith("persist ")]
+    raw, text = host.run_trace_text(exe, images, labels, schedule.per_epoch, schedule.seed, schedule.lr,
+                                    schedule.warmup, total, (f"persist={region}",))
+    return raw, [ln for ln in text.splitlines() if ln.startswith("persist ")]
 
 
 def region_address(elf: Path) -> tuple[int, int]:

@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tt_support import HOST_FLAGS, ROOT, SAN_FLAGS, build_driver, first_mismatch
+from tt_support import HOST_FLAGS, ROOT, SAN_FLAGS, build_driver, build_dsp_driver, first_mismatch
 from tt_support import Payload as _Payload
 
 from compiler import training
@@ -413,10 +413,7 @@ DSP_BUILDS = {"dsp": [], "dsp_short": ["-DTT_BWD_COLUMN=4", "-DTT_DW_TAPS=4"]}
 @pytest.fixture(scope="session", params=list(DSP_BUILDS))
 def bwd_dsp_driver(request, tmp_path_factory) -> Driver:
     tmp = tmp_path_factory.mktemp(f"backward_driver_{request.param}")
-    acle = Path(__file__).resolve().parent / "c" / "acle_host"
-    flags = [*SAN_FLAGS, "-D__ARM_FEATURE_DSP=1", f"-I{acle}", *DSP_BUILDS[request.param]]
-    sources = [RUNTIME / "arm" / "tt_conv_bwd_s8.c" if p.name == "tt_conv_bwd_s8.c" else p for p in SOURCES]
-    return Driver(build_driver(tmp, f"backward_driver_{request.param}", flags, sources), tmp)
+    return Driver(build_dsp_driver(tmp, f"backward_driver_{request.param}", DSP_BUILDS[request.param], SOURCES), tmp)
 
 
 @pytest.mark.parametrize("case", CONV_CASES, ids=str)

@@ -23,7 +23,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tt_support import HOST_FLAGS, ROOT, SAN_FLAGS, assert_same, build_driver, first_mismatch
+from tt_support import (
+    HOST_FLAGS,
+    ROOT,
+    SAN_FLAGS,
+    assert_same,
+    build_driver,
+    build_dsp_driver,
+    first_mismatch,
+)
 from tt_support import Payload as _Payload
 
 from compiler import quant, reference
@@ -88,11 +96,9 @@ DSP_BUILDS = {"dsp": [], "dsp_short": ["-DTT_CONV_COLUMN=8", "-DTT_PW_GROUPS=1"]
 @pytest.fixture(scope="session", params=list(DSP_BUILDS))
 def dsp_driver(request, tmp_path_factory) -> Driver:
     tmp = tmp_path_factory.mktemp(f"kernel_driver_{request.param}")
-    acle = Path(__file__).resolve().parent / "c" / "acle_host"
-    flags = [*SAN_FLAGS, "-D__ARM_FEATURE_DSP=1", f"-I{acle}", *DSP_BUILDS[request.param]]
-    sources = [RUNTIME / "arm" / p.name if (RUNTIME / "arm" / p.name).is_file() else p
-               for p in sorted(RUNTIME.glob("*.c"))]
-    return Driver(build_driver(tmp, f"kernel_driver_{request.param}", flags, [DRIVER_SRC, *sources]), tmp)
+    exe = build_dsp_driver(tmp, f"kernel_driver_{request.param}", DSP_BUILDS[request.param],
+                           [DRIVER_SRC, *sorted(RUNTIME.glob("*.c"))])
+    return Driver(exe, tmp)
 
 
 def drivers(request, san: bool) -> list[Driver]:

@@ -190,6 +190,16 @@ SAN_FLAGS = ["-std=c99", "-O1", "-g", "-Wall", "-Wextra", "-Werror", "-ffp-contr
              "-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
 
 
+def build_dsp_driver(tmp: Path, name: str, flags: list[str], sources: list[Path]) -> Path:
+    """build_driver with the sanitizers and the Cortex-M DSP kernels: each runtime_c/ file that has a namesake in
+    runtime_c/arm/ is swapped for it (as `trady firmware --kernels dsp` does), and tests/c/acle_host/arm_acle.h
+    stands in for the ACLE intrinsics."""
+    arm = ROOT / "runtime_c" / "arm"
+    swapped = [arm / p.name if p.parent == arm.parent and (arm / p.name).is_file() else p for p in sources]
+    acle = ROOT / "tests" / "c" / "acle_host"
+    return build_driver(tmp, name, [*SAN_FLAGS, "-D__ARM_FEATURE_DSP=1", f"-I{acle}", *flags], swapped)
+
+
 def compile_tiny(tmp: Path, *options: str) -> Path:
     """Compile the tiny model (tiny_model_dict) with 10 classes at 300 units into tmp/tiny; returns that folder."""
     model = write_model(tiny_model_dict(), tmp / "tiny.pkl")
