@@ -9,12 +9,9 @@
 
 tt_status tt_add_s8(const tt_add_params *params, const int8_t *in1, const int8_t *in2, int32_t size, int8_t *out)
 {
-    if (params == NULL || in1 == NULL || in2 == NULL || out == NULL || size < 0) {
-        return TT_ERR_ARG;
-    }
-    if (params->left_shift < 0 || params->left_shift > 20 || params->input1_shift > 0 ||
-        params->input2_shift > 0 || params->output_shift > 0) {
-        return TT_ERR_RANGE;
+    const tt_status st = tt_check_add_args(params, in1, in2, size, out);
+    if (st != TT_OK) {
+        return st;
     }
     for (int32_t i = 0; i < size; i++) {
         /* |x + offset| <= 255, so the shifted value is below 255 * 2^20 < 2^28: no overflow. */

@@ -37,15 +37,16 @@ static inline tt_status tt_check_bwd_input(int32_t depthwise, const tt_conv_para
 }
 
 /*
- * Dense/pointwise: sum over o, ky, kx of w[o, ky, kx, c] * G[oy, ox, o] for input position (iy, ix); wc[e * ws] is
- * element e of input channel c's slice (tt_patched_weights). |w * G| <= 128 * 32767 < 2^22 fits int32; the sum
- * over up to 2^41 taps fits int64.
+ * The input gradient at input position (iy, ix): the sum over ky, kx and output channels o in [o0, o0 + count) of
+ * w[o - o0, ky, kx] * G[oy, ox, o], where wc[e * ws] is element e of the input channel's weight slice
+ * (tt_patched_weights; OHWI row o - o0, or the KKC column of a depthwise channel). Dense/pointwise: o0 = 0,
+ * count = C_out; depthwise channel c: o0 = c, count = 1. |w * G| <= 128 * 32767 < 2^22 fits int32; the sum over
+ * up to 2^41 taps fits int64.
  */
-static inline int64_t tt_conv_bwd_input_sum(const tt_conv_params *conv, int32_t k, const tt_dims *out_dims,
-                                            const int16_t *grad_q, const int8_t *wc, size_t ws, int32_t iy,
-                                            int32_t ix)
+static inline int64_t tt_bwd_input_sum(const tt_conv_params *conv, int32_t k, const tt_dims *out_dims,
+                                       const int16_t *grad_q, const int8_t *wc, size_t ws, int32_t iy, int32_t ix,
+                                       int32_t o0, int32_t count)
 {
-    const int32_t c_out = out_dims->c;
     int64_t acc = 0;
     for (int32_t ky = 0; ky < k; ky++) {
         const int32_t oy = tt_source_index(iy, ky, conv->stride, conv->padding, out_dims->h);
@@ -57,33 +58,10 @@ static inline int64_t tt_conv_bwd_input_sum(const tt_conv_params *conv, int32_t 
             if (ox < 0) {
                 continue;
             }
-            const int16_t *g = grad_q + ((size_t)oy * out_dims->w + ox) * c_out;
-            for (int32_t o = 0; o < c_out; o++) {
+            const int16_t *g = grad_q + ((size_t)oy * out_dims->w + ox) * out_dims->c + o0;
+            for (int32_t o = 0; o < count; o++) {
                 acc += (int32_t)wc[(((size_t)o * k + ky) * k + kx) * ws] * (int32_t)g[o];
             }
-        }
-    }
-    return acc;
-}
-
-/* Depthwise: sum over ky, kx of w[ky, kx, c] * G[oy, ox, c] for input position (iy, ix) (wc, ws as above). */
-static inline int64_t tt_dw_bwd_input_sum(const tt_conv_params *conv, int32_t k, const tt_dims *out_dims,
-                                          const int16_t *grad_q, const int8_t *wc, size_t ws, int32_t iy, int32_t ix,
-                                          int32_t c)
-{
-    const int32_t ch = out_dims->c;
-    int64_t acc = 0;
-    for (int32_t ky = 0; ky < k; ky++) {
-        const int32_t oy = tt_source_index(iy, ky, conv->stride, conv->padding, out_dims->h);
-        if (oy < 0) {
-            continue;
-        }
-        for (int32_t kx = 0; kx < k; kx++) {
-            const int32_t ox = tt_source_index(ix, kx, conv->stride, conv->padding, out_dims->w);
-            if (ox < 0) {
-                continue;
-            }
-            acc += (int32_t)wc[((size_t)ky * k + kx) * ws] * (int32_t)grad_q[((size_t)oy * out_dims->w + ox) * ch + c];
         }
     }
     return acc;

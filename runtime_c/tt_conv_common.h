@@ -61,27 +61,39 @@ static inline int32_t tt_patch_delta_1x1(const tt_weight_patch *patch, const int
     return (int32_t)delta;
 }
 
+/* One K x K window starting at (y0, x0) of input channel c: s[ky * k + kx] is the working weight of a tap,
+ * home[(ky * k + kx) * C_in] its home weight (OHWI row or KKC column, channel innermost). */
+static inline uint32_t tt_patch_delta_window(const int8_t *s, const int8_t *home, const tt_dims *in_dims,
+                                             const int8_t *in, int32_t c, int32_t k, int32_t y0, int32_t x0,
+                                             int32_t input_offset)
+{
+    const int32_t h = in_dims->h, w = in_dims->w, c_in = in_dims->c;
+    uint32_t delta = 0;
+    for (int32_t ky = 0; ky < k; ky++) {
+        const int32_t iy = y0 + ky;
+        for (int32_t kx = 0; kx < k && iy >= 0 && iy < h; kx++) {
+            const int32_t ix = x0 + kx;
+            if (ix < 0 || ix >= w) {
+                continue;
+            }
+            const int32_t d = (int32_t)s[ky * k + kx] - (int32_t)home[((size_t)ky * k + kx) * c_in];
+            delta += (uint32_t)(d * ((int32_t)in[((size_t)iy * w + ix) * c_in + c] + input_offset));
+        }
+    }
+    return delta;
+}
+
 /* Dense K x K: output o at the window starting at (y0, x0); filter OHWI. */
 static inline int32_t tt_patch_delta_conv(const tt_weight_patch *patch, const tt_dims *in_dims, const int8_t *in,
                                           const int8_t *filter, int32_t k, int32_t o, int32_t y0, int32_t x0,
                                           int32_t input_offset)
 {
-    const int32_t h = in_dims->h, w = in_dims->w, c_in = in_dims->c;
+    const int8_t *home_o = filter + (size_t)o * k * k * in_dims->c;
     uint32_t delta = 0;
     for (int32_t j = 0; j < patch->count; j++) {
         const int32_t c = patch->channel[j];
-        const int8_t *s = tt_patch_slice(patch, j) + (size_t)o * k * k;
-        for (int32_t ky = 0; ky < k; ky++) {
-            const int32_t iy = y0 + ky;
-            for (int32_t kx = 0; kx < k && iy >= 0 && iy < h; kx++) {
-                const int32_t ix = x0 + kx;
-                if (ix < 0 || ix >= w) {
-                    continue;
-                }
-                const int32_t d = (int32_t)s[ky * k + kx] - (int32_t)filter[(((size_t)o * k + ky) * k + kx) * c_in + c];
-                delta += (uint32_t)(d * ((int32_t)in[((size_t)iy * w + ix) * c_in + c] + input_offset));
-            }
-        }
+        delta += tt_patch_delta_window(tt_patch_slice(patch, j) + (size_t)o * k * k, home_o + c, in_dims, in, c, k,
+                                       y0, x0, input_offset);
     }
     return (int32_t)delta;
 }
@@ -96,20 +108,7 @@ static inline int32_t tt_patch_delta_dw(const tt_weight_patch *patch, int32_t *n
         return 0;
     }
     const int8_t *s = tt_patch_slice(patch, (*next)++);
-    const int32_t h = in_dims->h, w = in_dims->w, ch = in_dims->c;
-    uint32_t delta = 0;
-    for (int32_t ky = 0; ky < k; ky++) {
-        const int32_t iy = y0 + ky;
-        for (int32_t kx = 0; kx < k && iy >= 0 && iy < h; kx++) {
-            const int32_t ix = x0 + kx;
-            if (ix < 0 || ix >= w) {
-                continue;
-            }
-            const int32_t d = (int32_t)s[ky * k + kx] - (int32_t)filter[((size_t)ky * k + kx) * ch + c];
-            delta += (uint32_t)(d * ((int32_t)in[((size_t)iy * w + ix) * ch + c] + input_offset));
-        }
-    }
-    return (int32_t)delta;
+    return (int32_t)tt_patch_delta_window(s, filter + c, in_dims, in, c, k, y0, x0, input_offset);
 }
 
 static inline tt_status tt_check_conv(const tt_conv_params *conv, const tt_per_channel_quant *quant,

@@ -8,7 +8,10 @@
 #ifndef TT_REQUANT_H
 #define TT_REQUANT_H
 
+#include <stddef.h>
 #include <stdint.h>
+
+#include "tt_types.h"
 
 /**
  * (a * b + nudge) / 2^31, truncated (gemmlowp): positive ties round up, negative exact ties toward zero;
@@ -29,7 +32,7 @@ static inline int32_t tt_srdhm(int32_t a, int32_t b)
 /** x / 2^exponent, rounded half away from zero; exponent in [0, 31]. */
 static inline int32_t tt_rdbpot(int32_t x, int32_t exponent)
 {
-    const int32_t mask = (int32_t)(((int64_t)1 << exponent) - 1);
+    const int32_t mask = (int32_t)((1u << exponent) - 1u); /* exponent <= 31: the mask fits 32 bits */
     const int32_t remainder = x & mask;
     const int32_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
     /* Right shift of a negative int32 is arithmetic on every compiler we target (gcc, arm-none-eabi-gcc). */
@@ -54,6 +57,20 @@ static inline int32_t tt_add_wrap(int32_t a, int32_t b)
 static inline int8_t tt_clamp_s8(int32_t v)
 {
     return (int8_t)(v < -128 ? -128 : (v > 127 ? 127 : v));
+}
+
+/** tt_add_s8's arguments (both builds): set, and shifts this requantisation takes (inputs and output scaled down). */
+static inline tt_status tt_check_add_args(const tt_add_params *params, const int8_t *in1, const int8_t *in2,
+                                          int32_t size, const int8_t *out)
+{
+    if (params == NULL || in1 == NULL || in2 == NULL || out == NULL || size < 0) {
+        return TT_ERR_ARG;
+    }
+    if (params->left_shift < 0 || params->left_shift > 20 || params->input1_shift > 0 ||
+        params->input2_shift > 0 || params->output_shift > 0) {
+        return TT_ERR_RANGE;
+    }
+    return TT_OK;
 }
 
 #endif /* TT_REQUANT_H */

@@ -31,7 +31,7 @@ static inline scale scale_of(int32_t multiplier, int32_t shift)
 }
 
 /* tt_requantize(x, m, -e) for m != INT32_MIN: floor((x * m + 2^30) / 2^31) fits int32 (see tt_requantize_floor2),
- * then tt_rdbpot32 with the threshold (mask >> 1) + (h < 0) written as half - (h >> 31). */
+ * then tt_rdbpot with the threshold (mask >> 1) + (h < 0) written as half - (h >> 31). */
 static inline int32_t apply(int32_t x, scale s)
 {
     const int32_t h = (int32_t)(((int64_t)x * s.m + ((int64_t)1 << 30)) >> 31);
@@ -40,12 +40,9 @@ static inline int32_t apply(int32_t x, scale s)
 
 tt_status tt_add_s8(const tt_add_params *params, const int8_t *in1, const int8_t *in2, int32_t size, int8_t *out)
 {
-    if (params == NULL || in1 == NULL || in2 == NULL || out == NULL || size < 0) {
-        return TT_ERR_ARG;
-    }
-    if (params->left_shift < 0 || params->left_shift > 20 || params->input1_shift > 0 ||
-        params->input2_shift > 0 || params->output_shift > 0) {
-        return TT_ERR_RANGE;
+    const tt_status st = tt_check_add_args(params, in1, in2, size, out);
+    if (st != TT_OK) {
+        return st;
     }
     const int32_t ls = params->left_shift, off1 = params->input1_offset, off2 = params->input2_offset;
     const int32_t off_out = params->output_offset;

@@ -26,21 +26,12 @@ static inline int32_t tt_srdhm_floor(int32_t a, int32_t b)
     return (int32_t)(((int64_t)a * (int64_t)b + ((int64_t)1 << 30)) >> 31);
 }
 
-/** tt_rdbpot with a 32-bit mask (exponent in [0, 31]): the same result. */
-static inline int32_t tt_rdbpot32(int32_t x, int32_t exponent)
-{
-    const int32_t mask = (int32_t)((1u << exponent) - 1u);
-    const int32_t remainder = x & mask;
-    const int32_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
-    return (x >> exponent) + (remainder > threshold ? 1 : 0);
-}
-
-/** tt_requantize with tt_srdhm_floor and tt_rdbpot32: the same result for every (x, multiplier, shift). */
+/** tt_requantize with tt_srdhm_floor and tt_rdbpot: the same result for every (x, multiplier, shift). */
 static inline int32_t tt_requantize_floor(int32_t x, int32_t multiplier, int32_t shift)
 {
     const int32_t left = shift > 0 ? shift : 0;
     const int32_t right = shift > 0 ? 0 : -shift;
-    return tt_rdbpot32(tt_srdhm_floor((int32_t)((uint32_t)x << left), multiplier), right);
+    return tt_rdbpot(tt_srdhm_floor((int32_t)((uint32_t)x << left), multiplier), right);
 }
 
 /*
@@ -60,8 +51,8 @@ static inline void tt_requantize_floor2(int32_t *x, int32_t *y, int32_t multipli
     const int64_t half = (int64_t)1 << 30;
     const int32_t hx = (int32_t)(((int64_t)(int32_t)((uint32_t)*x << left) * multiplier + half) >> 31);
     const int32_t hy = (int32_t)(((int64_t)(int32_t)((uint32_t)*y << left) * multiplier + half) >> 31);
-    *x = tt_rdbpot32(hx, right) + offset;
-    *y = tt_rdbpot32(hy, right) + offset;
+    *x = tt_rdbpot(hx, right) + offset;
+    *y = tt_rdbpot(hy, right) + offset;
 }
 
 #if defined(__ARM_FEATURE_SAT) && __ARM_FEATURE_SAT

@@ -59,7 +59,7 @@ static void conv_reference(const tt_conv_params *conv, const tt_dims *filter_dim
             for (int32_t c = 0; c < c_in; c++) {
                 size_t ws;
                 const int8_t *wc = tt_patched_weights(conv->patch, &next, filter, c, c_in, &ws);
-                const int64_t acc = tt_conv_bwd_input_sum(conv, k, out_dims, grad_q, wc, ws, iy, ix);
+                const int64_t acc = tt_bwd_input_sum(conv, k, out_dims, grad_q, wc, ws, iy, ix, 0, out_dims->c);
                 tt_bwd_store(g_in + ((size_t)iy * in_dims->w + ix) * c_in + c, tt_sum_to_f32(acc) * sigma, accumulate);
             }
         }
@@ -167,7 +167,7 @@ static inline void dw_reference(const tt_conv_params *conv, int32_t k, const int
 {
     size_t ws;
     const int8_t *wc = tt_patched_weights(conv->patch, next, filter, c, out_dims->c, &ws);
-    const int64_t acc = tt_dw_bwd_input_sum(conv, k, out_dims, grad_q, wc, ws, iy, ix, c);
+    const int64_t acc = tt_bwd_input_sum(conv, k, out_dims, grad_q, wc, ws, iy, ix, c, 1);
     tt_bwd_store(dst + c, tt_sum_to_f32(acc) * sigma, accumulate);
 }
 

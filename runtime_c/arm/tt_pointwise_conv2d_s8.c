@@ -38,33 +38,20 @@ static inline int32_t dot_tail(const int8_t *pw, const int8_t *px, int32_t from,
     return acc;
 }
 
-/* Quantisation values are read into locals by the callers: int8 stores may alias anything, so the
- * compiler would otherwise reload them through the structs for every output. */
+/* The requantisation values (tt_out_quant, read into locals: see tt_arm_math.h), the input offset and the patch. */
 typedef struct {
-    const int32_t *bias, *multiplier, *shift;
-    int32_t output_offset, input_offset;
+    tt_out_quant fin;
+    int32_t input_offset;
     const tt_weight_patch *patch;  /* working slices of some channels (flash weight home), or NULL */
 } out_quant;
 
-/* Output o of the pixel px: the patch correction (w = the home row of o), the bias, requantisation. */
+/* Output o of the pixel px: the patch correction (w = the home row of o), then tt_finish_s8. */
 static inline int8_t finish(int32_t acc, int32_t o, out_quant q, const int8_t *w, const int8_t *px)
 {
     if (q.patch != NULL) {
         acc = tt_add_wrap(acc, tt_patch_delta_1x1(q.patch, w, px, o, q.input_offset));
     }
-    acc = tt_add_wrap(acc, q.bias[o]);
-    return tt_ssat8(tt_requantize_floor(acc, q.multiplier[o], q.shift[o]) + q.output_offset);
-}
-
-/* Output o of two pixels from their accumulators (bias, requantisation, offset, clamp), into *pa and *pb. */
-static inline void finish_pair(int32_t a, int32_t b, int32_t o, out_quant q, int8_t *pa, int8_t *pb)
-{
-    const int32_t bias = q.bias[o];
-    a = tt_add_wrap(a, bias);
-    b = tt_add_wrap(b, bias);
-    tt_requantize_floor2(&a, &b, q.multiplier[o], q.shift[o], q.output_offset);
-    *pa = tt_ssat8(a);
-    *pb = tt_ssat8(b);
+    return tt_finish_s8(acc, o, q.fin);
 }
 
 /* acc plus the input channels past the last group of four and the patch correction (finish's first steps). */
@@ -181,15 +168,13 @@ tt_status tt_pointwise_conv2d_s8(const tt_context *ctx, const tt_conv_params *co
     }
     const int32_t c_in = in_dims->c;
     const int32_t c_out = filter_dims->n;
-    const out_quant q = {.bias = bias, .multiplier = quant->multiplier, .shift = quant->shift,
-                         .output_offset = conv->output_offset, .input_offset = conv->input_offset,
-                         .patch = conv->patch};
+    const out_quant q = {.fin = {.bias = bias, .multiplier = quant->multiplier, .shift = quant->shift,
+                                 .output_offset = conv->output_offset},
+                         .input_offset = conv->input_offset, .patch = conv->patch};
     const int32_t offset = conv->input_offset;
     const int32_t offset2 = (int32_t)(((uint32_t)(uint16_t)offset << 16) | (uint16_t)offset);
     const int32_t c4 = c_in & ~3;
     const int32_t groups = c4 / 4;
-    const tt_out_quant fq = {.bias = bias, .multiplier = quant->multiplier, .shift = quant->shift,
-                             .output_offset = conv->output_offset};
     int32_t widened[4 * TT_PW_GROUPS]; /* per group of 4 channels: (x0, x2), (x1, x3) + offset of both pixels */
     const int32_t pixels = out_dims->h * out_dims->w;
     for (int32_t p = 0; p < pixels; p += 2) {
@@ -212,7 +197,7 @@ tt_status tt_pointwise_conv2d_s8(const tt_context *ctx, const tt_conv_params *co
         }
         int32_t o = 0;
         if (c4 == c_in) { /* the common case, in a function of its own (fewer live values) */
-            pairs(filter, c_in, c_out, widened, groups, fq, conv->patch, px0, px1, offset, po0, po1);
+            pairs(filter, c_in, c_out, widened, groups, q.fin, conv->patch, px0, px1, offset, po0, po1);
             o = c_out & ~1;
         }
         for (; o + 2 <= c_out; o += 2) { /* 2 outputs x 2 pixels: each widened weight word serves two pixels */
@@ -233,8 +218,8 @@ tt_status tt_pointwise_conv2d_s8(const tt_context *ctx, const tt_conv_params *co
                 a10 = fix(a10, o, q, w0, px1, c4, c_in);
                 a11 = fix(a11, o + 1, q, w1, px1, c4, c_in);
             }
-            finish_pair(a00, a10, o, q, po0 + o, po1 + o);
-            finish_pair(a01, a11, o + 1, q, po0 + o + 1, po1 + o + 1);
+            tt_finish2_s8(a00, a10, o, q.fin, po0 + o, po1 + o);
+            tt_finish2_s8(a01, a11, o + 1, q.fin, po0 + o + 1, po1 + o + 1);
         }
         if (o < c_out) { /* an odd C_out: the last output of both pixels */
             const int8_t *w0 = filter + (size_t)o * c_in;
@@ -246,7 +231,8 @@ tt_status tt_pointwise_conv2d_s8(const tt_context *ctx, const tt_conv_params *co
                 a00 = __smlad(uo, x[1], __smlad(ue, x[0], a00));
                 a10 = __smlad(uo, x[3], __smlad(ue, x[2], a10));
             }
-            finish_pair(fix(a00, o, q, w0, px0, c4, c_in), fix(a10, o, q, w0, px1, c4, c_in), o, q, po0 + o, po1 + o);
+            tt_finish2_s8(fix(a00, o, q, w0, px0, c4, c_in), fix(a10, o, q, w0, px1, c4, c_in), o, q.fin, po0 + o,
+                          po1 + o);
         }
     }
     return TT_OK;
