@@ -252,7 +252,7 @@ def _train_context(graph: Graph, plan: Plan, spec: TrainSpec, layers: list[dict]
                 bytes_per_weight_slot=spec.bytes_per_weight_slot,
                 conv_op=c_array(np.array([producer[c.output] for c in graph.convs])),
                 min_cost=pool.min_cost(), fixed=fixed, fixed_count=0 if pool.fixed is None else len(pool.fixed),
-                dynamic=pool.dynamic, backward=backward, model_id=zlib.crc32(id_text.encode()),
+                dynamic=pool.dynamic, backward=backward, model_id=model_id(graph, spec),
                 model_id_text=id_text, state_max_bytes=state_max, persist_max_bytes=persist_max, flash=flash, flash_size=flash_size,
                 flash_page=spec.flash_page, accumulate=spec.accumulate)
 
@@ -266,3 +266,8 @@ def model_id_text(graph: Graph, spec: TrainSpec) -> str:
     home += "" if spec.accumulate == 1 else f"|acc{spec.accumulate}"
     return (f"{graph.source_sha256[:16]}|{pool.strategy}|{spec.budget_units}|{graph.head.classes}|{res}|{layers}"
             f"{home}")
+
+
+def model_id(graph: Graph, spec: TrainSpec) -> int:
+    """The generated MODEL_ID: CRC32 of model_id_text, in every trained-state file and persistent record."""
+    return zlib.crc32(model_id_text(graph, spec).encode())

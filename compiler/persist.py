@@ -18,8 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from compiler import host
-from compiler.emit import model_id_text
+from compiler import emit, host
 from compiler.errors import TradyError
 from compiler.pipeline import Project
 
@@ -38,10 +37,6 @@ class Slot:
     def state_crc(self) -> int:
         """The state file's own CRC32 (its last 4 bytes), as the firmware reports it."""
         return struct.unpack_from("<I", self.payload, len(self.payload) - 4)[0] if len(self.payload) >= 4 else 0
-
-
-def model_id(project: Project) -> int:
-    return zlib.crc32(model_id_text(project.graph, project.spec).encode())
 
 
 def slot_bytes(state_max_bytes: int, page: int = PAGE_BYTES) -> int:
@@ -78,7 +73,7 @@ def read_region(path: Path, project: Project, page: int = PAGE_BYTES) -> tuple[l
     if (len(raw) - journal) % (2 * page) != 0 or len(raw) - journal < 4 * page:
         raise TradyError(f"{path}: {len(raw)} bytes is not a region of two slots of whole {page}-byte pages"
                          + (f" and a {journal}-byte journal" if journal else ""))
-    want = model_id(project)
+    want = emit.model_id(project.graph, project.spec)
     slots = [examine(raw, k, want, page, journal) for k in (0, 1)]
     valid = [k for k in (0, 1) if slots[k].state == "valid"]
     return slots, max(valid, key=lambda k: slots[k].seq, default=-1)

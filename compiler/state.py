@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from compiler.emit import c_weight, model_id_text
+from compiler.emit import c_weight, model_id
 from compiler.errors import TradyError
 from compiler.importers import tiny_training
 from compiler.pipeline import Project
@@ -46,9 +46,9 @@ def read(path: Path, project: Project) -> TrainedState:
         raise TradyError(f"{path}: state file not found")
     if len(raw) < 20:
         raise TradyError(f"{path}: {len(raw)} bytes is too short for a trained state")
-    magic, version, model_id, length = struct.unpack_from("<4I", raw)
-    want_id = zlib.crc32(model_id_text(project.graph, project.spec).encode())
-    for field, got, want in (("magic", magic, MAGIC), ("version", version, VERSION), ("model id", model_id, want_id),
+    magic, version, file_id, length = struct.unpack_from("<4I", raw)
+    want_id = model_id(project.graph, project.spec)
+    for field, got, want in (("magic", magic, MAGIC), ("version", version, VERSION), ("model id", file_id, want_id),
                              ("length", length, len(raw))):
         if got != want:
             raise TradyError(f"{path}: header field {field} is {got:#x}, expected {want:#x} for this compiled project")
