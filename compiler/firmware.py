@@ -61,6 +61,14 @@ class Board:
     # tt_flash_program_page port in runtime_c/boards/ (None: the runtime's default, which writes the memory
     # directly: right for the mps2 machines, whose code memory is RAM in QEMU)
     flash_port: str | None = None
+    # bytes of QSPI NOR flash holding the flash home, its stamp and the persistent-state region (0: none; they
+    # live in FLASH); its erase unit (subsector) is then the home's and the region's page (docs/PERSIST.md)
+    qspi_bytes: int = 0
+    qspi_subsector: int = 0
+
+    @property
+    def persist_page(self) -> int:
+        return self.qspi_subsector or PERSIST_PAGE
 
 
 M4 = ("-mcpu=cortex-m4", "-mfpu=fpv4-sp-d16", "-mfloat-abi=hard", "-mthumb")
@@ -69,7 +77,7 @@ BOARDS = {
     "qemu-m7": Board("qemu-m7", M7, "qemu-m7.ld", 4 << 20, 4 << 20, "mps2-an500", True),
     "qemu-m4": Board("qemu-m4", M4, "qemu-m4.ld", 4 << 20, 4 << 20, "mps2-an386", True),
     "stm32f746g-disco": Board("stm32f746g-disco", M7, "stm32f746g-disco.ld", 1 << 20, 320 << 10, None, False,
-                              "tt_flash_stm32f7.c"),
+                              "tt_qspi_stm32f7.c", 16 << 20, 4096),
 }
 
 
@@ -97,6 +105,7 @@ class Firmware:
     stack_bound: int | None  # static call-graph bound, None if unbounded (recursion, indirect calls)
     stack_note: str
     persist_bytes: int = 0  # flash reserved after the image for the persistent trained state (2 slots)
+    qspi: tuple[tuple[str, int, int], ...] = ()  # (what, address, bytes) laid out in the board's QSPI flash
 
     @property
     def flash_used(self) -> int:
@@ -180,21 +189,28 @@ def build(project_dir: Path, project: Project, brd: Board, images: np.ndarray, l
         raise TradyError(f"--output uart: {brd.name} has no UART driver here (CMSDK UART: qemu-m7, qemu-m4); "
                          "use --output semihosting")
     project_dir = Path(project_dir).resolve()
+    if brd.qspi_bytes and project.spec.weight_home == "flash" and project.spec.flash_page % brd.qspi_subsector:
+        raise TradyError(f"{project_dir}: the flash home's {project.spec.flash_page}-byte pages do not fit "
+                         f"{brd.name}'s QSPI flash, which erases {brd.qspi_subsector}-byte subsectors: compile "
+                         f"again with --flash-page {brd.qspi_subsector}")
     folder = project_dir / f"firmware-{brd.name}{'-bench' if bench else ''}{'-stream' if app == 'stream' else ''}"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     (folder / "fw_samples.h").write_text(render_samples(images, labels, schedule))
     elf = folder / "firmware.elf"
     # the trained state survives a reset where the board's flash can be programmed (docs/PERSIST.md)
-    persist_bytes = persist_region_bytes(project_dir, project) if brd.flash_port is None and not bench else 0
-    persist = ["-DTT_FW_PERSIST", f"-DTT_PERSIST_PAGE_BYTES={PERSIST_PAGE}",
+    page = brd.persist_page
+    writable = brd.flash_port is None or brd.qspi_bytes > 0
+    persist_bytes = persist_region_bytes(project_dir, project, page) if writable and not bench else 0
+    persist = ["-DTT_FW_PERSIST", f"-DTT_PERSIST_PAGE_BYTES={page}",
                f"-DTT_PERSIST_JOURNAL_ENTRIES={persist_journal_entries()}"] if persist_bytes else []
+    persist += ["-DTT_FW_QSPI"] if brd.qspi_bytes else []
     cmd = [CC, *brd.cpu, opt, *CFLAGS, *(["-DTT_FW_BENCH", "-DTT_TRAIN_MARKS"] if bench else []), *persist,
            *(f"-D{d}" for d in defines),
            f"-I{folder}", f"-I{project_dir}", f"-I{project_dir / 'runtime'}", f"-I{BOARD_FILES}",
            FLASH_SECTION, *(str(s) for s in _sources(project_dir, project, brd, kernels, output, app)),
            f"-L{BOARD_FILES}", f"-T{brd.linker_script}", f"-Wl,--defsym=TT_STACK_SIZE={stack}",
-           f"-Wl,--defsym=TT_PERSIST_BYTES={persist_bytes}", f"-Wl,--defsym=TT_PERSIST_ALIGN={PERSIST_PAGE}",
+           f"-Wl,--defsym=TT_PERSIST_BYTES={persist_bytes}", f"-Wl,--defsym=TT_PERSIST_ALIGN={page}",
            f"-Wl,-Map={folder / 'firmware.map'}", *LDFLAGS, "-o", str(elf), "-lm"]
     r = subprocess.run(cmd, cwd=folder, check=False, capture_output=True, text=True)
     if r.returncode != 0:
@@ -203,7 +219,17 @@ def build(project_dir: Path, project: Project, brd: Board, images: np.ndarray, l
     binary = folder / "firmware.bin"
     subprocess.run(["arm-none-eabi-objcopy", "-O", "binary", str(elf), str(binary)], check=True)
     bound, note = stack_bound(folder)
-    return Firmware(brd, output, folder, elf, binary, sections(elf), stack, bound, note, persist_bytes)
+    return Firmware(brd, output, folder, elf, binary, sections(elf), stack, bound, note, persist_bytes,
+                    qspi_layout(elf) if brd.qspi_bytes else ())
+
+
+def qspi_layout(elf: Path) -> tuple[tuple[str, int, int], ...]:
+    """The home, the stamp subsector and the persistent-state region in the QSPI window (tt_sections.ld)."""
+    r = subprocess.run(["arm-none-eabi-nm", str(elf)], capture_output=True, text=True, check=True)
+    sym = {p[2]: int(p[0], 16) for p in (ln.split() for ln in r.stdout.splitlines()) if len(p) == 3}
+    home, stamp, region, end = sym["_stt_home"], sym["_stt_stamp"], sym["_stt_persist"], sym["_ett_persist"]
+    home_bytes = sections(elf).get(".tt_flash", 0)
+    return (("home", home, home_bytes), ("stamp", stamp, region - stamp), ("persistent state", region, end - region))
 
 
 def persist_journal_entries() -> int:
@@ -212,7 +238,7 @@ def persist_journal_entries() -> int:
     return persist.JOURNAL_ENTRIES
 
 
-def persist_region_bytes(project_dir: Path, project: Project) -> int:
+def persist_region_bytes(project_dir: Path, project: Project, page: int = PERSIST_PAGE) -> int:
     """Two record slots for the project's largest record and, with a flash weight home, the journal of home
     pages (TT_PERSIST_REGION_BYTES, tt_persist.h)."""
     from compiler import persist
@@ -223,7 +249,7 @@ def persist_region_bytes(project_dir: Path, project: Project) -> int:
     m = re.search(rf"#define {name.upper()}_PERSIST_MAX_BYTES (\d+)", header.read_text() if header.is_file() else "")
     if m is None:
         raise TradyError(f"{header}: no {name.upper()}_PERSIST_MAX_BYTES (compiled by an older trady? compile again)")
-    return 2 * persist.slot_bytes(int(m.group(1)), PERSIST_PAGE) + persist.journal_bytes(project, PERSIST_PAGE)
+    return 2 * persist.slot_bytes(int(m.group(1)), page) + persist.journal_bytes(project, page)
 
 
 def _build_error(project_dir: Path, brd: Board, text: str, stack: int) -> str:
@@ -320,9 +346,16 @@ def report_lines(fw: Firmware, plan: dict) -> list[str]:
              + f".data init {s.get('.data', 0):,}); the plan's flash figure: {flash_plan:,}"
              + (f"; reserved after it: {fw.persist_bytes:,} (persistent trained state, 2 record slots"
                 + (f" and a {persist_journal_entries()}-entry journal of home pages"
-                   if s.get(".tt_flash") else "") + ")" if fw.persist_bytes else "")),
+                   if s.get(".tt_flash") else "") + ")" if fw.persist_bytes and not fw.qspi else "")),
              (f"  SRAM:  {fw.ram_static + fw.stack_reserved:,} of {b.ram_bytes:,} bytes (.data {s.get('.data', 0):,} "
              f"+ .bss {s.get('.bss', 0):,} + stack reserve {fw.stack_reserved:,}); the plan's SRAM figure: {sram_plan:,}")]
+    if fw.qspi:
+        end = max(a + n for _, a, n in fw.qspi)
+        lines.append(f"  QSPI:  {end - fw.qspi[0][1]:,} of {b.qspi_bytes:,} bytes ("
+                     + ", ".join(f"{what} {n:,} at {a:#010x}" for what, a, n in fw.qspi)
+                     + (f": 2 record slots and a {persist_journal_entries()}-entry journal of home pages"
+                        if s.get(".tt_flash") else ": 2 record slots")
+                     + f"; {b.qspi_subsector:,}-byte subsector pages; the firmware copies the home from flash at boot)")
     if fw.stack_bound is None:
         lines.append(f"  stack: no static bound ({fw.stack_note})")
     else:
@@ -346,7 +379,7 @@ def cmd_firmware(a: argparse.Namespace) -> int:
                stack=a.stack, kernels=a.kernels, output=a.output, app=a.app)
     for line in report_lines(fw, project.plan_json):
         print(line)
-    if brd.flash_port is not None and project.spec.weight_home == "flash":
+    if brd.flash_port is not None and not brd.qspi_bytes and project.spec.weight_home == "flash":
         print(f"  warning: {brd.name}: the trainable weights have a flash home and this board has no flash write-back "
               f"yet (runtime_c/boards/{brd.flash_port}): training stops with 'not supported on this target' at the "
               f"first resampling", file=sys.stderr)

@@ -17,6 +17,9 @@
  * the record was trained on, or "persist none ..."), and a record is written at every epoch
  * boundary after the first step taken, before the resampling ("persist saved seq S step T"), as host_sim does.
  *
+ * Built with -DTT_FW_QSPI (the STM32F746G-DISCO), the QSPI flash that holds the flash home and the region is
+ * brought up first and the home copied into it unless its stamp names this image ("qspi home kept|fresh|other").
+ *
  * Built with -DTT_FW_BENCH instead, it runs one forward pass and FW_NUM_SAMPLES training steps and
  * calls tt_fw_marker() before the forward pass, after each of its ops (the observer), after the head,
  * and before and after each step: an instruction counting plugin records its count at every call
@@ -95,11 +98,53 @@ int main(void)
 
 #else
 
+#if defined(TT_FW_QSPI)
+#include "tt_qspi_stm32f7.h"
+#ifndef TT_QSPI_HOST_MODEL
+extern int8_t _sitt_home[]; /* the home's pristine weights in internal flash (its LMA, tt_sections.ld) */
+extern uint8_t _stt_stamp[];
+#define FW_QSPI_PRISTINE _sitt_home
+#define FW_QSPI_STAMP _stt_stamp
+#endif
+
+/* The STM32F746G-DISCO: bring up the QSPI flash, and with a flash home copy the pristine home into it unless its
+ * stamp names this image (tt_qspi_stm32f7.h). One line says which case it was. */
+static int32_t qspi_boot(void)
+{
+    char line[160];
+    if (check(tt_qspi_init(), "qspi_init") != 0) {
+        return 1;
+    }
+    int8_t *home;
+    const int32_t bytes = model_flash_home(&home);
+    if (bytes == 0) {
+        tt_out_write("qspi ready: no flash home\n");
+        return 0;
+    }
+    const tt_qspi_image image = {.home = home, .pristine = FW_QSPI_PRISTINE, .bytes = bytes, .stamp = FW_QSPI_STAMP,
+                                 .model_id = MODEL_ID_CRC};
+    tt_qspi_outcome outcome = TT_QSPI_FRESH;
+    uint32_t crc = 0;
+    if (check(tt_qspi_boot(&image, &outcome, &crc), "qspi_boot") != 0) {
+        return 1;
+    }
+    snprintf(line, sizeof line, "qspi home %s: %ld bytes, image crc %08lx%s\n", tt_qspi_outcome_name(outcome),
+             (long)bytes, (unsigned long)crc,
+             outcome == TT_QSPI_KEPT ? " (the stamp names this image: trained home kept)"
+             : outcome == TT_QSPI_FRESH ? " (no stamp: pristine home copied)"
+                                        : " (another image's stamp: pristine home copied)");
+    tt_out_write(line);
+    return 0;
+}
+#endif
+
 #if defined(TT_FW_PERSIST)
 #define FW_PERSIST_SLOT_BYTES TT_PERSIST_SLOT_BYTES(MODEL_PERSIST_MAX_BYTES, TT_PERSIST_PAGE_BYTES)
 #define FW_PERSIST_BYTES \
     TT_PERSIST_REGION_BYTES(MODEL_PERSIST_MAX_BYTES, TT_PERSIST_PAGE_BYTES, TT_PERSIST_JOURNAL_ENTRIES, MODEL_PERSIST_HOME_PAGE)
+#ifndef TT_QSPI_HOST_MODEL
 extern uint8_t _stt_persist[], _ett_persist[]; /* the region the linker script reserves (tt_sections.ld) */
+#endif
 static uint8_t persist_page[TT_PERSIST_PAGE_BYTES];
 static const tt_persist persist = {
     .base = _stt_persist,
@@ -180,6 +225,11 @@ int main(void)
     float logits[MODEL_NUM_CLASSES], loss;
     int32_t status = 0, step = 0;
     tt_out_init();
+#if defined(TT_FW_QSPI)
+    if (qspi_boot() != 0) {
+        return 1; /* the home is not readable */
+    }
+#endif
     model_init();
     memcpy(model_input(), fw_images[0], MODEL_INPUT_SIZE);
     status |= check(model_forward(logits, print_output, NULL), "forward");
