@@ -143,18 +143,40 @@ def mcunet17(tmp_path_factory) -> Path:
 
 
 @pytest.mark.arm
-def test_mcunet_flash_home_fits_the_stm32_board(mcunet17):
-    """Its trainable weights (394 KB) have a flash home: the ELF puts them in .tt_flash (flash), SRAM fits."""
+def test_mcunet_flash_home_needs_qspi_subsector_pages_on_the_stm32_board(mcunet17):
+    """Its trainable weights (394 KB) have a flash home of 2048-byte pages; the board's QSPI flash erases 4096-byte
+    subsectors: one line says to compile with --flash-page 4096, and no firmware is left behind."""
     plan = json.loads(next(mcunet17.glob("*_plan.json")).read_text())
-    assert plan["weight_home"] == "flash"
-    rc, out, err = run_cli(["firmware", str(mcunet17), "--board", "stm32f746g-disco"])
+    assert plan["weight_home"] == "flash" and plan["flash_page_bytes"] == 2048
+    rc, _, err = run_cli(["firmware", str(mcunet17), "--board", "stm32f746g-disco"])
+    assert_one_line_error(rc, err, "stm32f746g-disco", "4096-byte subsectors", "--flash-page 4096")
+    assert not (mcunet17 / "firmware-stm32f746g-disco").exists()
+
+
+@pytest.mark.arm
+def test_flash_home_and_persistent_state_in_qspi_on_the_stm32_board(tmp_path):
+    """A flash home of 4096-byte pages: .tt_flash runs from the QSPI window (VMA 0x90000000) and is loaded from the
+    internal flash (LMA, the pristine weights); the stamp and the persistent-state region follow it in QSPI; the
+    firmware is built with persistence and the QSPI driver, and `trady firmware` prints the QSPI layout."""
+    require_tool("arm-none-eabi-gcc")
+    data_path()
+    out = compile_tiny(tmp_path, "--weight-home", "flash", "--flash-page", "4096")
+    rc, text, err = run_cli(["firmware", str(out), "--board", "stm32f746g-disco"])
     assert rc == 0, err
-    assert "no flash write-back yet" in err  # training there stops at the first resampling, and says so
-    elf = mcunet17 / "firmware-stm32f746g-disco" / "firmware.elf"
+    elf = out / "firmware-stm32f746g-disco" / "firmware.elf"
+    heads = subprocess.run(["arm-none-eabi-readelf", "-lW", str(elf)], capture_output=True, text=True,
+                           check=True).stdout
+    home = next(ln.split() for ln in heads.splitlines() if ln.split()[:1] == ["LOAD"] and " 0x90000000 " in ln)
+    assert 0x08000000 <= int(home[3], 16) < 0x08100000, f"the home's load address: {home[3]}"
+    layout = firmware.qspi_layout(elf)
     sections = firmware.sections(elf)
-    assert sections[".tt_flash"] == plan["flash_bytes"]["trainable_weights_init"]
-    assert sections[".data"] + sections[".bss"] <= 320 * 1024
-    assert ".tt_flash" in out
+    assert [w for w, _, _ in layout] == ["home", "stamp", "persistent state"]
+    (_, h, hn), (_, s, sn), (_, r, rn) = layout
+    assert h == 0x90000000 and hn == sections[".tt_flash"] and s == h + hn and sn == 4096 and r == s + 4096
+    assert rn == firmware.persist_region_bytes(out, pipeline.load_project(out), 4096) > 0
+    assert f"home {hn:,} at 0x90000000, stamp 4,096 at {s:#010x}, persistent state {rn:,} at {r:#010x}" in text
+    syms = subprocess.run(["arm-none-eabi-nm", str(elf)], capture_output=True, text=True, check=True).stdout
+    assert " tt_qspi_boot" in syms and " T tt_flash_program_page" in syms and "warning" not in err
 
 
 @pytest.mark.qemu

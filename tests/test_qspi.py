@@ -205,8 +205,8 @@ def test_power_loss_at_any_flash_operation_keeps_the_guarantees(harness, tmp_pat
 
 MUTATIONS = {
     "no WRITE ENABLE before PAGE PROGRAM": (
-        "    tt_status st = write_enable();\n    if (st != TT_OK) {\n        return st;\n    }\n"
-        "    TT_REG_WR(QSPI_DLR, TT_QSPI_PROGRAM_PAGE - 1);",
+        ("    tt_status st = write_enable();\n    if (st != TT_OK) {\n        return st;\n    }\n"
+         "    TT_REG_WR(QSPI_DLR, TT_QSPI_PROGRAM_PAGE - 1);"),
         "    tt_status st = TT_OK;\n    TT_REG_WR(QSPI_DLR, TT_QSPI_PROGRAM_PAGE - 1);",
         "PAGE PROGRAM at 0 without WRITE ENABLE"),
     "no erase before programming": (
