@@ -4,7 +4,10 @@ The command is built here and run as a subprocess: `pyocd flash --target <part> 
 elf DIR/firmware-<board>/firmware.elf`. pyOCD is an optional dependency (`pip install
 'trady[flash]'`); its STM32F746 support comes from the device's CMSIS pack, installed once with
 `pyocd pack install stm32f746nghx`. `--dry-run` prints the command without running it (how the
-tests check it: no board is needed).
+tests check it: no board is needed). pyOCD programs the ELF's load segments at their physical (load)
+addresses, i.e. the internal flash only: the STM32F746G-DISCO's QSPI flash (the flash weight home and the
+persistent state) needs no external loader, the firmware copies the home into it at the first boot of an
+image (docs/PERSIST.md).
 """
 
 from __future__ import annotations

@@ -325,8 +325,10 @@ tt_status tt_qspi_init(void)
     gpio_af(GPIOD, 13, 9, 0); /* IO3 */
     TT_REG_WR(QSPI_DCR, DCR_FSIZE(23) | DCR_CSHT(1)); /* 2^(23+1) = 16 MB; NCS high 2 cycles (125 ns) between commands */
     TT_REG_WR(QSPI_CR, CR_PRESCALER(QSPI_PRESCALER) | CR_APMS | CR_FTHRES(3) | CR_SSHIFT | CR_EN);
-    /* the flash may hold a volatile configuration from an earlier program: reset it to the defaults */
-    tt_status st = command(CMD_RESET_ENABLE);
+    /* after a warm reset the flash may still be erasing or programming: wait for it; then reset its volatile
+     * configuration (an earlier program may have changed the dummy cycles or the protocol) to the defaults */
+    tt_status st = poll_status(STATUS_WIP, 0u);
+    st = st != TT_OK ? st : command(CMD_RESET_ENABLE);
     st = st != TT_OK ? st : command(CMD_RESET_MEMORY);
     st = st != TT_OK ? st : poll_status(STATUS_WIP, 0u);
     return st != TT_OK ? st : mapped_begin();
