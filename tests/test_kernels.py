@@ -89,8 +89,9 @@ def san_driver(tmp_path_factory) -> Driver:
 
 # The Cortex-M DSP kernels of runtime_c/arm/ (the runtime files the firmware build swaps in), on the host:
 # tests/c/acle_host/arm_acle.h stands in for the ACLE intrinsics. Built with the sanitizers; "short" shrinks the
-# dense kernel's stack column and the pointwise kernel's widened buffer so that their long-input paths run too.
-DSP_BUILDS = {"dsp": [], "dsp_short": ["-DTT_CONV_COLUMN=8", "-DTT_PW_GROUPS=1", "-DTT_PW_CHUNK=2"]}
+# dense kernel's stack column and the pointwise kernel's widened buffer so that their long-input paths run too, the
+# prepared chunk of the pointwise kernel (more chunk ends) and the first_conv row (wider inputs take the general path).
+DSP_BUILDS = {"dsp": [], "dsp_short": ["-DTT_CONV_COLUMN=8", "-DTT_PW_GROUPS=1", "-DTT_PW_CHUNK=2", "-DTT_FC_WIDTH=8"]}
 
 
 @pytest.fixture(scope="session", params=list(DSP_BUILDS))
@@ -158,6 +159,10 @@ CONV_CASES = [
     ConvCase("conv", 7, 9, 6, 5, 1, 2, 11, -11, seed=8),  # k = 1 through the dense kernel
     ConvCase("conv", 5, 5, 64, 4, 3, 1, -128, 3, seed=9, extreme=True, san=True),
     ConvCase("conv", 8, 8, 3, 16, 3, 2, 0, -128, seed=10),  # the first_conv shape, even size
+    # the DSP first_conv path (3x3, stride 2, 3 channels): odd output width and height, an odd C_out over two
+    # chunks of 16; an input wider than its row buffer (TT_FC_WIDTH = 128; 8 in the short build) takes the general path
+    ConvCase("conv", 11, 9, 3, 19, 3, 2, -128, 127, seed=33),
+    ConvCase("conv", 3, 131, 3, 4, 3, 2, 77, -7, seed=34),
     ConvCase("depthwise", 7, 9, 5, 5, 3, 1, -17, 9, seed=11, san=True),
     ConvCase("depthwise", 7, 9, 6, 6, 3, 2, 100, -100, seed=12, san=True),
     ConvCase("depthwise", 9, 7, 4, 4, 5, 1, -128, 127, seed=13),

@@ -129,6 +129,18 @@ static inline void finish_pair(int32_t a, int32_t b, const tt_rq *rq, int32_t k,
     }
 }
 
+/* Four input channels of two output channels (weights u0, u1) at two pixels (widened x: px0's two words, px1's). */
+static inline void dot_group(const int8_t *u0, const int8_t *u1, const int32_t *x, int32_t *a00, int32_t *a01,
+                             int32_t *a10, int32_t *a11)
+{
+    const int32_t u = tt_load4(u0), v = tt_load4(u1);
+    const int32_t ue = __sxtb16(u), uo = tt_sxtb16_ror8(u), ve = __sxtb16(v), vo = tt_sxtb16_ror8(v);
+    *a00 = __smlad(uo, x[1], __smlad(ue, x[0], *a00));
+    *a01 = __smlad(vo, x[1], __smlad(ve, x[0], *a01));
+    *a10 = __smlad(uo, x[3], __smlad(ue, x[2], *a10));
+    *a11 = __smlad(vo, x[3], __smlad(ve, x[2], *a11));
+}
+
 /*
  * Outputs o0 .. o0 + (n & ~1) - 1 of two pixels px0, px1 whose inputs (C_in a multiple of 4) are widened in `widened`:
  * 2 output channels x 2 pixels per inner loop, each widened weight word serving both pixels; then the corrections
@@ -136,25 +148,27 @@ static inline void finish_pair(int32_t a, int32_t b, const tt_rq *rq, int32_t k,
  * rq[0 .. n - 1]. Inlined with a constant `groups` for the small inputs (8 and 16 channels: the loop unrolled).
  */
 static inline __attribute__((always_inline)) void pairs_body(const int8_t *filter, int32_t c_in, int32_t o0, int32_t n,
-                                                             const int32_t *widened, int32_t groups, tt_out_quant q,
-                                                             const tt_rq *rq, const tt_weight_patch *patch,
-                                                             const int8_t *px0, const int8_t *px1, int32_t offset,
-                                                             int8_t *po0, int8_t *po1)
+                                                             const int32_t *widened, int32_t groups, int unrolled,
+                                                             tt_out_quant q, const tt_rq *rq,
+                                                             const tt_weight_patch *patch, const int8_t *px0,
+                                                             const int8_t *px1, int32_t offset, int8_t *po0,
+                                                             int8_t *po1)
 {
     const int32_t k = 1 + 2 * q.output_offset;
+    const int32_t *end = widened + 4 * groups;
     const int8_t *w0 = filter + (size_t)o0 * c_in;
     for (int32_t i = 0; i + 2 <= n; i += 2, w0 += 2 * c_in) {
         const int8_t *u0 = w0, *u1 = w0 + c_in;
         int32_t a00 = 0, a01 = 0, a10 = 0, a11 = 0;
-        const int32_t *x = widened;
+        if (unrolled) { /* a constant `groups` (8 or 16 channels): no loop left */
 #pragma GCC unroll 4
-        for (int32_t g = 0; g < groups; g++, x += 4, u0 += 4, u1 += 4) {
-            const int32_t u = tt_load4(u0), v = tt_load4(u1);
-            const int32_t ue = __sxtb16(u), uo = tt_sxtb16_ror8(u), ve = __sxtb16(v), vo = tt_sxtb16_ror8(v);
-            a00 = __smlad(uo, x[1], __smlad(ue, x[0], a00));
-            a01 = __smlad(vo, x[1], __smlad(ve, x[0], a01));
-            a10 = __smlad(uo, x[3], __smlad(ue, x[2], a10));
-            a11 = __smlad(vo, x[3], __smlad(ve, x[2], a11));
+            for (const int32_t *x = widened; x < end; x += 4, u0 += 4, u1 += 4) {
+                dot_group(u0, u1, x, &a00, &a01, &a10, &a11);
+            }
+        } else { /* not unrolled: the four accumulators, pointers and the end stay in registers */
+            for (const int32_t *x = widened; x < end; x += 4, u0 += 4, u1 += 4) {
+                dot_group(u0, u1, x, &a00, &a01, &a10, &a11);
+            }
         }
         const int32_t o = o0 + i;
         if (patch != NULL) { /* tt_patch_delta_1x1 of the four outputs: each weight difference serves both pixels */
@@ -185,7 +199,7 @@ static void __attribute__((noinline)) pairs(const int8_t *filter, int32_t c_in, 
                                             const tt_weight_patch *patch, const int8_t *px0, const int8_t *px1,
                                             int32_t offset, int8_t *po0, int8_t *po1)
 {
-    pairs_body(filter, c_in, o0, n, widened, groups, q, rq, patch, px0, px1, offset, po0, po1);
+    pairs_body(filter, c_in, o0, n, widened, groups, 0, q, rq, patch, px0, px1, offset, po0, po1);
 }
 
 static void __attribute__((noinline)) pairs_c8(const int8_t *filter, int32_t o0, int32_t n, const int32_t *widened,
@@ -193,7 +207,7 @@ static void __attribute__((noinline)) pairs_c8(const int8_t *filter, int32_t o0,
                                                const int8_t *px0, const int8_t *px1, int32_t offset, int8_t *po0,
                                                int8_t *po1)
 {
-    pairs_body(filter, 8, o0, n, widened, 2, q, rq, patch, px0, px1, offset, po0, po1);
+    pairs_body(filter, 8, o0, n, widened, 2, 1, q, rq, patch, px0, px1, offset, po0, po1);
 }
 
 static void __attribute__((noinline)) pairs_c16(const int8_t *filter, int32_t o0, int32_t n, const int32_t *widened,
@@ -201,7 +215,7 @@ static void __attribute__((noinline)) pairs_c16(const int8_t *filter, int32_t o0
                                                 const int8_t *px0, const int8_t *px1, int32_t offset, int8_t *po0,
                                                 int8_t *po1)
 {
-    pairs_body(filter, 16, o0, n, widened, 4, q, rq, patch, px0, px1, offset, po0, po1);
+    pairs_body(filter, 16, o0, n, widened, 4, 1, q, rq, patch, px0, px1, offset, po0, po1);
 }
 
 /* The input pixel of output pixel p (row-major over the output): the stride picks every stride-th pixel. */
