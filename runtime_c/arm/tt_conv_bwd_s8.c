@@ -91,6 +91,57 @@ static inline void dot_2x2(const int16_t *g0, const int16_t *g1, const int32_t *
     }
 }
 
+/* dot_2x2 for c_out <= TT_BWD_CHUNK: every sum fits int32 (see above), kept in registers; s[2 * pixel + channel]. */
+static inline void dot_2x2_32(const int16_t *g0, const int16_t *g1, const int32_t *cols, int32_t c_out2,
+                              int32_t *s00, int32_t *s01, int32_t *s10, int32_t *s11)
+{
+    int32_t a00 = 0, a01 = 0, a10 = 0, a11 = 0;
+    for (int32_t o = 0; o < c_out2; o += 2) {
+        const int32_t ga = load_word(g0 + o), gb = load_word(g1 + o);
+        const int32_t wa = cols[o], wb = cols[o + 1];
+        a00 = __smlad(ga, wa, a00);
+        a01 = __smlad(ga, wb, a01);
+        a10 = __smlad(gb, wa, a10);
+        a11 = __smlad(gb, wb, a11);
+    }
+    *s00 = a00;
+    *s01 = a01;
+    *s10 = a10;
+    *s11 = a11;
+}
+
+/* The pixel pairs of input channels (c, c + 1) when c_out <= TT_BWD_CHUNK: int32 sums converted with one VCVT each
+ * (tt_sum_to_f32 of the same value). */
+static void __attribute__((noinline)) pixels_32(const int16_t *grad_q, const int32_t *cols, const int16_t last[2],
+                                                int32_t c_out, int32_t pixels, int32_t c_in, int32_t c, int32_t pair,
+                                                float sigma, int32_t accumulate, float *g_in)
+{
+    const int32_t c_out2 = c_out & ~1;
+    for (int32_t p = 0; p < pixels; p += 2) {
+        const int32_t both = p + 1 < pixels; /* an odd pixel count ends with one pixel: computed twice */
+        const int16_t *g0 = grad_q + (size_t)p * c_out, *g1 = both ? g0 + c_out : g0;
+        int32_t s00, s01, s10, s11;
+        dot_2x2_32(g0, g1, cols, c_out2, &s00, &s01, &s10, &s11);
+        if (c_out2 < c_out) {
+            s00 += (int32_t)last[0] * g0[c_out2];
+            s01 += (int32_t)last[1] * g0[c_out2];
+            s10 += (int32_t)last[0] * g1[c_out2];
+            s11 += (int32_t)last[1] * g1[c_out2];
+        }
+        float *d0 = g_in + (size_t)p * c_in + c;
+        tt_bwd_store(d0, (float)s00 * sigma, accumulate);
+        if (pair) {
+            tt_bwd_store(d0 + 1, (float)s01 * sigma, accumulate);
+        }
+        if (both) {
+            tt_bwd_store(d0 + c_in, (float)s10 * sigma, accumulate);
+            if (pair) {
+                tt_bwd_store(d0 + c_in + 1, (float)s11 * sigma, accumulate);
+            }
+        }
+    }
+}
+
 static void pointwise(const tt_conv_params *conv, const int8_t *filter, const tt_dims *out_dims,
                       const int16_t *grad_q, float sigma, const tt_dims *in_dims, int32_t accumulate, float *g_in)
 {
@@ -116,6 +167,10 @@ static void pointwise(const tt_conv_params *conv, const int8_t *filter, const tt
         if (c_out2 < c_out) {
             last[0] = w0[(size_t)c_out2 * ws0];
             last[1] = pair ? w1[(size_t)c_out2 * ws1] : 0;
+        }
+        if (c_out <= TT_BWD_CHUNK) {
+            pixels_32(grad_q, cols, last, c_out, pixels, c_in, c, pair, sigma, accumulate, g_in);
+            continue;
         }
         for (int32_t p = 0; p < pixels; p += 2) {
             const int32_t both = p + 1 < pixels; /* an odd pixel count ends with one pixel: computed twice */
