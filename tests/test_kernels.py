@@ -91,7 +91,7 @@ def san_driver(tmp_path_factory) -> Driver:
 # tests/c/acle_host/arm_acle.h stands in for the ACLE intrinsics. Built with the sanitizers; "short" shrinks the
 # dense kernel's stack column and the pointwise kernel's widened buffer so that their long-input paths run too, the
 # prepared chunk of the pointwise kernel (more chunk ends) and the first_conv row (wider inputs take the general path).
-DSP_BUILDS = {"dsp": [], "dsp_short": ["-DTT_CONV_COLUMN=8", "-DTT_PW_GROUPS=1", "-DTT_PW_CHUNK=2", "-DTT_FC_WIDTH=8"]}
+DSP_BUILDS = {"dsp": [], "dsp_short": ["-DTT_CONV_COLUMN=8", "-DTT_PW_GROUPS=1", "-DTT_PW_CHUNK=2", "-DTT_PW_BLOCK=3", "-DTT_FC_WIDTH=8"]}
 
 
 @pytest.fixture(scope="session", params=list(DSP_BUILDS))

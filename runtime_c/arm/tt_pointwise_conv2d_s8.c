@@ -29,6 +29,10 @@
 #define TT_PW_CHUNK 64 /* output channels whose requantisation is prepared at a time: 768 B of stack */
 #endif
 
+#ifndef TT_PW_BLOCK /* a test builds with 3 to run partial blocks */
+#define TT_PW_BLOCK 32 /* pixels widened at a time for 8 and 16 input channels: up to 1 KB of stack */
+#endif
+
 #ifndef TT_PW_GROUPS /* a test builds with fewer to run the long-input path */
 #define TT_PW_GROUPS 256 /* 1,024 input channels widened once per pixel: 2 KB of stack */
 #endif
@@ -145,10 +149,10 @@ static inline void dot_group(const int8_t *u0, const int8_t *u1, const int32_t *
  * Outputs o0 .. o0 + (n & ~1) - 1 of two pixels px0, px1 whose inputs (C_in a multiple of 4) are widened in `widened`:
  * 2 output channels x 2 pixels per inner loop, each widened weight word serving both pixels; then the corrections
  * for the working slices of `patch` (may be NULL; tt_conv_common.h), then the requantisation of the prepared forms
- * rq[0 .. n - 1]. Inlined with a constant `groups` for the small inputs (8 and 16 channels: the loop unrolled).
+ * rq[0 .. n - 1].
  */
-static inline __attribute__((always_inline)) void pairs_body(const int8_t *filter, int32_t c_in, int32_t o0, int32_t n,
-                                                             const int32_t *widened, int32_t groups, int unrolled,
+static inline void pairs_body(const int8_t *filter, int32_t c_in, int32_t o0, int32_t n,
+                                                             const int32_t *widened, int32_t groups,
                                                              tt_out_quant q, const tt_rq *rq,
                                                              const tt_weight_patch *patch, const int8_t *px0,
                                                              const int8_t *px1, int32_t offset, int8_t *po0,
@@ -160,15 +164,8 @@ static inline __attribute__((always_inline)) void pairs_body(const int8_t *filte
     for (int32_t i = 0; i + 2 <= n; i += 2, w0 += 2 * c_in) {
         const int8_t *u0 = w0, *u1 = w0 + c_in;
         int32_t a00 = 0, a01 = 0, a10 = 0, a11 = 0;
-        if (unrolled) { /* a constant `groups` (8 or 16 channels): no loop left */
-#pragma GCC unroll 4
-            for (const int32_t *x = widened; x < end; x += 4, u0 += 4, u1 += 4) {
-                dot_group(u0, u1, x, &a00, &a01, &a10, &a11);
-            }
-        } else { /* not unrolled: the four accumulators, pointers and the end stay in registers */
-            for (const int32_t *x = widened; x < end; x += 4, u0 += 4, u1 += 4) {
-                dot_group(u0, u1, x, &a00, &a01, &a10, &a11);
-            }
+        for (const int32_t *x = widened; x < end; x += 4, u0 += 4, u1 += 4) {
+            dot_group(u0, u1, x, &a00, &a01, &a10, &a11);
         }
         const int32_t o = o0 + i;
         if (patch != NULL) { /* tt_patch_delta_1x1 of the four outputs: each weight difference serves both pixels */
@@ -193,29 +190,13 @@ static inline __attribute__((always_inline)) void pairs_body(const int8_t *filte
     }
 }
 
-/* pairs_body with the input length as a run-time value, and fixed at 8 and 16 channels (MCUNet's narrow layers). */
+/* pairs_body out of line. */
 static void __attribute__((noinline)) pairs(const int8_t *filter, int32_t c_in, int32_t o0, int32_t n,
                                             const int32_t *widened, int32_t groups, tt_out_quant q, const tt_rq *rq,
                                             const tt_weight_patch *patch, const int8_t *px0, const int8_t *px1,
                                             int32_t offset, int8_t *po0, int8_t *po1)
 {
-    pairs_body(filter, c_in, o0, n, widened, groups, 0, q, rq, patch, px0, px1, offset, po0, po1);
-}
-
-static void __attribute__((noinline)) pairs_c8(const int8_t *filter, int32_t o0, int32_t n, const int32_t *widened,
-                                               tt_out_quant q, const tt_rq *rq, const tt_weight_patch *patch,
-                                               const int8_t *px0, const int8_t *px1, int32_t offset, int8_t *po0,
-                                               int8_t *po1)
-{
-    pairs_body(filter, 8, o0, n, widened, 2, 1, q, rq, patch, px0, px1, offset, po0, po1);
-}
-
-static void __attribute__((noinline)) pairs_c16(const int8_t *filter, int32_t o0, int32_t n, const int32_t *widened,
-                                                tt_out_quant q, const tt_rq *rq, const tt_weight_patch *patch,
-                                                const int8_t *px0, const int8_t *px1, int32_t offset, int8_t *po0,
-                                                int8_t *po1)
-{
-    pairs_body(filter, 16, o0, n, widened, 4, 1, q, rq, patch, px0, px1, offset, po0, po1);
+    pairs_body(filter, c_in, o0, n, widened, groups, q, rq, patch, px0, px1, offset, po0, po1);
 }
 
 /* The input pixel of output pixel p (row-major over the output): the stride picks every stride-th pixel. */
@@ -303,6 +284,88 @@ static tt_status __attribute__((noinline)) other(const tt_conv_params *conv, con
 }
 
 /*
+ * Narrow inputs (8 or 16 channels, MCUNet's first blocks): output channel outer, pixels inner. TT_PW_BLOCK pixels
+ * are widened at a time; per output channel its weights are widened once into registers (2 or 4 words of lane
+ * pairs) and its requantisation prepared once, then each pixel of the block costs C_in / 2 loads and SMLADs and the
+ * five-instruction requantisation (tt_rq_twice, tt_ssat8_half), with no per-output set-up left. Channels without
+ * the prepared form, and patched layers, finish each output through tt_finish_s8 and tt_patch_delta_1x1.
+ */
+static inline __attribute__((always_inline)) void narrow_body(const tt_conv_params *conv, const tt_dims *in_dims,
+                                                              const int8_t *in, const int8_t *filter, int32_t c_in,
+                                                              int32_t c_out, tt_out_quant q, const tt_dims *out_dims,
+                                                              int8_t *out, int32_t *widened)
+{
+    const int32_t groups = c_in / 4, words = 2 * groups, offset = conv->input_offset;
+    const int32_t offset2 = (int32_t)(((uint32_t)(uint16_t)offset << 16) | (uint16_t)offset);
+    const int32_t pixels = out_dims->h * out_dims->w, k = 1 + 2 * q.output_offset;
+    const tt_weight_patch *patch = conv->patch;
+    for (int32_t p0 = 0; p0 < pixels; p0 += TT_PW_BLOCK) {
+        const int32_t np = pixels - p0 < TT_PW_BLOCK ? pixels - p0 : TT_PW_BLOCK;
+        for (int32_t j = 0; j < np; j++) {
+            const int8_t *px = input_pixel(conv, in_dims, out_dims, in, p0 + j);
+#pragma GCC unroll 4
+            for (int32_t g = 0; g < groups; g++) {
+                const int32_t xw = tt_load4(px + 4 * g);
+                widened[j * words + 2 * g] = __sadd16(__sxtb16(xw), offset2);
+                widened[j * words + 2 * g + 1] = __sadd16(tt_sxtb16_ror8(xw), offset2);
+            }
+        }
+        for (int32_t o = 0; o < c_out; o++) {
+            const int8_t *w = filter + (size_t)o * c_in;
+            int32_t we[4 * 2]; /* (w0, w2), (w1, w3) per group of four channels */
+#pragma GCC unroll 4
+            for (int32_t g = 0; g < groups; g++) {
+                const int32_t u = tt_load4(w + 4 * g);
+                we[2 * g] = __sxtb16(u);
+                we[2 * g + 1] = tt_sxtb16_ror8(u);
+            }
+            const tt_rq c = tt_rq_prepare(q.bias[o], q.multiplier[o], q.shift[o]);
+            int8_t *po = out + (size_t)p0 * c_out + o;
+            const int32_t *x = widened;
+            if (c.right != 0 && patch == NULL) {
+                for (int32_t j = 0; j < np; j++, x += words, po += c_out) {
+                    int32_t a = 0;
+#pragma GCC unroll 8
+                    for (int32_t i = 0; i < words; i++) {
+                        a = __smlad(we[i], x[i], a);
+                    }
+                    *po = tt_ssat8_half(tt_rq_twice(a, c, k));
+                }
+                continue;
+            }
+            for (int32_t j = 0; j < np; j++, x += words, po += c_out) {
+                int32_t a = 0;
+#pragma GCC unroll 8
+                for (int32_t i = 0; i < words; i++) {
+                    a = __smlad(we[i], x[i], a);
+                }
+                if (patch != NULL) {
+                    a = tt_add_wrap(a, tt_patch_delta_1x1(patch, w, input_pixel(conv, in_dims, out_dims, in, p0 + j), o,
+                                                          offset));
+                }
+                *po = c.right != 0 ? tt_ssat8_half(tt_rq_twice(a, c, k)) : tt_finish_s8(a, o, q);
+            }
+        }
+    }
+}
+
+static void __attribute__((noinline)) narrow8(const tt_conv_params *conv, const tt_dims *in_dims, const int8_t *in,
+                                              const int8_t *filter, int32_t c_out, tt_out_quant q,
+                                              const tt_dims *out_dims, int8_t *out)
+{
+    int32_t widened[TT_PW_BLOCK * 4];
+    narrow_body(conv, in_dims, in, filter, 8, c_out, q, out_dims, out, widened);
+}
+
+static void __attribute__((noinline)) narrow16(const tt_conv_params *conv, const tt_dims *in_dims, const int8_t *in,
+                                               const int8_t *filter, int32_t c_out, tt_out_quant q,
+                                               const tt_dims *out_dims, int8_t *out)
+{
+    int32_t widened[TT_PW_BLOCK * 8];
+    narrow_body(conv, in_dims, in, filter, 16, c_out, q, out_dims, out, widened);
+}
+
+/*
  * The common case, C_in a multiple of 4 and at most 4 * TT_PW_GROUPS: output channels in chunks of TT_PW_CHUNK
  * whose requantisation forms are prepared once (tt_rq_prepare), then every pixel pair of the chunk (the inputs
  * widened again per chunk: a few instructions per input byte against C_out / chunks outputs per pixel).
@@ -329,13 +392,7 @@ static void __attribute__((noinline)) common(const tt_conv_params *conv, const t
             int8_t *po0 = out + (size_t)p * c_out;
             int8_t *po1 = both ? po0 + c_out : po0; /* a lone last pixel: its pair is itself, stored twice */
             widen(px0, px1, groups, offset2, widened);
-            if (c_in == 8) {
-                pairs_c8(filter, o0, n, widened, q, rq, patch, px0, px1, offset, po0, po1);
-            } else if (c_in == 16) {
-                pairs_c16(filter, o0, n, widened, q, rq, patch, px0, px1, offset, po0, po1);
-            } else {
-                pairs(filter, c_in, o0, n, widened, groups, q, rq, patch, px0, px1, offset, po0, po1);
-            }
+            pairs(filter, c_in, o0, n, widened, groups, q, rq, patch, px0, px1, offset, po0, po1);
             if (n & 1) { /* an odd C_out: the last output of both pixels */
                 const int32_t o = o0 + n - 1;
                 const int8_t *w0 = filter + (size_t)o * c_in;
@@ -375,6 +432,14 @@ tt_status tt_pointwise_conv2d_s8(const tt_context *ctx, const tt_conv_params *co
                          .input_offset = conv->input_offset, .patch = conv->patch};
     const int32_t c4 = c_in & ~3;
     const int32_t groups = c4 / 4;
+    if (c_in == 8) {
+        narrow8(conv, in_dims, in, filter, c_out, q.fin, out_dims, out);
+        return TT_OK;
+    }
+    if (c_in == 16) {
+        narrow16(conv, in_dims, in, filter, c_out, q.fin, out_dims, out);
+        return TT_OK;
+    }
     if (c4 == c_in && groups <= TT_PW_GROUPS) {
         common(conv, in_dims, in, filter, c_out, q.fin, out_dims, out);
         return TT_OK;
