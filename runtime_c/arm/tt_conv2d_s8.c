@@ -209,8 +209,8 @@ static void __attribute__((noinline)) general(const tt_conv_params *conv, const 
  * Each input row is widened once into an int16 row x + input_offset with a zero column on both sides (and zero rows
  * above and below the image): the 3 x 3 window of output column ox in such a row is 9 contiguous entries from 6 * ox,
  * an even index, so 5 aligned words hold its taps (the tenth entry belongs to the next window or the zero tail). The
- * weights of each output channel are widened once per call into the same order, 5 words per kernel row, the tenth
- * lane 0. Three row slots, each input row widened once (row iy in slot (iy + 1) % 3; an output row's three rows fall
+ * working weights of each output channel (the home row with the slices of patched channels, so that no correction is
+ * left) are widened once per call into the same order, 5 words per kernel row, the tenth lane 0. Three row slots, each input row widened once (row iy in slot (iy + 1) % 3; an output row's three rows fall
  * into distinct slots, and the next output row reuses its last). Then 2 output channels x 2 output pixels of a row per
  * step, 15 SMLAD each, and the prepared requantisation (tt_rq_prepare) of TT_FC_CHUNK channels at a time.
  */
@@ -282,7 +282,15 @@ static void __attribute__((noinline)) first_conv(const tt_conv_params *conv, con
     for (int32_t o0 = 0; o0 < c_out; o0 += TT_FC_CHUNK) {
         const int32_t n = c_out - o0 < TT_FC_CHUNK ? c_out - o0 : TT_FC_CHUNK;
         for (int32_t i = 0; i < n; i++) {
-            const int8_t *pw = filter + (size_t)(o0 + i) * 27;
+            int8_t pw[27]; /* the working weights of output o0 + i: the home row with the patched channels' slices */
+            memcpy(pw, filter + (size_t)(o0 + i) * 27, sizeof pw);
+            for (int32_t j = 0; conv->patch != NULL && j < conv->patch->count; j++) {
+                const int32_t c = conv->patch->channel[j];
+                const int8_t *sl = tt_patch_slice(conv->patch, j) + (size_t)(o0 + i) * 9;
+                for (int32_t t = 0; t < 9; t++) {
+                    pw[3 * t + c] = sl[t];
+                }
+            }
             for (int32_t ky = 0; ky < 3; ky++) {
                 const int8_t *t = pw + 9 * ky;
                 for (int32_t j = 0; j < 4; j++) {
@@ -306,18 +314,11 @@ static void __attribute__((noinline)) first_conv(const tt_conv_params *conv, con
             for (int32_t ox = 0; ox < wo; ox += 2) {
                 const int32_t ox1 = ox + 1 < wo ? ox + 1 : ox; /* an odd width ends with one pixel, as a pair */
                 int8_t *po0 = out + ((size_t)oy * wo + ox) * c_out, *po1 = out + ((size_t)oy * wo + ox1) * c_out;
-                const int32_t y0 = 2 * oy - 1, x0 = 2 * ox - 1, x1 = 2 * ox1 - 1;
                 for (int32_t i = 0; i < n; i += 2) {
                     const int32_t i1 = i + 1 < n ? i + 1 : i; /* an odd chunk ends with one channel, as a pair */
                     const int32_t o = o0 + i, o1 = o0 + i1;
                     int32_t a00, a01, a10, a11;
                     fc_dot(wide[i], wide[i1], r, 6 * ox, 6 * ox1, &a00, &a01, &a10, &a11);
-                    if (conv->patch != NULL) {
-                        a00 = patched(conv, in_dims, in, filter, 3, o, y0, x0, a00);
-                        a01 = patched(conv, in_dims, in, filter, 3, o1, y0, x0, a01);
-                        a10 = patched(conv, in_dims, in, filter, 3, o, y0, x1, a10);
-                        a11 = patched(conv, in_dims, in, filter, 3, o1, y0, x1, a11);
-                    }
                     if (rq[i].right != 0 && rq[i1].right != 0) {
                         const int32_t t00 = tt_rq_twice(a00, rq[i], kk), t10 = tt_rq_twice(a10, rq[i], kk);
                         const int32_t t01 = tt_rq_twice(a01, rq[i1], kk), t11 = tt_rq_twice(a11, rq[i1], kk);

@@ -15,6 +15,7 @@
  */
 #include <arm_acle.h>
 #include <stddef.h>
+#include <string.h>
 
 #include "tt_arm_math.h"
 #include "tt_conv_common.h"
@@ -287,8 +288,9 @@ static tt_status __attribute__((noinline)) other(const tt_conv_params *conv, con
  * Narrow inputs (8 or 16 channels, MCUNet's first blocks): output channel outer, pixels inner. TT_PW_BLOCK pixels
  * are widened at a time; per output channel its weights are widened once into registers (2 or 4 words of lane
  * pairs) and its requantisation prepared once, then each pixel of the block costs C_in / 2 loads and SMLADs and the
- * five-instruction requantisation (tt_rq_twice, tt_ssat8_half), with no per-output set-up left. Channels without
- * the prepared form, and patched layers, finish each output through tt_finish_s8 and tt_patch_delta_1x1.
+ * five-instruction requantisation (tt_rq_twice, tt_ssat8_half), with no per-output set-up left. A weight patch is
+ * applied to the channel's row before the widening (the sums are then those of the working weights, bounded as
+ * above); channels without the prepared form finish through tt_finish_s8.
  */
 static inline __attribute__((always_inline)) void narrow_body(const tt_conv_params *conv, const tt_dims *in_dims,
                                                               const int8_t *in, const int8_t *filter, int32_t c_in,
@@ -311,18 +313,22 @@ static inline __attribute__((always_inline)) void narrow_body(const tt_conv_para
             }
         }
         for (int32_t o = 0; o < c_out; o++) {
-            const int8_t *w = filter + (size_t)o * c_in;
+            int8_t row[16]; /* output o's working weights: the home row with the patched channels' slices */
+            memcpy(row, filter + (size_t)o * c_in, (size_t)c_in);
+            for (int32_t j = 0; patch != NULL && j < patch->count; j++) {
+                row[patch->channel[j]] = tt_patch_slice(patch, j)[o];
+            }
             int32_t we[4 * 2]; /* (w0, w2), (w1, w3) per group of four channels */
 #pragma GCC unroll 4
             for (int32_t g = 0; g < groups; g++) {
-                const int32_t u = tt_load4(w + 4 * g);
+                const int32_t u = tt_load4(row + 4 * g);
                 we[2 * g] = __sxtb16(u);
                 we[2 * g + 1] = tt_sxtb16_ror8(u);
             }
             const tt_rq c = tt_rq_prepare(q.bias[o], q.multiplier[o], q.shift[o]);
             int8_t *po = out + (size_t)p0 * c_out + o;
             const int32_t *x = widened;
-            if (c.right != 0 && patch == NULL) {
+            if (c.right != 0) {
                 for (int32_t j = 0; j < np; j++, x += words, po += c_out) {
                     int32_t a = 0;
 #pragma GCC unroll 8
@@ -339,11 +345,7 @@ static inline __attribute__((always_inline)) void narrow_body(const tt_conv_para
                 for (int32_t i = 0; i < words; i++) {
                     a = __smlad(we[i], x[i], a);
                 }
-                if (patch != NULL) {
-                    a = tt_add_wrap(a, tt_patch_delta_1x1(patch, w, input_pixel(conv, in_dims, out_dims, in, p0 + j), o,
-                                                          offset));
-                }
-                *po = c.right != 0 ? tt_ssat8_half(tt_rq_twice(a, c, k)) : tt_finish_s8(a, o, q);
+                *po = tt_finish_s8(a, o, q);
             }
         }
     }
