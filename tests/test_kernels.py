@@ -179,11 +179,11 @@ CONV_CASES = [
     ConvCase("pointwise", 5, 3, 1, 4, 1, 1, -50, 60, seed=25),
     ConvCase("pointwise", 3, 5, 600, 2, 1, 1, -128, 7, seed=26, extreme=True, san=True),
     # the DSP kernel's fixed small inputs (8 and 16 channels), odd pixel counts, strides, odd C_out, and more
-    # output channels than one prepared chunk (TT_PW_CHUNK = 64; 2 in the short build)
+    # output channels than one prepared chunk (TT_PW_CHUNK = 160; 2 in the short build)
     ConvCase("pointwise", 5, 7, 8, 33, 1, 1, -17, 9, seed=27),
     ConvCase("pointwise", 9, 9, 8, 6, 1, 2, 127, -128, seed=28),
     ConvCase("pointwise", 5, 5, 16, 9, 1, 2, -128, 5, seed=29),
-    ConvCase("pointwise", 3, 3, 12, 70, 1, 1, 20, -20, seed=30),
+    ConvCase("pointwise", 3, 3, 12, 170, 1, 1, 20, -20, seed=30),
 ]
 
 
@@ -334,7 +334,7 @@ def test_dsp_conv_kernel_bit_exact(case: ConvCase, dsp_driver):
 PATCH_CASES = [
     (ConvCase("pointwise", 5, 7, 8, 33, 1, 1, -17, 9, seed=27), [0, 5, 7]),
     (ConvCase("pointwise", 5, 5, 16, 9, 1, 2, -128, 5, seed=29), [3]),
-    (ConvCase("pointwise", 3, 3, 12, 70, 1, 1, 20, -20, seed=30), [1, 2, 11]),
+    (ConvCase("pointwise", 3, 3, 12, 170, 1, 1, 20, -20, seed=30), [1, 2, 11]),
     (ConvCase("pointwise", 7, 9, 6, 7, 1, 1, -17, 9, seed=21), [0, 5]),
     (ConvCase("conv", 9, 11, 3, 16, 3, 2, 0, -128, seed=31), [1]),
     (ConvCase("conv", 9, 8, 3, 5, 3, 2, 5, -3, seed=32), [0, 2]),

@@ -27,7 +27,7 @@
 #endif
 
 #ifndef TT_PW_CHUNK /* a test builds with 2 to run several chunks and odd chunk ends */
-#define TT_PW_CHUNK 64 /* output channels whose requantisation is prepared at a time: 768 B of stack */
+#define TT_PW_CHUNK 160 /* output channels whose requantisation is prepared at a time: 1,920 B of stack */
 #endif
 
 #ifndef TT_PW_BLOCK /* a test builds with 3 to run partial blocks */
