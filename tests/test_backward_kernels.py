@@ -236,6 +236,9 @@ CONV_CASES = [
     BwdConvCase("pointwise", 1, 1, 16, 8, 1, 1, 3, seed=44, grad="huge"),
     BwdConvCase("pointwise", 5, 3, 1, 4, 1, 1, -50, seed=45, grad="clamped"),
     BwdConvCase("pointwise", 2, 3, 3, 601, 1, 1, 9, seed=46),  # odd C_out > 512: int64 over int32 chunks
+    # the DSP kernel's int32 sums (C_out <= 512) at their longest, and the first length past them
+    BwdConvCase("pointwise", 3, 3, 5, 512, 1, 1, -128, seed=47, weights="saturated", accumulate=True),
+    BwdConvCase("pointwise", 1, 3, 4, 513, 1, 1, 127, seed=48, weights="saturated"),
 ]
 
 

@@ -89,8 +89,9 @@ def san_driver(tmp_path_factory) -> Driver:
 
 # The Cortex-M DSP kernels of runtime_c/arm/ (the runtime files the firmware build swaps in), on the host:
 # tests/c/acle_host/arm_acle.h stands in for the ACLE intrinsics. Built with the sanitizers; "short" shrinks the
-# dense kernel's stack column and the pointwise kernel's widened buffer so that their long-input paths run too.
-DSP_BUILDS = {"dsp": [], "dsp_short": ["-DTT_CONV_COLUMN=8", "-DTT_PW_GROUPS=1"]}
+# dense kernel's stack column and the pointwise kernel's widened buffer so that their long-input paths run too, the
+# prepared chunk of the pointwise kernel (more chunk ends) and the first_conv row (wider inputs take the general path).
+DSP_BUILDS = {"dsp": [], "dsp_short": ["-DTT_CONV_COLUMN=8", "-DTT_PW_GROUPS=1", "-DTT_PW_CHUNK=2", "-DTT_PW_BLOCK=3", "-DTT_FC_WIDTH=8"]}
 
 
 @pytest.fixture(scope="session", params=list(DSP_BUILDS))
@@ -158,6 +159,10 @@ CONV_CASES = [
     ConvCase("conv", 7, 9, 6, 5, 1, 2, 11, -11, seed=8),  # k = 1 through the dense kernel
     ConvCase("conv", 5, 5, 64, 4, 3, 1, -128, 3, seed=9, extreme=True, san=True),
     ConvCase("conv", 8, 8, 3, 16, 3, 2, 0, -128, seed=10),  # the first_conv shape, even size
+    # the DSP first_conv path (3x3, stride 2, 3 channels): odd output width and height, an odd C_out over two
+    # chunks of 16; an input wider than its row buffer (TT_FC_WIDTH = 128; 8 in the short build) takes the general path
+    ConvCase("conv", 11, 9, 3, 19, 3, 2, -128, 127, seed=33),
+    ConvCase("conv", 3, 131, 3, 4, 3, 2, 77, -7, seed=34),
     ConvCase("depthwise", 7, 9, 5, 5, 3, 1, -17, 9, seed=11, san=True),
     ConvCase("depthwise", 7, 9, 6, 6, 3, 2, 100, -100, seed=12, san=True),
     ConvCase("depthwise", 9, 7, 4, 4, 5, 1, -128, 127, seed=13),
@@ -173,6 +178,12 @@ CONV_CASES = [
     ConvCase("pointwise", 1, 1, 16, 8, 1, 1, 3, -3, seed=24),
     ConvCase("pointwise", 5, 3, 1, 4, 1, 1, -50, 60, seed=25),
     ConvCase("pointwise", 3, 5, 600, 2, 1, 1, -128, 7, seed=26, extreme=True, san=True),
+    # the DSP kernel's fixed small inputs (8 and 16 channels), odd pixel counts, strides, odd C_out, and more
+    # output channels than one prepared chunk (TT_PW_CHUNK = 160; 2 in the short build)
+    ConvCase("pointwise", 5, 7, 8, 33, 1, 1, -17, 9, seed=27),
+    ConvCase("pointwise", 9, 9, 8, 6, 1, 2, 127, -128, seed=28),
+    ConvCase("pointwise", 5, 5, 16, 9, 1, 2, -128, 5, seed=29),
+    ConvCase("pointwise", 3, 3, 12, 170, 1, 1, 20, -20, seed=30),
 ]
 
 
@@ -316,6 +327,51 @@ def test_dsp_conv_kernel_bit_exact(case: ConvCase, dsp_driver):
     assert status == TT_OK, f"{case}: status {status} from {dsp_driver.exe.name}"
     assert_same(out.reshape(ho, wo, case.c_out), reference_conv(case, d),
                 f"{case}: DSP kernel ({dsp_driver.exe.name}) vs reference", "(h, w, c)")
+
+
+# Weight patches (tt_weight_patch, the flash weight home): the filter array holds home weights that differ from the
+# case's in the patched input channels, whose working slices come separately; the result must be the case's.
+PATCH_CASES = [
+    (ConvCase("pointwise", 5, 7, 8, 33, 1, 1, -17, 9, seed=27), [0, 5, 7]),
+    (ConvCase("pointwise", 5, 5, 16, 9, 1, 2, -128, 5, seed=29), [3]),
+    (ConvCase("pointwise", 3, 3, 12, 170, 1, 1, 20, -20, seed=30), [1, 2, 11]),
+    (ConvCase("pointwise", 7, 9, 6, 7, 1, 1, -17, 9, seed=21), [0, 5]),
+    (ConvCase("conv", 9, 11, 3, 16, 3, 2, 0, -128, seed=31), [1]),
+    (ConvCase("conv", 9, 8, 3, 5, 3, 2, 5, -3, seed=32), [0, 2]),
+    (ConvCase("conv", 7, 9, 4, 6, 3, 2, 127, -128, seed=2), [3]),
+    (ConvCase("depthwise", 7, 9, 5, 5, 3, 1, -17, 9, seed=11), [0, 4]),
+]
+
+
+def patch_payload(case: ConvCase, d: dict, channels: list[int]) -> bytes:
+    """The case with a weight patch: home weights changed in `channels`, their working slices appended."""
+    rng = np.random.default_rng(case.seed + 1000)
+    home = d["w"].copy()
+    slices = []
+    for c in channels:
+        if case.kind == "depthwise":
+            slices.append(d["w"][c, 0].reshape(-1))
+            home[c, 0] = rng.integers(-127, 128, home[c, 0].shape)
+        else:
+            slices.append(d["w"][:, c].reshape(-1))
+            home[:, c] = rng.integers(-127, 128, home[:, c].shape)
+    base = conv_payload(case, {**d, "w": home}, op=KERNEL_OP[case.kind] + 10)
+    chan = np.asarray(channels, np.int32)
+    sl = np.concatenate(slices).astype(np.int8)
+    return base + struct.pack("<i", chan.size) + chan.tobytes() + struct.pack("<i", sl.size) + sl.tobytes()
+
+
+@pytest.mark.parametrize("case,channels", PATCH_CASES, ids=[f"{c}-patch{len(ch)}" for c, ch in PATCH_CASES])
+def test_patched_conv_kernels_bit_exact(case: ConvCase, channels: list[int], driver, dsp_driver):
+    """The reference and the DSP kernels with working slices of some input channels: as with the working weights."""
+    d = make_conv(case)
+    ho, wo = case.out_hw
+    want = reference_conv(case, d)
+    for drv in (driver, dsp_driver):
+        status, out = drv.run(patch_payload(case, d, channels), np.int8)
+        assert status == TT_OK, f"{case}: status {status} from {drv.exe.name}"
+        assert_same(out.reshape(ho, wo, case.c_out), want, f"{case} patched {channels}: {drv.exe.name} vs reference",
+                    "(h, w, c)")
 
 
 def test_conv_cases_cover_the_contract():

@@ -55,6 +55,51 @@ static inline void tt_requantize_floor2(int32_t *x, int32_t *y, int32_t multipli
     *y = tt_rdbpot(hy, right) + offset;
 }
 
+/** SMMLAR: (acc * 2^32 + a * b + 2^31) / 2^32 rounded down, the 64-bit sum taken mod 2^64 (one instruction). */
+static inline int32_t tt_smmlar(int32_t a, int32_t b, int32_t acc)
+{
+#if defined(__arm__) && defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+    int32_t r;
+    __asm__("smmlar %0, %1, %2, %3" : "=r"(r) : "r"(a), "r"(b), "r"(acc));
+    return r;
+#else
+    const uint64_t v = ((uint64_t)(uint32_t)acc << 32) + (uint64_t)((int64_t)a * b) + 0x80000000u;
+    return (int32_t)(uint32_t)(v >> 32);
+#endif
+}
+
+/*
+ * The per-channel form of tt_requantize_floor for the common channels (multiplier in [2^30, 2^31), shift <= -2:
+ * every quantised scale below 1/4), five instructions per value with the clamp:
+ *   h = floor((x * m + 2^30) / 2^31) = floor((2 m x + 2^31) / 2^32) = SMMLAR(x, m2, x) with m2 = 2m - 2^32 (int32),
+ *       since 2 m x = x * m2 + x * 2^32 (|2 m x| < 2^63, so the 64-bit sum is exact);
+ *   RoundingDivideByPOT(h, r) = floor((floor((h - [h < 0]) / 2^(r-1)) + 1) / 2) (half away from zero: a negative
+ *       tie is one below the threshold), and h - [h < 0] = h + (h >> 31) cannot wrap (h > INT32_MIN here);
+ *   + output_offset: (w + 1 + 2 * output_offset) / 2 rounded down, |w| <= 2^30 for r >= 2, so no wrap; the halving
+ *       and the int8 clamp are one SSAT with ASR #1 on the core.
+ * tt_rq_prepare gives right = r - 1 >= 1 for such a channel and 0 for any other (the caller takes
+ * tt_requantize_floor there). tests/c/requant_floor.c checks tt_rq_finish against tt_requantize.
+ */
+typedef struct {
+    int32_t bias, m2, right; /* right = -shift - 1, or 0: not the fast form */
+} tt_rq;
+
+static inline tt_rq tt_rq_prepare(int32_t bias, int32_t multiplier, int32_t shift)
+{
+    const int fast = multiplier >= (1 << 30) && shift <= -2;
+    const tt_rq r = {.bias = bias, .m2 = (int32_t)((uint32_t)multiplier << 1), .right = fast ? -shift - 1 : 0};
+    return r;
+}
+
+/** floor((RoundingDivideByPOT(h, r) * 2 + 1 + 2 * output_offset) / 2) before the clamp: acc + bias of a fast
+ * channel (right >= 1) and k = 1 + 2 * output_offset; tt_ssat8_half of it is the int8 output. */
+static inline int32_t tt_rq_twice(int32_t acc, tt_rq c, int32_t k)
+{
+    const int32_t x = tt_add_wrap(acc, c.bias);
+    const int32_t h = tt_smmlar(x, c.m2, x);
+    return ((h + (h >> 31)) >> c.right) + k;
+}
+
 #if defined(__ARM_FEATURE_SAT) && __ARM_FEATURE_SAT
 #include <arm_acle.h>
 
@@ -63,10 +108,23 @@ static inline int8_t tt_ssat8(int32_t v)
 {
     return (int8_t)__ssat(v, 8);
 }
+
+/** Clamp v / 2 (rounded down) to int8: one SSAT with ASR #1. */
+static inline int8_t tt_ssat8_half(int32_t v)
+{
+    int32_t r;
+    __asm__("ssat %0, #8, %1, asr #1" : "=r"(r) : "r"(v));
+    return (int8_t)r;
+}
 #else /* the host build of the tests */
 static inline int8_t tt_ssat8(int32_t v)
 {
     return tt_clamp_s8(v);
+}
+
+static inline int8_t tt_ssat8_half(int32_t v)
+{
+    return tt_clamp_s8(v >> 1);
 }
 #endif
 

@@ -6,9 +6,10 @@
  * that fits int32 is converted from int32 (one VCVT) rather than from int64 (a library call): both conversions
  * round the same integer to nearest.
  *
- * Pointwise, stride 1 (the hot case): per pair of input channels (c, c + 1) their weight columns w[:, c] are
- * gathered once into int16 (the patched slice where the channel has one), interleaved so that one word holds
- * w[o, c], w[o + 1, c] and the next w[o, c + 1], w[o + 1, c + 1]. Per pair of pixels, SMLAD multiplies a word of
+ * Pointwise, stride 1, C_out <= TT_BWD_CHUNK: pointwise4 (four input channels x two pixels, int32 sums). Larger
+ * C_out: per pair of input channels (c, c + 1) their weight columns w[:, c] are gathered once into int16 (the
+ * patched slice where the channel has one), interleaved so that one word holds w[o, c], w[o + 1, c] and the next
+ * w[o, c + 1], w[o + 1, c + 1]. Per pair of pixels, SMLAD multiplies a word of
  * G[pixel, o..o + 1] with a column word and adds both products: 2 pixels x 2 channels, 8 MACs per 4 loads and
  * 4 SMLADs. |w * G| <= 128 * 32767 = 4,194,176, so an int32 accumulator is exact over TT_BWD_CHUNK = 512 products
  * (512 * 4,194,176 < 2^31); longer sums add chunks into int64. Columns longer than TT_BWD_COLUMN (stack) and all
@@ -91,6 +92,78 @@ static inline void dot_2x2(const int16_t *g0, const int16_t *g1, const int32_t *
     }
 }
 
+/*
+ * Pointwise, stride 1, C_out <= TT_BWD_CHUNK and 2 * C_out <= TT_BWD_COLUMN: four input channels at a time, their
+ * columns interleaved per output pair o as (w[o, c + j], w[o + 1, c + j]) for j = 0..3, so that each word of G serves
+ * four SMLADs: 2 pixels x 4 channels, 16 MACs per 6 loads and 8 SMLADs, int32 sums in registers (one VCVT each).
+ */
+static void __attribute__((noinline)) pointwise4(const tt_conv_params *conv, const int8_t *filter,
+                                                 const tt_dims *out_dims, const int16_t *grad_q, float sigma,
+                                                 const tt_dims *in_dims, int32_t accumulate, float *g_in)
+{
+    const int32_t c_in = in_dims->c, c_out = out_dims->c;
+    const int32_t c_out2 = c_out & ~1;
+    const int32_t pixels = in_dims->h * in_dims->w;
+    int32_t cols[TT_BWD_COLUMN];
+    int32_t next = 0;
+    for (int32_t c = 0; c < c_in; c += 4) {
+        const int32_t nch = c_in - c < 4 ? c_in - c : 4; /* the last group may be short: zero columns beside it */
+        int16_t last[4] = {0, 0, 0, 0};                /* w[c_out - 1, c + j] for an odd c_out */
+        for (int32_t j = 0; j < nch; j++) {
+            size_t ws;
+            const int8_t *w = tt_patched_weights(conv->patch, &next, filter, c + j, c_in, &ws);
+            for (int32_t o = 0; o < c_out2; o += 2) {
+                const uint32_t lo = (uint16_t)(int16_t)w[(size_t)o * ws], hi = (uint16_t)(int16_t)w[(size_t)(o + 1) * ws];
+                cols[2 * o + j] = (int32_t)(lo | (hi << 16));
+            }
+            if (c_out2 < c_out) {
+                last[j] = w[(size_t)c_out2 * ws];
+            }
+        }
+        for (int32_t j = nch; j < 4; j++) {
+            for (int32_t o = 0; o < c_out2; o += 2) {
+                cols[2 * o + j] = 0;
+            }
+        }
+        for (int32_t p = 0; p < pixels; p += 2) {
+            const int32_t both = p + 1 < pixels; /* an odd pixel count ends with one pixel: computed twice */
+            const int16_t *g0 = grad_q + (size_t)p * c_out, *g1 = both ? g0 + c_out : g0;
+            int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, b0 = 0, b1 = 0, b2 = 0, b3 = 0;
+            const int32_t *cw = cols;
+            for (int32_t o = 0; o < c_out2; o += 2, cw += 4) {
+                const int32_t ga = load_word(g0 + o), gb = load_word(g1 + o);
+                a0 = __smlad(ga, cw[0], a0);
+                a1 = __smlad(ga, cw[1], a1);
+                a2 = __smlad(ga, cw[2], a2);
+                a3 = __smlad(ga, cw[3], a3);
+                b0 = __smlad(gb, cw[0], b0);
+                b1 = __smlad(gb, cw[1], b1);
+                b2 = __smlad(gb, cw[2], b2);
+                b3 = __smlad(gb, cw[3], b3);
+            }
+            if (c_out2 < c_out) {
+                const int32_t ha = g0[c_out2], hb = g1[c_out2];
+                a0 += last[0] * ha;
+                a1 += last[1] * ha;
+                a2 += last[2] * ha;
+                a3 += last[3] * ha;
+                b0 += last[0] * hb;
+                b1 += last[1] * hb;
+                b2 += last[2] * hb;
+                b3 += last[3] * hb;
+            }
+            const int32_t sum[8] = {a0, a1, a2, a3, b0, b1, b2, b3};
+            float *d0 = g_in + (size_t)p * c_in + c;
+            for (int32_t j = 0; j < nch; j++) {
+                tt_bwd_store(d0 + j, (float)sum[j] * sigma, accumulate);
+            }
+            for (int32_t j = 0; j < nch && both; j++) {
+                tt_bwd_store(d0 + c_in + j, (float)sum[4 + j] * sigma, accumulate);
+            }
+        }
+    }
+}
+
 static void pointwise(const tt_conv_params *conv, const int8_t *filter, const tt_dims *out_dims,
                       const int16_t *grad_q, float sigma, const tt_dims *in_dims, int32_t accumulate, float *g_in)
 {
@@ -152,7 +225,11 @@ tt_status tt_conv2d_s8_bwd_input(const tt_conv_params *conv, const tt_dims *filt
         return st;
     }
     if (filter_dims->h == 1 && filter_dims->w == 1 && conv->stride == 1 && conv->padding == 0 &&
-        out_dims->h == in_dims->h && out_dims->w == in_dims->w && out_dims->c <= TT_BWD_COLUMN) {
+        out_dims->h == in_dims->h && out_dims->w == in_dims->w && out_dims->c <= TT_BWD_CHUNK &&
+        2 * out_dims->c <= TT_BWD_COLUMN) {
+        pointwise4(conv, filter, out_dims, grad_q, sigma, in_dims, accumulate, g_in);
+    } else if (filter_dims->h == 1 && filter_dims->w == 1 && conv->stride == 1 && conv->padding == 0 &&
+               out_dims->h == in_dims->h && out_dims->w == in_dims->w && out_dims->c <= TT_BWD_COLUMN) {
         pointwise(conv, filter, out_dims, grad_q, sigma, in_dims, accumulate, g_in);
     } else {
         conv_reference(conv, filter_dims, filter, out_dims, grad_q, sigma, in_dims, accumulate, g_in);

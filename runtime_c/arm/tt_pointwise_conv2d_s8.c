@@ -15,6 +15,7 @@
  */
 #include <arm_acle.h>
 #include <stddef.h>
+#include <string.h>
 
 #include "tt_arm_math.h"
 #include "tt_conv_common.h"
@@ -23,6 +24,14 @@
 
 #if !defined(__ARM_FEATURE_DSP) || !__ARM_FEATURE_DSP
 #error "runtime_c/arm/ needs the DSP extension (Cortex-M4/M7); build the reference kernels instead"
+#endif
+
+#ifndef TT_PW_CHUNK /* a test builds with 2 to run several chunks and odd chunk ends */
+#define TT_PW_CHUNK 160 /* output channels whose requantisation is prepared at a time: 1,920 B of stack */
+#endif
+
+#ifndef TT_PW_BLOCK /* a test builds with 3 to run partial blocks */
+#define TT_PW_BLOCK 32 /* pixels widened at a time for 8 and 16 input channels: up to 1 KB of stack */
 #endif
 
 #ifndef TT_PW_GROUPS /* a test builds with fewer to run the long-input path */
@@ -102,29 +111,64 @@ static void pixel_long(const int8_t *px, int8_t *po, const int8_t *filter, int32
     }
 }
 
-/*
- * Outputs 0 .. (c_out & ~1) - 1 of two pixels px0, px1 whose inputs (C_in a multiple of 4) are widened in `widened`:
- * 2 output channels x 2 pixels per inner loop, each widened weight word serving both pixels; then the corrections
- * for the working slices of `patch` (may be NULL; tt_conv_common.h).
- */
-static void __attribute__((noinline)) pairs(const int8_t *filter, int32_t c_in, int32_t c_out, const int32_t *widened,
-                                            int32_t groups, tt_out_quant q, const tt_weight_patch *patch,
-                                            const int8_t *px0, const int8_t *px1, int32_t offset, int8_t *po0,
-                                            int8_t *po1)
+/* tt_finish2_s8 out of line, for the channels without the prepared form (kept out of the loops' registers). */
+static void __attribute__((noinline)) finish_pair_other(int32_t a, int32_t b, int32_t o, const tt_out_quant *q,
+                                                        int8_t *pa, int8_t *pb)
 {
+    tt_finish2_s8(a, b, o, *q, pa, pb);
+}
+
+/* Output channel o of two pixels from their accumulators: the prepared form of a common channel (rq->right != 0,
+ * tt_arm_math.h), tt_finish2_s8 otherwise. k = 1 + 2 * output_offset. Both values are computed before the stores
+ * (an int8 store may alias *rq). */
+static inline void finish_pair(int32_t a, int32_t b, const tt_rq *rq, int32_t k, int32_t o, const tt_out_quant *q,
+                               int8_t *pa, int8_t *pb)
+{
+    const tt_rq c = *rq;
+    if (c.right != 0) {
+        const int32_t ta = tt_rq_twice(a, c, k), tb = tt_rq_twice(b, c, k);
+        *pa = tt_ssat8_half(ta);
+        *pb = tt_ssat8_half(tb);
+    } else {
+        finish_pair_other(a, b, o, q, pa, pb);
+    }
+}
+
+/* Four input channels of two output channels (weights u0, u1) at two pixels (widened x: px0's two words, px1's). */
+static inline void dot_group(const int8_t *u0, const int8_t *u1, const int32_t *x, int32_t *a00, int32_t *a01,
+                             int32_t *a10, int32_t *a11)
+{
+    const int32_t u = tt_load4(u0), v = tt_load4(u1);
+    const int32_t ue = __sxtb16(u), uo = tt_sxtb16_ror8(u), ve = __sxtb16(v), vo = tt_sxtb16_ror8(v);
+    *a00 = __smlad(uo, x[1], __smlad(ue, x[0], *a00));
+    *a01 = __smlad(vo, x[1], __smlad(ve, x[0], *a01));
+    *a10 = __smlad(uo, x[3], __smlad(ue, x[2], *a10));
+    *a11 = __smlad(vo, x[3], __smlad(ve, x[2], *a11));
+}
+
+/*
+ * Outputs o0 .. o0 + (n & ~1) - 1 of two pixels px0, px1 whose inputs (C_in a multiple of 4) are widened in `widened`:
+ * 2 output channels x 2 pixels per inner loop, each widened weight word serving both pixels; then the corrections
+ * for the working slices of `patch` (may be NULL; tt_conv_common.h), then the requantisation of the prepared forms
+ * rq[0 .. n - 1].
+ */
+static inline void pairs_body(const int8_t *filter, int32_t c_in, int32_t o0, int32_t n,
+                                                             const int32_t *widened, int32_t groups,
+                                                             tt_out_quant q, const tt_rq *rq,
+                                                             const tt_weight_patch *patch, const int8_t *px0,
+                                                             const int8_t *px1, int32_t offset, int8_t *po0,
+                                                             int8_t *po1)
+{
+    const int32_t k = 1 + 2 * q.output_offset;
     const int32_t *end = widened + 4 * groups;
-    const int8_t *w0 = filter;
-    for (int32_t o = 0; o + 2 <= c_out; o += 2, w0 += 2 * c_in) {
+    const int8_t *w0 = filter + (size_t)o0 * c_in;
+    for (int32_t i = 0; i + 2 <= n; i += 2, w0 += 2 * c_in) {
         const int8_t *u0 = w0, *u1 = w0 + c_in;
         int32_t a00 = 0, a01 = 0, a10 = 0, a11 = 0;
         for (const int32_t *x = widened; x < end; x += 4, u0 += 4, u1 += 4) {
-            const int32_t u = tt_load4(u0), v = tt_load4(u1);
-            const int32_t ue = __sxtb16(u), uo = tt_sxtb16_ror8(u), ve = __sxtb16(v), vo = tt_sxtb16_ror8(v);
-            a00 = __smlad(uo, x[1], __smlad(ue, x[0], a00));
-            a01 = __smlad(vo, x[1], __smlad(ve, x[0], a01));
-            a10 = __smlad(uo, x[3], __smlad(ue, x[2], a10));
-            a11 = __smlad(vo, x[3], __smlad(ve, x[2], a11));
+            dot_group(u0, u1, x, &a00, &a01, &a10, &a11);
         }
+        const int32_t o = o0 + i;
         if (patch != NULL) { /* tt_patch_delta_1x1 of the four outputs: each weight difference serves both pixels */
             uint32_t e00 = 0, e01 = 0, e10 = 0, e11 = 0;
             for (int32_t j = 0; j < patch->count; j++) {
@@ -142,9 +186,18 @@ static void __attribute__((noinline)) pairs(const int8_t *filter, int32_t c_in, 
             a10 = tt_add_wrap(a10, (int32_t)e10);
             a11 = tt_add_wrap(a11, (int32_t)e11);
         }
-        tt_finish2_s8(a00, a10, o, q, po0 + o, po1 + o);
-        tt_finish2_s8(a01, a11, o + 1, q, po0 + o + 1, po1 + o + 1);
+        finish_pair(a00, a10, rq + i, k, o, &q, po0 + o, po1 + o);
+        finish_pair(a01, a11, rq + i + 1, k, o + 1, &q, po0 + o + 1, po1 + o + 1);
     }
+}
+
+/* pairs_body out of line. */
+static void __attribute__((noinline)) pairs(const int8_t *filter, int32_t c_in, int32_t o0, int32_t n,
+                                            const int32_t *widened, int32_t groups, tt_out_quant q, const tt_rq *rq,
+                                            const tt_weight_patch *patch, const int8_t *px0, const int8_t *px1,
+                                            int32_t offset, int8_t *po0, int8_t *po1)
+{
+    pairs_body(filter, c_in, o0, n, widened, groups, q, rq, patch, px0, px1, offset, po0, po1);
 }
 
 /* The input pixel of output pixel p (row-major over the output): the stride picks every stride-th pixel. */
@@ -155,22 +208,25 @@ static inline const int8_t *input_pixel(const tt_conv_params *conv, const tt_dim
     return in + ((size_t)oy * conv->stride * in_dims->w + (size_t)ox * conv->stride) * in_dims->c;
 }
 
-tt_status tt_pointwise_conv2d_s8(const tt_context *ctx, const tt_conv_params *conv,
-                                 const tt_per_channel_quant *quant, const tt_dims *in_dims, const int8_t *in,
-                                 const tt_dims *filter_dims, const int8_t *filter, const int32_t *bias,
-                                 const tt_dims *out_dims, int8_t *out)
+/* Both pixels' inputs widened: per group of 4 channels (x0, x2), (x1, x3) + offset of px0, then of px1. */
+static inline void widen(const int8_t *px0, const int8_t *px1, int32_t groups, int32_t offset2, int32_t *widened)
 {
-    (void)ctx;
-    const tt_status st = tt_check_conv_args(TT_CONV_POINTWISE, conv, quant, in_dims, in, filter_dims, filter, bias,
-                                            out_dims, out);
-    if (st != TT_OK) {
-        return st;
+    for (int32_t g = 0; g < groups; g++) {
+        const int32_t x0 = tt_load4(px0 + 4 * g), x1 = tt_load4(px1 + 4 * g);
+        widened[4 * g] = __sadd16(__sxtb16(x0), offset2);
+        widened[4 * g + 1] = __sadd16(tt_sxtb16_ror8(x0), offset2);
+        widened[4 * g + 2] = __sadd16(__sxtb16(x1), offset2);
+        widened[4 * g + 3] = __sadd16(tt_sxtb16_ror8(x1), offset2);
     }
+}
+
+/* The other inputs: C_in not a multiple of 4 (the tail channels added one by one), or more than 4 * TT_PW_GROUPS
+ * channels (pixel_long). */
+static tt_status __attribute__((noinline)) other(const tt_conv_params *conv, const tt_dims *in_dims, const int8_t *in,
+                                                 const int8_t *filter, int32_t c_out, out_quant q,
+                                                 const tt_dims *out_dims, int8_t *out)
+{
     const int32_t c_in = in_dims->c;
-    const int32_t c_out = filter_dims->n;
-    const out_quant q = {.fin = {.bias = bias, .multiplier = quant->multiplier, .shift = quant->shift,
-                                 .output_offset = conv->output_offset},
-                         .input_offset = conv->input_offset, .patch = conv->patch};
     const int32_t offset = conv->input_offset;
     const int32_t offset2 = (int32_t)(((uint32_t)(uint16_t)offset << 16) | (uint16_t)offset);
     const int32_t c4 = c_in & ~3;
@@ -188,18 +244,8 @@ tt_status tt_pointwise_conv2d_s8(const tt_context *ctx, const tt_conv_params *co
             pixel_long(px1, po1, filter, c_in, c_out, offset, q);
             continue;
         }
-        for (int32_t g = 0; g < groups; g++) {
-            const int32_t x0 = tt_load4(px0 + 4 * g), x1 = tt_load4(px1 + 4 * g);
-            widened[4 * g] = __sadd16(__sxtb16(x0), offset2);
-            widened[4 * g + 1] = __sadd16(tt_sxtb16_ror8(x0), offset2);
-            widened[4 * g + 2] = __sadd16(__sxtb16(x1), offset2);
-            widened[4 * g + 3] = __sadd16(tt_sxtb16_ror8(x1), offset2);
-        }
+        widen(px0, px1, groups, offset2, widened);
         int32_t o = 0;
-        if (c4 == c_in) { /* the common case, in a function of its own (fewer live values) */
-            pairs(filter, c_in, c_out, widened, groups, q.fin, conv->patch, px0, px1, offset, po0, po1);
-            o = c_out & ~1;
-        }
         for (; o + 2 <= c_out; o += 2) { /* 2 outputs x 2 pixels: each widened weight word serves two pixels */
             const int8_t *w0 = filter + (size_t)o * c_in, *w1 = w0 + c_in;
             int32_t a00 = 0, a01 = 0, a10 = 0, a11 = 0;
@@ -236,4 +282,169 @@ tt_status tt_pointwise_conv2d_s8(const tt_context *ctx, const tt_conv_params *co
         }
     }
     return TT_OK;
+}
+
+/*
+ * Narrow inputs (8 or 16 channels, MCUNet's first blocks): output channel outer, pixels inner. TT_PW_BLOCK pixels
+ * are widened at a time; per output channel its weights are widened once into registers (2 or 4 words of lane
+ * pairs) and its requantisation prepared once, then each pixel of the block costs C_in / 2 loads and SMLADs and the
+ * five-instruction requantisation (tt_rq_twice, tt_ssat8_half), with no per-output set-up left. A weight patch is
+ * applied to the channel's row before the widening (the sums are then those of the working weights, bounded as
+ * above); channels without the prepared form finish through tt_finish_s8.
+ */
+static inline __attribute__((always_inline)) void narrow_body(const tt_conv_params *conv, const tt_dims *in_dims,
+                                                              const int8_t *in, const int8_t *filter, int32_t c_in,
+                                                              int32_t c_out, tt_out_quant q, const tt_dims *out_dims,
+                                                              int8_t *out, int32_t *widened)
+{
+    const int32_t groups = c_in / 4, words = 2 * groups, offset = conv->input_offset;
+    const int32_t offset2 = (int32_t)(((uint32_t)(uint16_t)offset << 16) | (uint16_t)offset);
+    const int32_t pixels = out_dims->h * out_dims->w, k = 1 + 2 * q.output_offset;
+    const tt_weight_patch *patch = conv->patch;
+    for (int32_t p0 = 0; p0 < pixels; p0 += TT_PW_BLOCK) {
+        const int32_t np = pixels - p0 < TT_PW_BLOCK ? pixels - p0 : TT_PW_BLOCK;
+        for (int32_t j = 0; j < np; j++) {
+            const int8_t *px = input_pixel(conv, in_dims, out_dims, in, p0 + j);
+#pragma GCC unroll 4
+            for (int32_t g = 0; g < groups; g++) {
+                const int32_t xw = tt_load4(px + 4 * g);
+                widened[j * words + 2 * g] = __sadd16(__sxtb16(xw), offset2);
+                widened[j * words + 2 * g + 1] = __sadd16(tt_sxtb16_ror8(xw), offset2);
+            }
+        }
+        for (int32_t o = 0; o < c_out; o++) {
+            int8_t row[16]; /* output o's working weights: the home row with the patched channels' slices */
+            memcpy(row, filter + (size_t)o * c_in, (size_t)c_in);
+            for (int32_t j = 0; patch != NULL && j < patch->count; j++) {
+                row[patch->channel[j]] = tt_patch_slice(patch, j)[o];
+            }
+            int32_t we[4 * 2]; /* (w0, w2), (w1, w3) per group of four channels */
+#pragma GCC unroll 4
+            for (int32_t g = 0; g < groups; g++) {
+                const int32_t u = tt_load4(row + 4 * g);
+                we[2 * g] = __sxtb16(u);
+                we[2 * g + 1] = tt_sxtb16_ror8(u);
+            }
+            const tt_rq c = tt_rq_prepare(q.bias[o], q.multiplier[o], q.shift[o]);
+            int8_t *po = out + (size_t)p0 * c_out + o;
+            const int32_t *x = widened;
+            if (c.right != 0) {
+                for (int32_t j = 0; j < np; j++, x += words, po += c_out) {
+                    int32_t a = 0;
+#pragma GCC unroll 8
+                    for (int32_t i = 0; i < words; i++) {
+                        a = __smlad(we[i], x[i], a);
+                    }
+                    *po = tt_ssat8_half(tt_rq_twice(a, c, k));
+                }
+                continue;
+            }
+            for (int32_t j = 0; j < np; j++, x += words, po += c_out) {
+                int32_t a = 0;
+#pragma GCC unroll 8
+                for (int32_t i = 0; i < words; i++) {
+                    a = __smlad(we[i], x[i], a);
+                }
+                *po = tt_finish_s8(a, o, q);
+            }
+        }
+    }
+}
+
+static void __attribute__((noinline)) narrow8(const tt_conv_params *conv, const tt_dims *in_dims, const int8_t *in,
+                                              const int8_t *filter, int32_t c_out, tt_out_quant q,
+                                              const tt_dims *out_dims, int8_t *out)
+{
+    int32_t widened[TT_PW_BLOCK * 4];
+    narrow_body(conv, in_dims, in, filter, 8, c_out, q, out_dims, out, widened);
+}
+
+static void __attribute__((noinline)) narrow16(const tt_conv_params *conv, const tt_dims *in_dims, const int8_t *in,
+                                               const int8_t *filter, int32_t c_out, tt_out_quant q,
+                                               const tt_dims *out_dims, int8_t *out)
+{
+    int32_t widened[TT_PW_BLOCK * 8];
+    narrow_body(conv, in_dims, in, filter, 16, c_out, q, out_dims, out, widened);
+}
+
+/*
+ * The common case, C_in a multiple of 4 and at most 4 * TT_PW_GROUPS: output channels in chunks of TT_PW_CHUNK
+ * whose requantisation forms are prepared once (tt_rq_prepare), then every pixel pair of the chunk (the inputs
+ * widened again per chunk: a few instructions per input byte against C_out / chunks outputs per pixel).
+ */
+static void __attribute__((noinline)) common(const tt_conv_params *conv, const tt_dims *in_dims, const int8_t *in,
+                                             const int8_t *filter, int32_t c_out, tt_out_quant q,
+                                             const tt_dims *out_dims, int8_t *out)
+{
+    const int32_t c_in = in_dims->c, groups = c_in / 4, offset = conv->input_offset;
+    const int32_t offset2 = (int32_t)(((uint32_t)(uint16_t)offset << 16) | (uint16_t)offset);
+    const int32_t pixels = out_dims->h * out_dims->w;
+    const tt_weight_patch *patch = conv->patch;
+    int32_t widened[4 * TT_PW_GROUPS];
+    tt_rq rq[TT_PW_CHUNK];
+    for (int32_t o0 = 0; o0 < c_out; o0 += TT_PW_CHUNK) {
+        const int32_t n = c_out - o0 < TT_PW_CHUNK ? c_out - o0 : TT_PW_CHUNK;
+        for (int32_t i = 0; i < n; i++) {
+            rq[i] = tt_rq_prepare(q.bias[o0 + i], q.multiplier[o0 + i], q.shift[o0 + i]);
+        }
+        for (int32_t p = 0; p < pixels; p += 2) {
+            const int32_t both = p + 1 < pixels; /* an odd pixel count ends with one pixel, computed as a pair */
+            const int8_t *px0 = input_pixel(conv, in_dims, out_dims, in, p);
+            const int8_t *px1 = both ? input_pixel(conv, in_dims, out_dims, in, p + 1) : px0;
+            int8_t *po0 = out + (size_t)p * c_out;
+            int8_t *po1 = both ? po0 + c_out : po0; /* a lone last pixel: its pair is itself, stored twice */
+            widen(px0, px1, groups, offset2, widened);
+            pairs(filter, c_in, o0, n, widened, groups, q, rq, patch, px0, px1, offset, po0, po1);
+            if (n & 1) { /* an odd C_out: the last output of both pixels */
+                const int32_t o = o0 + n - 1;
+                const int8_t *w0 = filter + (size_t)o * c_in;
+                int32_t a00 = 0, a10 = 0;
+                const int32_t *x = widened;
+                for (int32_t g = 0; g < groups; g++, x += 4) {
+                    const int32_t u = tt_load4(w0 + 4 * g);
+                    const int32_t ue = __sxtb16(u), uo = tt_sxtb16_ror8(u);
+                    a00 = __smlad(uo, x[1], __smlad(ue, x[0], a00));
+                    a10 = __smlad(uo, x[3], __smlad(ue, x[2], a10));
+                }
+                if (patch != NULL) {
+                    a00 = tt_add_wrap(a00, tt_patch_delta_1x1(patch, w0, px0, o, offset));
+                    a10 = tt_add_wrap(a10, tt_patch_delta_1x1(patch, w0, px1, o, offset));
+                }
+                tt_finish2_s8(a00, a10, o, q, po0 + o, po1 + o);
+            }
+        }
+    }
+}
+
+tt_status tt_pointwise_conv2d_s8(const tt_context *ctx, const tt_conv_params *conv,
+                                 const tt_per_channel_quant *quant, const tt_dims *in_dims, const int8_t *in,
+                                 const tt_dims *filter_dims, const int8_t *filter, const int32_t *bias,
+                                 const tt_dims *out_dims, int8_t *out)
+{
+    (void)ctx;
+    const tt_status st = tt_check_conv_args(TT_CONV_POINTWISE, conv, quant, in_dims, in, filter_dims, filter, bias,
+                                            out_dims, out);
+    if (st != TT_OK) {
+        return st;
+    }
+    const int32_t c_in = in_dims->c;
+    const int32_t c_out = filter_dims->n;
+    const out_quant q = {.fin = {.bias = bias, .multiplier = quant->multiplier, .shift = quant->shift,
+                                 .output_offset = conv->output_offset},
+                         .input_offset = conv->input_offset, .patch = conv->patch};
+    const int32_t c4 = c_in & ~3;
+    const int32_t groups = c4 / 4;
+    if (c_in == 8) {
+        narrow8(conv, in_dims, in, filter, c_out, q.fin, out_dims, out);
+        return TT_OK;
+    }
+    if (c_in == 16) {
+        narrow16(conv, in_dims, in, filter, c_out, q.fin, out_dims, out);
+        return TT_OK;
+    }
+    if (c4 == c_in && groups <= TT_PW_GROUPS) {
+        common(conv, in_dims, in, filter, c_out, q.fin, out_dims, out);
+        return TT_OK;
+    }
+    return other(conv, in_dims, in, filter, c_out, q, out_dims, out);
 }

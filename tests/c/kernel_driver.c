@@ -15,6 +15,9 @@
  *            input_offset output_offset stride padding; arrays in:i8 filter:i8 bias:i32
  *            multiplier:i32 shift:i32 out_count; pointers conv quant multiplier shift in_dims in
  *            filter_dims filter bias out_dims out
+ *   11, 12, 13  the same convolutions with a weight patch (tt_weight_patch): after out_count the arrays
+ *            channel:i32 (ascending input channels) and slices:i8 (the working slice of each, contiguous, in
+ *            channel order; the filter array is then the home weights)
  *   4        add: fields the 10 tt_add_params, size, in_place (0 none, 1 out = in1, 2 out = in2);
  *            arrays in1:i8 in2:i8 out_count; pointers params in1 in2 out
  *   5        avgpool_global: fields in_dims[4]; arrays in:i8 out_count; pointers in_dims in out
@@ -70,6 +73,28 @@ static void run_conv(FILE *f, int op, uint32_t mask, const char *out_path)
     int32_t *shift = read_array(f, 4, &n_shift);
     const int32_t n_out = read_i32(f);
     int8_t *out = alloc_exact(1, n_out);
+    int32_t n_channel = 0, n_slices = 0;
+    int32_t *channel32 = NULL;
+    int8_t *slices = NULL;
+    uint16_t *channel = NULL;
+    uint32_t *offset = NULL;
+    tt_weight_patch patch;
+    if (op > 10) {
+        channel32 = read_array(f, 4, &n_channel);
+        slices = read_array(f, 1, &n_slices);
+        if (n_channel < 1 || n_slices % n_channel != 0) {
+            die("bad weight patch");
+        }
+        channel = alloc_exact(sizeof *channel, n_channel);
+        offset = alloc_exact(sizeof *offset, n_channel);
+        for (int32_t j = 0; j < n_channel; j++) {
+            channel[j] = (uint16_t)channel32[j];
+            offset[j] = (uint32_t)(j * (n_slices / n_channel));
+        }
+        patch = (tt_weight_patch){.count = n_channel, .channel = channel, .base = slices, .offset = offset, .skip = 0};
+        conv.patch = &patch;
+        op -= 10;
+    }
     const tt_per_channel_quant quant = {.multiplier = nul(mask, 2, mult), .shift = nul(mask, 3, shift)};
     const tt_context ctx = {.buf = NULL, .size = 0};
     const tt_conv_params *pc = nul(mask, 0, &conv);
@@ -88,6 +113,10 @@ static void run_conv(FILE *f, int op, uint32_t mask, const char *out_path)
         st = tt_pointwise_conv2d_s8(&ctx, pc, pq, pid, pin, pfd, pf, pb, pod, po);
     }
     write_result(out_path, st, out, 1, n_out);
+    free(channel32);
+    free(slices);
+    free(channel);
+    free(offset);
     free(in);
     free(filter);
     free(bias);
@@ -226,6 +255,9 @@ int main(int argc, char **argv)
     case 1:
     case 2:
     case 3:
+    case 11:
+    case 12:
+    case 13:
         run_conv(f, op, mask, argv[2]);
         break;
     case 4:

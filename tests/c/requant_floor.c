@@ -1,5 +1,6 @@
 /*
- * tt_requantize_floor and tt_requantize_floor2 (runtime_c/arm/tt_arm_math.h, used by the DSP kernels) against
+ * tt_requantize_floor, tt_requantize_floor2 and the per-channel form tt_rq_prepare / tt_rq_twice / tt_ssat8_half
+ * (runtime_c/arm/tt_arm_math.h, used by the DSP kernels) against
  * tt_requantize (runtime_c/tt_requant.h): edge values x every shift, small accumulators with tie-making multipliers,
  * then random triples from a fixed xorshift seed.
  * Prints "ok N" or the first mismatch; exit 1 on a mismatch.
@@ -29,6 +30,24 @@ static int check(int32_t x, int32_t m, int32_t s, long *n)
     int32_t a = x, b = x2;
     tt_requantize_floor2(&a, &b, m, s, offset);
     (*n)++;
+    /* the per-channel form, where it applies: the accumulator split into acc + bias (wrapping), three offsets */
+    const tt_rq rq = tt_rq_prepare((int32_t)((uint32_t)x * 2654435761u), m, s);
+    const int fast = m >= (1 << 30) && s <= -2;
+    if ((rq.right != 0) != fast) {
+        printf("tt_rq_prepare(multiplier=%" PRId32 ", shift=%" PRId32 ") takes the wrong form\n", m, s);
+        return 1;
+    }
+    static const int32_t offsets[] = {-128, 0, 127};
+    for (int i = 0; fast && i < 3; i++) {
+        const int32_t acc = (int32_t)((uint32_t)x - (uint32_t)rq.bias);
+        const int32_t twice = tt_rq_twice(acc, rq, 1 + 2 * offsets[i]);
+        if ((twice >> 1) != want + offsets[i] || tt_ssat8_half(twice) != tt_clamp_s8(want + offsets[i])) {
+            printf("mismatch x=%" PRId32 " multiplier=%" PRId32 " shift=%" PRId32 " offset %" PRId32
+                   ": tt_rq_twice %" PRId32 " / 2 != reference %" PRId32 " + offset\n", x, m, s, offsets[i], twice,
+                   want);
+            return 1;
+        }
+    }
     if (want != got || a != want + offset || b != want_b + offset) {
         printf("mismatch x=%" PRId32 " multiplier=%" PRId32 " shift=%" PRId32 ": floor %" PRId32 ", pair %" PRId32
                " and %" PRId32 " != reference %" PRId32 " and %" PRId32 " (+ offset %" PRId32 ")\n", x, m, s, got, a, b,
