@@ -128,13 +128,14 @@ static inline void tt_finish2_s8(int32_t a, int32_t b, int32_t o, tt_out_quant q
 
 /*
  * tt_requantize_floor of a channel with multiplier 0 or in [2^30, 2^31) and shift in [-23, -1], plus the output
- * offset, as one 64-bit sum (the depthwise kernel's per-channel constants, tt_requant1_init). With e = -shift and
- * P = x * m + 2^30 (tt_srdhm_floor is floor(P / 2^31)), tt_rdbpot's half-away-from-zero rounding is
- * floor((hx + 2^(e-1) - [hx < 0]) / 2^e), and the nested floors merge:
+ * offset (shift in [-31, -1] with offset 0), as one 64-bit sum (the depthwise kernel's per-channel constants,
+ * tt_requant1_init). With e = -shift and P = x * m + 2^30 (tt_srdhm_floor is hx = floor(P / 2^31)), tt_rdbpot's
+ * half-away-from-zero rounding is floor((hx + 2^(e-1) - [hx < 0]) / 2^e), and the nested floors merge:
  *     result + offset = floor((P + 2^(30+e) - [P < 0] 2^31 + offset 2^(31+e)) / 2^(31+e)),
  * whose quotient is the high word shifted right by e - 1 (31 + e >= 32). [P < 0] equals [x < 0] for these
  * multipliers except for x = -1 with m = 2^30 and for m = 0, where both give 0 (the sum stays in [0, 2^(31+e))).
- * |x * m| < 2^62 and |offset| 2^(31+e) <= 2^61 for e <= 23: no int64 overflow, and the high word fits int32.
+ * |x * m| < 2^62, 2^(30+e) <= 2^61 and |offset| 2^(31+e) <= 2^61 for e <= 23: no int64 overflow, and the high word
+ * fits int32.
  */
 typedef struct {
     int64_t round;     /**< 2^30 + 2^(30+e) + offset 2^(31+e) */
@@ -145,7 +146,8 @@ typedef struct {
 /** Fills *r for (multiplier, shift, output offset); 0 (and *r untouched) where tt_requant1_apply does not apply. */
 static inline int tt_requant1_init(tt_requant1 *r, int32_t multiplier, int32_t shift, int32_t offset)
 {
-    if (shift > -1 || shift < -23 || (multiplier != 0 && multiplier < (1 << 30)) || offset < -128 || offset > 127) {
+    if (shift > -1 || shift < -31 || (shift < -23 && offset != 0) || (multiplier != 0 && multiplier < (1 << 30)) ||
+        offset < -128 || offset > 127) {
         return 0;
     }
     const int32_t e = -shift;

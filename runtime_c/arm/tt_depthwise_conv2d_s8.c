@@ -34,6 +34,9 @@
 #ifndef TT_DW_MAX_K
 #define TT_DW_MAX_K 7 /* largest K of the widened weight buffer (2 K^2 words on the stack); larger K per channel */
 #endif
+#if TT_DW_MAX_K > 15
+#error "TT_DW_MAX_K: the sums of a channel's weights are kept in int16 lanes (|sum| <= 128 K^2)"
+#endif
 
 /* What every pass over the plane needs. */
 typedef struct {
@@ -42,6 +45,7 @@ typedef struct {
     int32_t h, w, ch, k, stride, padding, out_h, out_w, input_offset, offset2;
     int32_t ox_lo, ox_hi; /* output columns whose windows are inside the image: [ox_lo, ox_hi) */
     int32_t oy_lo, oy_hi;
+    int32_t band_words;   /* the band's size (plane4_band), 0 where it does not fit */
 } dw_geom;
 
 /* One group of four channels: widened weights (tap t: wb[2t] = channels 0, 2 and wb[2t + 1] = 1, 3), the
@@ -50,10 +54,14 @@ typedef struct {
     int32_t wb[2 * TT_DW_MAX_K * TT_DW_MAX_K];
     int32_t init[4], bias[4];
     tt_requant1 rq[4];
-    int fast;                           /* all four channels take tt_requant1_apply */
-    int32_t multiplier[4], shift[4];    /* else tt_requantize_floor + output_offset */
+    int mode;                        /* RQ_FOLDED, RQ_APPLY (+ output_offset) or RQ_FLOOR */
+    int32_t multiplier[4], shift[4]; /* RQ_FLOOR: tt_requantize_floor + output_offset */
     int32_t output_offset;
 } dw_group;
+
+/* How a group requantises: all four channels by tt_requant1_apply with the output offset folded in, or by
+ * tt_requant1_apply without it (a shift below -23), or (a shift >= 0, another multiplier) tt_requantize_floor. */
+enum { RQ_FOLDED, RQ_APPLY, RQ_FLOOR };
 
 /* Hides *p's value from the optimiser (no instruction). */
 static inline __attribute__((always_inline)) void tt_opaque_ptr(const int8_t **p)
@@ -92,11 +100,15 @@ static inline __attribute__((always_inline)) void taps_inner(const int8_t *p, co
 /* Output pixel (the accumulators of its four channels, bias included) to out[0..3]. */
 static inline __attribute__((always_inline)) void finish4(const dw_group *g, const int32_t a[4], int8_t *out)
 {
-    if (g->fast) {
+    if (g->mode == RQ_FOLDED) {
         out[0] = tt_ssat8(tt_requant1_apply(a[0], &g->rq[0]));
         out[1] = tt_ssat8(tt_requant1_apply(a[1], &g->rq[1]));
         out[2] = tt_ssat8(tt_requant1_apply(a[2], &g->rq[2]));
         out[3] = tt_ssat8(tt_requant1_apply(a[3], &g->rq[3]));
+    } else if (g->mode == RQ_APPLY) {
+        for (int j = 0; j < 4; j++) {
+            out[j] = tt_ssat8(tt_requant1_apply(a[j], &g->rq[j]) + g->output_offset);
+        }
     } else {
         for (int j = 0; j < 4; j++) {
             out[j] = tt_ssat8(tt_requantize_floor(a[j], g->multiplier[j], g->shift[j]) + g->output_offset);
@@ -166,24 +178,130 @@ static __attribute__((noinline)) void row_inner7(const dw_geom *d, const dw_grou
     row_inner(d, g, c, oy, 7);
 }
 
+/*
+ * The band: the group's input rows copied into a ring of K rows, each one word (four channels) per column and
+ * padded by `padding` columns on both sides with the byte -input_offset in every lane, plus one row that is all
+ * padding (for rows above and below the image). A padding tap then adds w * (-input_offset), which cancels its
+ * share of input_offset * sum(w) in the accumulator start: every output pixel sums all K x K taps, no border
+ * case, and the taps of a row are at constant word offsets. Row iy lives in slot iy mod K (the K rows of a
+ * window are distinct mod K); rows are copied in ascending order, each once.
+ */
+#ifndef TT_DW_BAND_WORDS
+#define TT_DW_BAND_WORDS 640 /* 2,560 bytes on the stack: (K + 1) (W + 2 padding) words; larger planes go without */
+#endif
+
+/* The words of output pixels 0..out_w-1 of one row: rows[ky] = the band row of window row ky, k constant at the
+ * unrolled call sites. */
+static inline __attribute__((always_inline)) void band_row(const dw_geom *d, const dw_group *g,
+                                                           const uint32_t *const rows[], int8_t *o, int32_t k)
+{
+    const int32_t ch = d->ch, stride = d->stride;
+    for (int32_t ox = 0, off = 0; ox < d->out_w; ox++, off += stride, o += ch) {
+        int32_t a0 = g->init[0], a1 = g->init[1], a2 = g->init[2], a3 = g->init[3];
+#pragma GCC unroll 7
+        for (int32_t ky = 0; ky < k; ky++) {
+            const uint32_t *r = rows[ky] + off;
+            const int32_t *wt = g->wb + 2 * ky * k;
+#pragma GCC unroll 7
+            for (int32_t kx = 0; kx < k; kx++) {
+                const int32_t xw = (int32_t)r[kx];
+                const int32_t xe = __sxtb16(xw), xo = tt_sxtb16_ror8(xw);
+                a0 = __smlabb(wt[2 * kx], xe, a0);
+                a2 = __smlatt(wt[2 * kx], xe, a2);
+                a1 = __smlabb(wt[2 * kx + 1], xo, a1);
+                a3 = __smlatt(wt[2 * kx + 1], xo, a3);
+            }
+        }
+        const int32_t a[4] = {a0, a1, a2, a3};
+        finish4(g, a, o);
+    }
+}
+
+static __attribute__((noinline)) void band_row_any(const dw_geom *d, const dw_group *g, const uint32_t *const rows[],
+                                                   int8_t *o)
+{
+    band_row(d, g, rows, o, d->k);
+}
+
+static __attribute__((noinline)) void band_row3(const dw_geom *d, const dw_group *g, const uint32_t *const rows[],
+                                                int8_t *o)
+{
+    band_row(d, g, rows, o, 3);
+}
+
+static __attribute__((noinline)) void band_row5(const dw_geom *d, const dw_group *g, const uint32_t *const rows[],
+                                                int8_t *o)
+{
+    band_row(d, g, rows, o, 5);
+}
+
+static __attribute__((noinline)) void band_row7(const dw_geom *d, const dw_group *g, const uint32_t *const rows[],
+                                                int8_t *o)
+{
+    band_row(d, g, rows, o, 7);
+}
+
+/* Channels c..c+3 over the whole plane through the band (d->band_words > 0: it fits). */
+static void plane4_band(const dw_geom *d, const dw_group *g, int32_t c)
+{
+    uint32_t band[TT_DW_BAND_WORDS];
+    const int32_t k = d->k, p = d->padding, ch = d->ch, w = d->w;
+    const int32_t span = w + 2 * p; /* words per band row */
+    const uint32_t pad = 0x01010101u * (uint8_t)(-d->input_offset);
+    for (int32_t i = 0; i < (k + 1) * span; i++) { /* the padding columns, and the padding row (slot k) */
+        band[i] = pad;
+    }
+    void (*row)(const dw_geom *, const dw_group *, const uint32_t *const[], int8_t *) =
+        k == 3 ? band_row3 : k == 5 ? band_row5 : k == 7 ? band_row7 : band_row_any;
+    const uint32_t *rows[TT_DW_MAX_K];
+    int32_t copied = 0; /* input rows 0..copied-1 are in the band */
+    for (int32_t oy = 0; oy < d->out_h; oy++) {
+        const int32_t y0 = oy * d->stride - p;
+        for (; copied < y0 + k && copied < d->h; copied++) {
+            uint32_t *dst = band + (size_t)(copied % k) * span + p;
+            const int8_t *src = d->in + (size_t)copied * w * ch + c;
+#pragma GCC unroll 4
+            for (int32_t ix = 0; ix < w; ix++, src += ch) {
+                dst[ix] = (uint32_t)tt_load4(src);
+            }
+        }
+        for (int32_t ky = 0; ky < k; ky++) {
+            const int32_t iy = y0 + ky;
+            rows[ky] = band + (size_t)(iy >= 0 && iy < d->h ? iy % k : k) * span;
+        }
+        row(d, g, rows, d->out + (size_t)oy * d->out_w * ch + c);
+    }
+}
+
 /* Channels c..c+3 over the whole output plane; wc[j], ws[j]: the weights of channel c + j (tt_patched_weights). */
 static void plane4(const dw_geom *d, const int8_t *const wc[4], const size_t ws[4], int32_t c, tt_out_quant q,
                    const tt_per_channel_quant *quant)
 {
     dw_group g;
     const int32_t taps = d->k * d->k;
-    int32_t sum[4] = {0, 0, 0, 0};
+    /* no working slice among the four: the home filter's word of each tap */
+    const int home = wc[0] + 1 == wc[1] && wc[1] + 1 == wc[2] && wc[2] + 1 == wc[3] && ws[0] == (size_t)d->ch &&
+                     ws[1] == ws[0] && ws[2] == ws[0] && ws[3] == ws[0];
+    int32_t se = 0, so = 0; /* sum(w) of channels 0, 2 and 1, 3 in int16 lanes: |sum| <= 127 * 49 */
     for (int32_t t = 0; t < taps; t++) {
-        uint32_t word = 0;
-        for (int j = 0; j < 4; j++) {
-            const int8_t v = wc[j][(size_t)t * ws[j]];
-            sum[j] += v;
-            word |= (uint32_t)(uint8_t)v << (8 * j);
+        int32_t word;
+        if (home) {
+            word = tt_load4(wc[0] + (size_t)t * ws[0]);
+        } else {
+            uint32_t u = 0;
+            for (int j = 0; j < 4; j++) {
+                u |= (uint32_t)(uint8_t)wc[j][(size_t)t * ws[j]] << (8 * j);
+            }
+            word = (int32_t)u;
         }
         g.wb[2 * t] = (int32_t)__sxtb16(word);
-        g.wb[2 * t + 1] = tt_sxtb16_ror8((int32_t)word);
+        g.wb[2 * t + 1] = tt_sxtb16_ror8(word);
+        se = (int32_t)__sadd16(se, g.wb[2 * t]);
+        so = (int32_t)__sadd16(so, g.wb[2 * t + 1]);
     }
-    g.fast = 1;
+    const int32_t sum[4] = {(int16_t)(uint16_t)se, (int16_t)(uint16_t)so, (int16_t)((uint32_t)se >> 16),
+                            (int16_t)((uint32_t)so >> 16)};
+    int folded = 1, apply = 1;
     g.output_offset = q.output_offset;
     for (int j = 0; j < 4; j++) {
         g.bias[j] = q.bias[c + j];
@@ -191,7 +309,15 @@ static void plane4(const dw_geom *d, const int8_t *const wc[4], const size_t ws[
         g.init[j] = tt_add_wrap(sum[j] * d->input_offset, g.bias[j]);
         g.multiplier[j] = quant->multiplier[c + j];
         g.shift[j] = quant->shift[c + j];
-        g.fast &= tt_requant1_init(&g.rq[j], g.multiplier[j], g.shift[j], q.output_offset);
+        folded &= tt_requant1_init(&g.rq[j], g.multiplier[j], g.shift[j], q.output_offset);
+    }
+    for (int j = 0; j < 4 && !folded; j++) {
+        apply &= tt_requant1_init(&g.rq[j], g.multiplier[j], g.shift[j], 0);
+    }
+    g.mode = folded ? RQ_FOLDED : apply ? RQ_APPLY : RQ_FLOOR;
+    if (d->band_words > 0) {
+        plane4_band(d, &g, c);
+        return;
     }
     void (*inner)(const dw_geom *, const dw_group *, int32_t, int32_t) =
         d->k == 3 ? row_inner3 : d->k == 5 ? row_inner5 : d->k == 7 ? row_inner7 : row_inner_any;
@@ -265,6 +391,8 @@ tt_status tt_depthwise_conv2d_s8(const tt_context *ctx, const tt_conv_params *co
                  .offset2 = (int32_t)(((uint32_t)(uint16_t)offset << 16) | (uint16_t)offset)};
     inner_range(d.w, d.k, d.stride, d.padding, d.out_w, &d.ox_lo, &d.ox_hi);
     inner_range(d.h, d.k, d.stride, d.padding, d.out_h, &d.oy_lo, &d.oy_hi);
+    const int32_t band_words = (d.k + 1) * (d.w + 2 * d.padding);
+    d.band_words = d.k <= TT_DW_MAX_K && band_words <= TT_DW_BAND_WORDS ? band_words : 0;
     const tt_out_quant q = {.bias = bias, .multiplier = quant->multiplier, .shift = quant->shift,
                             .output_offset = conv->output_offset};
     const int32_t c4 = d.k <= TT_DW_MAX_K ? d.ch & ~3 : 0;
