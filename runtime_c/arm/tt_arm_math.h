@@ -138,7 +138,7 @@ static inline void tt_finish2_s8(int32_t a, int32_t b, int32_t o, tt_out_quant q
  * fits int32.
  */
 typedef struct {
-    int64_t round;     /**< 2^30 + 2^(30+e) + offset 2^(31+e) */
+    int64_t round;     /**< 2^30 + 2^(30+e) + offset 2^(31+e); little-endian: the low word first (the ARM LDRD) */
     int32_t multiplier;
     int32_t exponent1; /**< e - 1 */
 } tt_requant1;
@@ -161,12 +161,18 @@ static inline int tt_requant1_init(tt_requant1 *r, int32_t multiplier, int32_t s
 static inline int32_t tt_requant1_apply(int32_t x, const tt_requant1 *r)
 {
 #if defined(__arm__)
-    /* two SMLALs; GCC would build the second product from shifts and an add with carry */
-    uint32_t lo = (uint32_t)r->round;
-    int32_t hi = (int32_t)(r->round >> 32);
-    __asm__("smlal %0, %1, %2, %3" : "+r"(lo), "+r"(hi) : "r"(x), "r"(r->multiplier));
-    __asm__("smlal %0, %1, %2, %3" : "+r"(lo), "+r"(hi) : "r"((uint32_t)x >> 31), "r"(INT32_MIN));
-    return hi >> r->exponent1;
+    /* two LDRDs and two SMLALs; GCC would build the second product from shifts and an add with carry */
+    int32_t lo, hi, m, e1;
+    __asm__("ldrd %0, %1, [%6]\n\t"
+            "ldrd %2, %3, [%6, #8]\n\t"
+            "smlal %0, %1, %4, %2\n\t"
+            "lsr %2, %4, #31\n\t"
+            "smlal %0, %1, %2, %5\n\t"
+            "asr %1, %1, %3"
+            : "=&r"(lo), "=&r"(hi), "=&r"(m), "=&r"(e1)
+            : "r"(x), "r"(INT32_MIN), "r"(r), "m"(*r));
+    (void)lo;
+    return hi;
 #else
     const int64_t q = r->round + (int64_t)x * r->multiplier + (int64_t)(int32_t)((uint32_t)x >> 31) * INT32_MIN;
     return (int32_t)(q >> 32) >> r->exponent1;

@@ -362,6 +362,25 @@ static void plane1(const dw_geom *d, const int8_t *wc, size_t ws, int32_t c, tt_
     }
 }
 
+/* The taps inside [0, size) summed over the n outputs along one axis. */
+static int32_t inside_taps(int32_t size, int32_t k, int32_t stride, int32_t padding, int32_t n)
+{
+    int32_t taps = 0;
+    for (int32_t o = 0; o < n; o++) {
+        const int32_t x0 = o * stride - padding;
+        taps += (x0 + k > size ? size - x0 : k) - (x0 < 0 ? -x0 : 0);
+    }
+    return taps;
+}
+
+/* The band sums all K x K taps of every pixel at about 8 instructions per tap and four channels, the window
+ * path (pixel_border, row_inner) only those inside the image at up to about 13 (measured): the band pays when at
+ * least 8/13 of the taps are inside (tx, ty: inside_taps along x and y). */
+static int band_pays(int32_t tx, int32_t ty, int32_t out_w, int32_t out_h, int32_t k)
+{
+    return 13 * (int64_t)tx * ty >= 8 * (int64_t)out_w * k * out_h * k;
+}
+
 /* First output index o in [0, n) with o * stride - padding >= lo_min, and one past the last with
  * o * stride - padding + k <= size: the outputs whose windows lie inside [0, size) along one axis. */
 static void inner_range(int32_t size, int32_t k, int32_t stride, int32_t padding, int32_t n, int32_t *lo,
@@ -392,7 +411,11 @@ tt_status tt_depthwise_conv2d_s8(const tt_context *ctx, const tt_conv_params *co
     inner_range(d.w, d.k, d.stride, d.padding, d.out_w, &d.ox_lo, &d.ox_hi);
     inner_range(d.h, d.k, d.stride, d.padding, d.out_h, &d.oy_lo, &d.oy_hi);
     const int32_t band_words = (d.k + 1) * (d.w + 2 * d.padding);
-    d.band_words = d.k <= TT_DW_MAX_K && band_words <= TT_DW_BAND_WORDS ? band_words : 0;
+    d.band_words = d.k <= TT_DW_MAX_K && band_words <= TT_DW_BAND_WORDS &&
+                           band_pays(inside_taps(d.w, d.k, d.stride, d.padding, d.out_w),
+                                     inside_taps(d.h, d.k, d.stride, d.padding, d.out_h), d.out_w, d.out_h, d.k)
+                       ? band_words
+                       : 0;
     const tt_out_quant q = {.bias = bias, .multiplier = quant->multiplier, .shift = quant->shift,
                             .output_offset = conv->output_offset};
     const int32_t c4 = d.k <= TT_DW_MAX_K ? d.ch & ~3 : 0;

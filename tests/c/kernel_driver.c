@@ -24,6 +24,8 @@
  *            out_count (f32); pointers in weight bias out
  *   8, 9, 10 tt_requantize(x, m, s) / tt_srdhm(x, m) / tt_rdbpot(x, s) elementwise: arrays
  *            x:i32 m:i32 s:i32 (same count); output i32; status is TT_OK
+ *   11       depthwise with a weight patch: op 2's fields and arrays, then arrays channel:i32 (ascending)
+ *            and slices:i8 (the working K x K slices of those channels, one after another)
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,6 +72,29 @@ static void run_conv(FILE *f, int op, uint32_t mask, const char *out_path)
     int32_t *shift = read_array(f, 4, &n_shift);
     const int32_t n_out = read_i32(f);
     int8_t *out = alloc_exact(1, n_out);
+    int32_t n_channel = 0, n_slices = 0;
+    int32_t *channel32 = NULL;
+    uint16_t *channel = NULL;
+    int8_t *slices = NULL;
+    uint32_t *offset = NULL;
+    tt_weight_patch patch;
+    if (op == 11) {
+        channel32 = read_array(f, 4, &n_channel);
+        slices = read_array(f, 1, &n_slices);
+        offset = alloc_exact(4, n_channel);
+        channel = alloc_exact(2, n_channel);
+        const int32_t taps = filter_dims.h * filter_dims.w;
+        if (n_slices != n_channel * taps) {
+            die("patch slices do not match the channels");
+        }
+        for (int32_t j = 0; j < n_channel; j++) {
+            offset[j] = (uint32_t)(j * taps);
+            channel[j] = (uint16_t)channel32[j];
+        }
+        patch = (tt_weight_patch){.count = n_channel, .channel = channel, .base = slices, .offset = offset,
+                                  .skip = 0};
+        conv.patch = &patch;
+    }
     const tt_per_channel_quant quant = {.multiplier = nul(mask, 2, mult), .shift = nul(mask, 3, shift)};
     const tt_context ctx = {.buf = NULL, .size = 0};
     const tt_conv_params *pc = nul(mask, 0, &conv);
@@ -82,7 +107,7 @@ static void run_conv(FILE *f, int op, uint32_t mask, const char *out_path)
     tt_status st;
     if (op == 1) {
         st = tt_conv2d_s8(&ctx, pc, pq, pid, pin, pfd, pf, pb, pod, po);
-    } else if (op == 2) {
+    } else if (op == 2 || op == 11) {
         st = tt_depthwise_conv2d_s8(&ctx, pc, pq, pid, pin, pfd, pf, pb, pod, po);
     } else {
         st = tt_pointwise_conv2d_s8(&ctx, pc, pq, pid, pin, pfd, pf, pb, pod, po);
@@ -94,6 +119,10 @@ static void run_conv(FILE *f, int op, uint32_t mask, const char *out_path)
     free(mult);
     free(shift);
     free(out);
+    free(channel32);
+    free(channel);
+    free(slices);
+    free(offset);
 }
 
 static void run_add(FILE *f, uint32_t mask, const char *out_path)
@@ -226,6 +255,7 @@ int main(int argc, char **argv)
     case 1:
     case 2:
     case 3:
+    case 11:
         run_conv(f, op, mask, argv[2]);
         break;
     case 4:
