@@ -26,7 +26,6 @@ import numpy as np
 import pytest
 from test_kernels import (
     DRIVER_SRC,
-    OP_DEPTHWISE,
     RUNTIME,
     TT_OK,
     ConvCase,
