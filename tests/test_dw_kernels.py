@@ -227,3 +227,113 @@ def test_qemu_dsp_depthwise_bit_exact(board, tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     run = emulate.run(brd, elf, 120)
     assert run.lines and run.lines[-1] == f"dw: OK {len(CASES)} cases", "\n".join(run.lines[-20:]) + run.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# The depthwise input gradient (runtime_c/arm/tt_conv_bwd_s8.c): the stride-1 band path, with weight patches
+
+@dataclass(frozen=True)
+class DwBwdCase:
+    conv: object  # test_backward_kernels.BwdConvCase
+    patch: tuple[int, ...] = ()
+
+    def __str__(self) -> str:
+        return f"{self.conv}{'-patch' + '.'.join(map(str, self.patch)) if self.patch else ''}"
+
+
+def dwb(h: int, w: int, c: int, k: int, stride: int, seed: int, patch: tuple[int, ...] = (), **kw) -> DwBwdCase:
+    from test_backward_kernels import BwdConvCase
+
+    return DwBwdCase(BwdConvCase("depthwise", h, w, c, c, k, stride, 3, seed=seed, **kw), patch)
+
+
+BWD_CASES = [
+    dwb(9, 7, 10, 3, 1, 201, patch=(0, 1, 2, 3, 9)),  # a whole group and a tail channel patched
+    dwb(8, 8, 8, 3, 1, 202, accumulate=True),
+    dwb(9, 11, 12, 5, 1, 203, patch=(5,), grad="huge"),
+    dwb(11, 9, 6, 5, 1, 204, accumulate=True, patch=(4, 5)),  # patched tail only
+    dwb(13, 11, 8, 7, 1, 205, patch=(6,), weights="saturated"),
+    dwb(8, 8, 9, 7, 1, 206, accumulate=True),  # 8x8 with 7x7: the band still pays
+    dwb(4, 4, 8, 7, 1, 207, patch=(1,)),  # mostly padding: the tap lists
+    dwb(5, 6, 4, 1, 1, 208, grad="sparse"),  # K = 1: the band's loop for any K
+    dwb(9, 7, 8, 3, 2, 209, patch=(2, 3)),  # stride 2: the tap lists (a patched group: the reference sums)
+]
+BWD_BUILDS = {"dsp": [], "dsp_lists": ["-DTT_DWB_BAND_WORDS=16"]}  # "lists": every case takes the tap lists
+
+
+@pytest.fixture(scope="module", params=list(BWD_BUILDS))
+def dwb_dsp_driver(request, tmp_path_factory):
+    from test_backward_kernels import SOURCES as BWD_SOURCES
+    from test_backward_kernels import Driver as BwdDriver
+
+    tmp = tmp_path_factory.mktemp(f"dwb_{request.param}")
+    exe = build_dsp_driver(tmp, f"backward_driver_{request.param}", BWD_BUILDS[request.param], BWD_SOURCES)
+    return BwdDriver(exe, tmp)
+
+
+@pytest.fixture(scope="module")
+def dwb_ref_driver(tmp_path_factory):
+    from test_backward_kernels import SOURCES as BWD_SOURCES
+    from test_backward_kernels import Driver as BwdDriver
+
+    tmp = tmp_path_factory.mktemp("dwb_ref")
+    return BwdDriver(build_driver(tmp, "backward_driver_ref", SAN_FLAGS, BWD_SOURCES), tmp)
+
+
+def check_dw_bwd_input(case: DwBwdCase, drv) -> None:
+    from test_backward_kernels import F32, OP_DW_BWD_IN, Payload, assert_f32_bits, c_filter, make_bwd
+
+    from compiler import training
+
+    c = case.conv
+    d = make_bwd(c)
+    k = c.k
+    rng = np.random.default_rng(c.seed + 1000)
+    slices = rng.integers(-128, 128, (len(case.patch), k, k)).astype(np.int8)
+    w = d["w"].copy()
+    for j, ch in enumerate(case.patch):
+        w[ch, 0] = slices[j]
+    want = training.conv_bwd_input(d["G"], d["sigma"], w, c.stride, c.pad, True, (c.h, c.w))
+    if c.accumulate:
+        want = training.accumulate_grad(d["g_in0"], want)
+    filt, fdims = c_filter("depthwise", d["w"])  # the home filter: the patch carries the working weights
+    ho, wo = c.out_hw
+    grad_q = d["G"].astype(np.int16)
+    p = (Payload(OP_DW_BWD_IN if not case.patch else 12).ints(c.stride, c.pad, *fdims, 1, ho, wo, c.c_out,
+                                                               1, c.h, c.w, c.c_in)
+         .floats(d["sigma"]).ints(int(c.accumulate)).array(filt, np.int8).array(grad_q, np.int16)
+         .array(d["g_in0"], F32))
+    if case.patch:
+        p = p.array(np.asarray(case.patch), np.int32).array(slices, np.int8)
+    status, (g_in,) = drv.run(p.bytes(), F32)
+    assert status == TT_OK, f"{case}: status {status}"
+    assert_f32_bits(g_in.reshape(want.shape), want, f"{case} ({drv.exe.name}): input gradient", "(iy, ix, c)")
+
+
+@pytest.mark.parametrize("case", BWD_CASES, ids=str)
+def test_dsp_depthwise_bwd_input_bit_exact(case: DwBwdCase, dwb_dsp_driver):
+    check_dw_bwd_input(case, dwb_dsp_driver)
+
+
+@pytest.mark.parametrize("case", [c for c in BWD_CASES if c.patch], ids=str)
+def test_reference_depthwise_bwd_input_with_patch(case: DwBwdCase, dwb_ref_driver):
+    check_dw_bwd_input(case, dwb_ref_driver)
+
+
+def test_dw_bwd_cases_cover_the_paths():
+    """The backward case list reaches the band for 3x3, 5x5, 7x7 and another K, and the tap lists."""
+    def band(c) -> bool:  # dwb_fits, transcribed
+        pf = c.k - 1 - c.pad
+        ho, wo = c.out_hw
+
+        def inside(n: int, out: int) -> int:
+            return sum(min(i - pf + c.k, out) - max(i - pf, 0) for i in range(n))
+
+        return (c.stride == 1 and c.k <= MAX_K and c.c_in >= 4 and (c.k + 1) * (wo + 2 * pf) * 2 <= BAND_WORDS
+                and 14 * inside(c.w, wo) * inside(c.h, ho) >= 6 * c.w * c.k * c.h * c.k)
+
+    convs = [c.conv for c in BWD_CASES]
+    for k in (1, 3, 5, 7):
+        assert any(band(c) and c.k == k for c in convs), k
+    assert any(not band(c) and c.stride == 1 for c in convs) and any(c.stride == 2 for c in convs)
+    assert any(c.patch and band(c.conv) for c in BWD_CASES) and any(c.conv.c_in % 4 for c in BWD_CASES)
