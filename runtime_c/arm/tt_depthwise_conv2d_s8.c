@@ -97,22 +97,32 @@ static inline __attribute__((always_inline)) void taps_inner(const int8_t *p, co
     a[3] = a3;
 }
 
-/* Output pixel (the accumulators of its four channels, bias included) to out[0..3]. */
-static inline __attribute__((always_inline)) void finish4(const dw_group *g, const int32_t a[4], int8_t *out)
+/* Channel j's int8 output from its accumulator (bias included), for the group's mode. */
+static inline __attribute__((always_inline)) int8_t finish1(const dw_group *g, int32_t a, int j)
 {
     if (g->mode == RQ_FOLDED) {
-        out[0] = tt_ssat8(tt_requant1_apply(a[0], &g->rq[0]));
-        out[1] = tt_ssat8(tt_requant1_apply(a[1], &g->rq[1]));
-        out[2] = tt_ssat8(tt_requant1_apply(a[2], &g->rq[2]));
-        out[3] = tt_ssat8(tt_requant1_apply(a[3], &g->rq[3]));
-    } else if (g->mode == RQ_APPLY) {
-        for (int j = 0; j < 4; j++) {
-            out[j] = tt_ssat8(tt_requant1_apply(a[j], &g->rq[j]) + g->output_offset);
-        }
+        return tt_ssat8(tt_requant1_apply(a, &g->rq[j]));
+    }
+    if (g->mode == RQ_APPLY) {
+        return tt_ssat8(tt_requant1_apply(a, &g->rq[j]) + g->output_offset);
+    }
+    return tt_ssat8(tt_requantize_floor(a, g->multiplier[j], g->shift[j]) + g->output_offset);
+}
+
+/* Output pixel (the accumulators of its four channels, bias included) to out[0..3]. */
+static inline __attribute__((always_inline)) void finish4(const dw_group *g, int32_t a0, int32_t a1, int32_t a2,
+                                                          int32_t a3, int8_t *out)
+{
+    if (g->mode == RQ_FOLDED) { /* the common case first, without the mode tests of finish1 */
+        out[0] = tt_ssat8(tt_requant1_apply(a0, &g->rq[0]));
+        out[1] = tt_ssat8(tt_requant1_apply(a1, &g->rq[1]));
+        out[2] = tt_ssat8(tt_requant1_apply(a2, &g->rq[2]));
+        out[3] = tt_ssat8(tt_requant1_apply(a3, &g->rq[3]));
     } else {
-        for (int j = 0; j < 4; j++) {
-            out[j] = tt_ssat8(tt_requantize_floor(a[j], g->multiplier[j], g->shift[j]) + g->output_offset);
-        }
+        out[0] = finish1(g, a0, 0);
+        out[1] = finish1(g, a1, 1);
+        out[2] = finish1(g, a2, 2);
+        out[3] = finish1(g, a3, 3);
     }
 }
 
@@ -128,7 +138,7 @@ static inline __attribute__((always_inline)) void row_inner(const dw_geom *d, co
     for (int32_t ox = d->ox_lo; ox < d->ox_hi; ox++, p += step, o += ch) {
         int32_t a[4] = {g->init[0], g->init[1], g->init[2], g->init[3]};
         taps_inner(p, g->wb, ch, row, k, a);
-        finish4(g, a, o);
+        finish4(g, a[0], a[1], a[2], a[3], o);
     }
 }
 
@@ -154,7 +164,7 @@ static __attribute__((noinline)) void pixel_border(const dw_geom *d, const dw_gr
             a[3] = __smlatt(wt[1], xo, a[3]);
         }
     }
-    finish4(g, a, d->out + ((size_t)oy * d->out_w + ox) * ch + c);
+    finish4(g, a[0], a[1], a[2], a[3], d->out + ((size_t)oy * d->out_w + ox) * ch + c);
 }
 
 /* Interior columns of row oy for any k (1, 2, 4, 6, ...: no unrolled variant). */
@@ -212,8 +222,7 @@ static inline __attribute__((always_inline)) void band_row(const dw_geom *d, con
                 a3 = __smlatt(wt[2 * kx + 1], xo, a3);
             }
         }
-        const int32_t a[4] = {a0, a1, a2, a3};
-        finish4(g, a, o);
+        finish4(g, a0, a1, a2, a3, o);
     }
 }
 
