@@ -256,7 +256,11 @@ BWD_CASES = [
     dwb(8, 8, 9, 7, 1, 206, accumulate=True),  # 8x8 with 7x7: the band still pays
     dwb(4, 4, 8, 7, 1, 207, patch=(1,)),  # mostly padding: the tap lists
     dwb(5, 6, 4, 1, 1, 208, grad="sparse"),  # K = 1: the band's loop for any K
-    dwb(9, 7, 8, 3, 2, 209, patch=(2, 3)),  # stride 2: the tap lists (a patched group: the reference sums)
+    dwb(9, 7, 8, 3, 2, 209, patch=(2, 3)),  # stride 2: the parity-class band
+    dwb(11, 9, 10, 5, 2, 210, patch=(1, 4, 9), accumulate=True),
+    dwb(13, 12, 9, 7, 2, 211, grad="sparse"),
+    dwb(16, 16, 8, 7, 2, 212, patch=(0, 1, 2, 3)),
+    dwb(4, 4, 8, 7, 2, 213),  # mostly padding: the tap lists
 ]
 BWD_BUILDS = {"dsp": [], "dsp_lists": ["-DTT_DWB_BAND_WORDS=16"]}  # "lists": every case takes the tap lists
 
@@ -321,7 +325,8 @@ def test_reference_depthwise_bwd_input_with_patch(case: DwBwdCase, dwb_ref_drive
 
 
 def test_dw_bwd_cases_cover_the_paths():
-    """The backward case list reaches the band for 3x3, 5x5, 7x7 and another K, and the tap lists."""
+    """The backward case list reaches both bands (stride 1: 1x1, 3x3, 5x5, 7x7; stride 2: 3x3, 5x5, 7x7) and the
+    tap lists."""
     def band(c) -> bool:  # dwb_fits, transcribed
         pf = c.k - 1 - c.pad
         ho, wo = c.out_hw
@@ -332,8 +337,24 @@ def test_dw_bwd_cases_cover_the_paths():
         return (c.stride == 1 and c.k <= MAX_K and c.c_in >= 4 and (c.k + 1) * (wo + 2 * pf) * 2 <= BAND_WORDS
                 and 14 * inside(c.w, wo) * inside(c.h, ho) >= 6 * c.w * c.k * c.h * c.k)
 
+    def band2(c) -> bool:  # dwb2_fits, transcribed
+        ho, wo = c.out_hw
+
+        def taps(n: int, out: int) -> tuple[int, int]:
+            pairs = [((i + c.pad) >> 1) - j for i in range(n) for j in range(c.k) if 2 * j + ((i + c.pad) & 1) < c.k]
+            return len(pairs), sum(0 <= o < out for o in pairs)
+
+        (ax, ix), (ay, iy) = taps(c.w, wo), taps(c.h, ho)
+        pl, pr = (MAX_K + 1) // 2, MAX_K // 2 + 2
+        return (c.stride == 2 and c.k <= MAX_K and c.c_in >= 4 and (c.k + 1) * (wo + pl + pr) * 2 <= BAND_WORDS
+                and 13 * ix * iy >= 8 * ax * ay)
+
     convs = [c.conv for c in BWD_CASES]
     for k in (1, 3, 5, 7):
         assert any(band(c) and c.k == k for c in convs), k
-    assert any(not band(c) and c.stride == 1 for c in convs) and any(c.stride == 2 for c in convs)
-    assert any(c.patch and band(c.conv) for c in BWD_CASES) and any(c.conv.c_in % 4 for c in BWD_CASES)
+    for k in (3, 5, 7):
+        assert any(band2(c) and c.k == k for c in convs), k
+    assert any(not band(c) and c.stride == 1 for c in convs) and any(not band2(c) and c.stride == 2 for c in convs)
+    for path in (band, band2):
+        assert any(c.patch and path(c.conv) for c in BWD_CASES), path.__name__
+    assert any(c.conv.c_in % 4 for c in BWD_CASES)
