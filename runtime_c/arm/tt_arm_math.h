@@ -163,6 +163,17 @@ static inline int32_t tt_requant1_apply(int32_t x, const tt_requant1 *r)
 #if defined(__arm__)
     /* two LDRDs and two SMLALs; GCC would build the second product from shifts and an add with carry */
     int32_t lo, hi, m, e1;
+#if defined(__ARM_FP)
+    /* "Uv": base register plus a multiple of 4 within +-1020 (the VFP load range), which LDRD takes too */
+    __asm__("ldrd %0, %1, %6\n\t"
+            "ldrd %2, %3, %7\n\t"
+            "smlal %0, %1, %4, %2\n\t"
+            "lsr %2, %4, #31\n\t"
+            "smlal %0, %1, %2, %5\n\t"
+            "asr %1, %1, %3"
+            : "=&r"(lo), "=&r"(hi), "=&r"(m), "=&r"(e1)
+            : "r"(x), "r"(INT32_MIN), "Uv"(r->round), "Uv"(*(const int64_t *)(const void *)&r->multiplier));
+#else
     __asm__("ldrd %0, %1, [%6]\n\t"
             "ldrd %2, %3, [%6, #8]\n\t"
             "smlal %0, %1, %4, %2\n\t"
@@ -171,6 +182,7 @@ static inline int32_t tt_requant1_apply(int32_t x, const tt_requant1 *r)
             "asr %1, %1, %3"
             : "=&r"(lo), "=&r"(hi), "=&r"(m), "=&r"(e1)
             : "r"(x), "r"(INT32_MIN), "r"(r), "m"(*r));
+#endif
     (void)lo;
     return hi;
 #else
