@@ -410,7 +410,7 @@ def test_conv_backward_kernels_bit_exact(case: BwdConvCase, request):
 # The Cortex-M DSP input-gradient kernels (runtime_c/arm/tt_conv_bwd_s8.c) on the host: tests/c/acle_host/arm_acle.h
 # stands in for the ACLE intrinsics. Built with the sanitizers; "short" shrinks the stack column and the tap list so
 # that the kernels' fallbacks for long columns and large depthwise kernels run too.
-DSP_BUILDS = {"dsp": [], "dsp_short": ["-DTT_BWD_COLUMN=4", "-DTT_DW_TAPS=4"]}
+DSP_BUILDS = {"dsp": [], "dsp_short": ["-DTT_BWD_COLUMN=4", "-DTT_DW_TAPS=4", "-DTT_DWB_BAND_WORDS=16"]}
 
 
 @pytest.fixture(scope="session", params=list(DSP_BUILDS))

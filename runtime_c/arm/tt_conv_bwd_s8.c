@@ -19,7 +19,8 @@
  * padding geometry) are listed once; four channels at a time, SXTB16 widens weight bytes 0 and 2 (and, after a
  * rotate by 8, bytes 1 and 3) into int16 lanes, and SMLABB / SMLABT / SMLATB / SMLATT multiply them with the lanes
  * of G[pixel, c..c + 1] and G[pixel, c + 2..c + 3]. A group of four with a patched channel takes the reference
- * sums.
+ * sums. Stride 1 takes a band of G rows instead where it pays and fits (dw_bwd_band, below): one group of four
+ * channels over the whole plane, the patched slices widened with the rest.
  */
 #include <arm_acle.h>
 #include <stddef.h>
@@ -248,6 +249,267 @@ static inline void dw_reference(const tt_conv_params *conv, int32_t k, const int
     tt_bwd_store(dst + c, tt_sum_to_f32(acc) * sigma, accumulate);
 }
 
+/*
+ * Depthwise, stride 1, through a band (as the forward kernel's): with a = K - 1 - ky, b = K - 1 - kx and
+ * p' = K - 1 - padding, g_in[iy, ix] = sum over a, b of w[K-1-a, K-1-b] * G[iy - p' + a, ix - p' + b] (G zero
+ * outside), a correlation with the flipped filter. Per group of four channels: the flipped weights (working
+ * slices included) widened once into the stack; G rows copied once each into a ring of K rows of two words per
+ * column (the four int16 channels), zero-padded by p' columns, rows outside G pointing at a zero row. Each tap
+ * is then one LDRD of G, one LDRD of the weights and four SMLAxy. Used where at least 6/14 of the taps are
+ * inside G (the tap-list path above costs about 14 instructions per listed tap, the band 6 per tap) and the
+ * band fits TT_DWB_BAND_WORDS.
+ */
+#ifndef TT_DWB_BAND_WORDS
+#define TT_DWB_BAND_WORDS 640 /* 2,560 bytes of stack: (K + 1) (out_w + 2 p') 2 words */
+#endif
+#define TT_DWB_MAX_K 7
+
+typedef struct {
+    int32_t wb[2 * TT_DWB_MAX_K * TT_DWB_MAX_K]; /* flipped tap t = a K + b: (w0, w2), (w1, w3) */
+    int32_t ch, in_w, k;
+    float sigma;
+    int32_t accumulate;
+} dwb_group;
+
+/* Input pixels 0..in_w-1 of one row: rows[a] = the band row of G row iy - p' + a; dst = g_in of pixel 0. */
+static inline __attribute__((always_inline)) void dwb_row(const dwb_group *g, const uint32_t *const rows[],
+                                                          float *dst, int32_t k)
+{
+    for (int32_t ix = 0; ix < g->in_w; ix++, dst += g->ch) {
+        int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+#pragma GCC unroll 7
+        for (int32_t a = 0; a < k; a++) {
+            const uint32_t *r = rows[a] + 2 * ix;
+            const int32_t *wt = g->wb + 2 * a * k;
+#pragma GCC unroll 7
+            for (int32_t b = 0; b < k; b++) {
+                const int32_t g01 = (int32_t)r[2 * b], g23 = (int32_t)r[2 * b + 1];
+                const int32_t we = wt[2 * b], wo = wt[2 * b + 1];
+                a0 = __smlabb(we, g01, a0);
+                a1 = __smlabt(wo, g01, a1);
+                a2 = __smlatb(we, g23, a2);
+                a3 = __smlatt(wo, g23, a3);
+            }
+        }
+        tt_bwd_store(dst, (float)a0 * g->sigma, g->accumulate);
+        tt_bwd_store(dst + 1, (float)a1 * g->sigma, g->accumulate);
+        tt_bwd_store(dst + 2, (float)a2 * g->sigma, g->accumulate);
+        tt_bwd_store(dst + 3, (float)a3 * g->sigma, g->accumulate);
+    }
+}
+
+static __attribute__((noinline)) void dwb_row_any(const dwb_group *g, const uint32_t *const rows[], float *dst)
+{
+    dwb_row(g, rows, dst, g->k);
+}
+
+static __attribute__((noinline)) void dwb_row3(const dwb_group *g, const uint32_t *const rows[], float *dst)
+{
+    dwb_row(g, rows, dst, 3);
+}
+
+static __attribute__((noinline)) void dwb_row5(const dwb_group *g, const uint32_t *const rows[], float *dst)
+{
+    dwb_row(g, rows, dst, 5);
+}
+
+static __attribute__((noinline)) void dwb_row7(const dwb_group *g, const uint32_t *const rows[], float *dst)
+{
+    dwb_row(g, rows, dst, 7);
+}
+
+/* Taps inside [0, out) summed over the n input positions along one axis (stride 1, p' = K - 1 - padding). */
+static int32_t dwb_inside(int32_t n, int32_t k, int32_t pf, int32_t out)
+{
+    int32_t taps = 0;
+    for (int32_t i = 0; i < n; i++) {
+        const int32_t o0 = i - pf; /* G index of tap b = 0 */
+        taps += (o0 + k > out ? out - o0 : k) - (o0 < 0 ? -o0 : 0);
+    }
+    return taps;
+}
+
+/* Whether the band path takes this input gradient (see above). */
+static int dwb_fits(const tt_conv_params *conv, int32_t k, const tt_dims *out_dims, const tt_dims *in_dims)
+{
+    const int32_t pf = k - 1 - conv->padding;
+    if (conv->stride != 1 || k > TT_DWB_MAX_K || in_dims->c < 4 || pf < 0 ||
+        (k + 1) * (out_dims->w + 2 * pf) * 2 > TT_DWB_BAND_WORDS) {
+        return 0;
+    }
+    const int64_t inside = (int64_t)dwb_inside(in_dims->w, k, pf, out_dims->w) *
+                           dwb_inside(in_dims->h, k, pf, out_dims->h);
+    return 14 * inside >= 6 * (int64_t)in_dims->w * k * in_dims->h * k;
+}
+
+/* The band path for every channel: groups of four, then the channels past the last group per pixel. */
+static void dw_bwd_band(const tt_conv_params *conv, int32_t k, const int8_t *filter, const tt_dims *out_dims,
+                        const int16_t *grad_q, float sigma, const tt_dims *in_dims, int32_t accumulate, float *g_in)
+{
+    const int32_t ch = in_dims->c, pf = k - 1 - conv->padding, span = out_dims->w + 2 * pf;
+    uint32_t band[TT_DWB_BAND_WORDS];
+    dwb_group g = {.ch = ch, .in_w = in_dims->w, .k = k, .sigma = sigma, .accumulate = accumulate};
+    void (*row)(const dwb_group *, const uint32_t *const[], float *) =
+        k == 3 ? dwb_row3 : k == 5 ? dwb_row5 : k == 7 ? dwb_row7 : dwb_row_any;
+    const uint32_t *rows[TT_DWB_MAX_K];
+    int32_t next = 0; /* the next patched channel (tt_patched_weights); channels ascend */
+    int32_t c = 0;
+    for (; c + 4 <= ch; c += 4) {
+        const int8_t *wc[4];
+        size_t ws[4];
+        for (int j = 0; j < 4; j++) {
+            wc[j] = tt_patched_weights(conv->patch, &next, filter, c + j, ch, &ws[j]);
+        }
+        for (int32_t t = 0; t < k * k; t++) {
+            const int32_t src = k * k - 1 - t; /* (K-1-a) K + (K-1-b) */
+            uint32_t u = 0;
+            for (int j = 0; j < 4; j++) {
+                u |= (uint32_t)(uint8_t)wc[j][(size_t)src * ws[j]] << (8 * j);
+            }
+            g.wb[2 * t] = (int32_t)__sxtb16((int32_t)u);
+            g.wb[2 * t + 1] = tt_sxtb16_ror8((int32_t)u);
+        }
+        memset(band, 0, (size_t)(k + 1) * span * 2 * sizeof band[0]);
+        int32_t copied = 0; /* G rows 0..copied-1 are in the band */
+        for (int32_t iy = 0; iy < in_dims->h; iy++) {
+            const int32_t o0 = iy - pf;
+            for (; copied < o0 + k && copied < out_dims->h; copied++) {
+                uint32_t *dst = band + ((size_t)(copied % k) * span + pf) * 2;
+                const int16_t *src = grad_q + (size_t)copied * out_dims->w * ch + c;
+                for (int32_t ox = 0; ox < out_dims->w; ox++, src += ch) {
+                    dst[2 * ox] = (uint32_t)load_word(src);
+                    dst[2 * ox + 1] = (uint32_t)load_word(src + 2);
+                }
+            }
+            for (int32_t a = 0; a < k; a++) {
+                const int32_t oy = o0 + a;
+                rows[a] = band + (size_t)(oy >= 0 && oy < out_dims->h ? oy % k : k) * span * 2;
+            }
+            row(&g, rows, g_in + (size_t)iy * in_dims->w * ch + c);
+        }
+    }
+    for (int32_t iy = 0; iy < in_dims->h && c < ch; iy++) {
+        for (int32_t ix = 0; ix < in_dims->w; ix++) {
+            float *dst = g_in + ((size_t)iy * in_dims->w + ix) * ch;
+            int32_t n = next;
+            for (int32_t j = c; j < ch; j++) {
+                dw_reference(conv, k, filter, out_dims, grad_q, sigma, accumulate, &n, iy, ix, j, dst);
+            }
+        }
+    }
+}
+
+/*
+ * Depthwise, stride 2, through a band of G rows: input row iy with iy + padding = 2m + py takes the taps
+ * ky = 2j + py from G row m - j, and likewise along x (ix + padding = 2n + px, kx = 2i + px, G column n - i):
+ * per parity class a stride-1 sum over about K^2 / 4 taps, none of them skipped by a test. The G rows are copied
+ * once each into a ring of K rows, PL columns of zeros on the left and PR on the right, rows outside G pointing
+ * at a zero row. Taken where at least 8/13 of the class taps are inside G and the band fits.
+ */
+#define TT_DWB2_PL ((TT_DWB_MAX_K + 1) / 2)     /* zero columns left of G column 0: n - i >= -PL */
+#define TT_DWB2_PR (TT_DWB_MAX_K / 2 + 2)       /* and right of the last: n <= out_w - 1 + PR */
+
+/* Along one axis of n input positions (stride 2): the class taps of all positions into *all, and those inside
+ * [0, out) into *inside. */
+static void dwb2_taps(int32_t n, int32_t k, int32_t padding, int32_t out, int64_t *all, int64_t *inside)
+{
+    *all = 0;
+    *inside = 0;
+    for (int32_t i = 0; i < n; i++) {
+        const int32_t m = (i + padding) >> 1, par = (i + padding) & 1;
+        for (int32_t j = 0; 2 * j + par < k; j++) {
+            *all += 1;
+            *inside += m - j >= 0 && m - j < out;
+        }
+    }
+}
+
+static int dwb2_fits(const tt_conv_params *conv, int32_t k, const tt_dims *out_dims, const tt_dims *in_dims)
+{
+    if (conv->stride != 2 || k > TT_DWB_MAX_K || in_dims->c < 4 ||
+        (k + 1) * (out_dims->w + TT_DWB2_PL + TT_DWB2_PR) * 2 > TT_DWB_BAND_WORDS) {
+        return 0;
+    }
+    int64_t all_x, in_x, all_y, in_y;
+    dwb2_taps(in_dims->w, k, conv->padding, out_dims->w, &all_x, &in_x);
+    dwb2_taps(in_dims->h, k, conv->padding, out_dims->h, &all_y, &in_y);
+    return 13 * in_x * in_y >= 8 * all_x * all_y;
+}
+
+static void dw_bwd_band2(const tt_conv_params *conv, int32_t k, const int8_t *filter, const tt_dims *out_dims,
+                         const int16_t *grad_q, float sigma, const tt_dims *in_dims, int32_t accumulate, float *g_in)
+{
+    const int32_t ch = in_dims->c, p = conv->padding;
+    const int32_t span = out_dims->w + TT_DWB2_PL + TT_DWB2_PR;
+    uint32_t band[TT_DWB_BAND_WORDS];
+    int32_t wb[2 * TT_DWB_MAX_K * TT_DWB_MAX_K]; /* tap ky K + kx: (w0, w2), (w1, w3) */
+    const uint32_t *rows[TT_DWB_MAX_K];
+    int32_t next = 0;
+    int32_t c = 0;
+    for (; c + 4 <= ch; c += 4) {
+        const int8_t *wc[4];
+        size_t ws[4];
+        for (int j = 0; j < 4; j++) {
+            wc[j] = tt_patched_weights(conv->patch, &next, filter, c + j, ch, &ws[j]);
+        }
+        for (int32_t t = 0; t < k * k; t++) {
+            uint32_t u = 0;
+            for (int j = 0; j < 4; j++) {
+                u |= (uint32_t)(uint8_t)wc[j][(size_t)t * ws[j]] << (8 * j);
+            }
+            wb[2 * t] = (int32_t)__sxtb16((int32_t)u);
+            wb[2 * t + 1] = tt_sxtb16_ror8((int32_t)u);
+        }
+        memset(band, 0, (size_t)(k + 1) * span * 2 * sizeof band[0]);
+        int32_t copied = 0;
+        for (int32_t iy = 0; iy < in_dims->h; iy++) {
+            const int32_t m = (iy + p) >> 1, py = (iy + p) & 1, rows_n = (k - py + 1) >> 1;
+            for (; copied <= m && copied < out_dims->h; copied++) {
+                uint32_t *dst = band + ((size_t)(copied % k) * span + TT_DWB2_PL) * 2;
+                const int16_t *src = grad_q + (size_t)copied * out_dims->w * ch + c;
+                for (int32_t ox = 0; ox < out_dims->w; ox++, src += ch) {
+                    dst[2 * ox] = (uint32_t)load_word(src);
+                    dst[2 * ox + 1] = (uint32_t)load_word(src + 2);
+                }
+            }
+            for (int32_t j = 0; j < rows_n; j++) {
+                const int32_t oy = m - j;
+                rows[j] = band + (size_t)(oy >= 0 && oy < out_dims->h ? oy % k : k) * span * 2;
+            }
+            float *row_out = g_in + (size_t)iy * in_dims->w * ch + c;
+            for (int32_t ix = 0; ix < in_dims->w; ix++) {
+                const int32_t n = (ix + p) >> 1, px = (ix + p) & 1, cols_n = (k - px + 1) >> 1;
+                int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+                for (int32_t j = 0; j < rows_n; j++) {
+                    const uint32_t *r = rows[j] + 2 * (n + TT_DWB2_PL);
+                    const int32_t *wt = wb + 2 * ((2 * j + py) * k + px);
+                    for (int32_t i = 0; i < cols_n; i++, r -= 2, wt += 4) {
+                        const int32_t g01 = (int32_t)r[0], g23 = (int32_t)r[1];
+                        a0 = __smlabb(wt[0], g01, a0);
+                        a1 = __smlabt(wt[1], g01, a1);
+                        a2 = __smlatb(wt[0], g23, a2);
+                        a3 = __smlatt(wt[1], g23, a3);
+                    }
+                }
+                float *dst = row_out + (size_t)ix * ch;
+                tt_bwd_store(dst, (float)a0 * sigma, accumulate);
+                tt_bwd_store(dst + 1, (float)a1 * sigma, accumulate);
+                tt_bwd_store(dst + 2, (float)a2 * sigma, accumulate);
+                tt_bwd_store(dst + 3, (float)a3 * sigma, accumulate);
+            }
+        }
+    }
+    for (int32_t iy = 0; iy < in_dims->h && c < ch; iy++) {
+        for (int32_t ix = 0; ix < in_dims->w; ix++) {
+            float *dst = g_in + ((size_t)iy * in_dims->w + ix) * ch;
+            int32_t nx = next;
+            for (int32_t j = c; j < ch; j++) {
+                dw_reference(conv, k, filter, out_dims, grad_q, sigma, accumulate, &nx, iy, ix, j, dst);
+            }
+        }
+    }
+}
+
 tt_status tt_depthwise_conv2d_s8_bwd_input(const tt_conv_params *conv, const tt_dims *filter_dims,
                                            const int8_t *filter, const tt_dims *out_dims, const int16_t *grad_q,
                                            float sigma, const tt_dims *in_dims, int32_t accumulate, float *g_in)
@@ -255,6 +517,14 @@ tt_status tt_depthwise_conv2d_s8_bwd_input(const tt_conv_params *conv, const tt_
     const tt_status st = tt_check_bwd_input(1, conv, filter_dims, filter, out_dims, grad_q, in_dims, g_in);
     if (st != TT_OK) {
         return st;
+    }
+    if (dwb_fits(conv, filter_dims->h, out_dims, in_dims)) {
+        dw_bwd_band(conv, filter_dims->h, filter, out_dims, grad_q, sigma, in_dims, accumulate, g_in);
+        return TT_OK;
+    }
+    if (dwb2_fits(conv, filter_dims->h, out_dims, in_dims)) {
+        dw_bwd_band2(conv, filter_dims->h, filter, out_dims, grad_q, sigma, in_dims, accumulate, g_in);
+        return TT_OK;
     }
     const int32_t k = filter_dims->h, ch = in_dims->c;
     const int32_t fast = k * k <= TT_DW_TAPS; /* also k * k <= 511: int32 sums (see above) */

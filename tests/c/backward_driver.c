@@ -32,6 +32,8 @@
  *   10 tt_softmax_xent_f32: classes label; logits:f32 grad_count; grad:f32 loss:f32; logits grad loss
  *   11 tt_fully_connected_f32_bwd_update: features classes lr in_scale; in:f32 grad:f32 weight:f32
  *      bias:f32 g_in_count; weight:f32 bias:f32 g_in:f32; in grad weight bias g_in
+ *   12 tt_depthwise_conv2d_s8_bwd_input with a weight patch: op 4's fields and arrays, then arrays channel:i32
+ *      (ascending) and slices:i8 (the working K x K slices of those channels, one after another)
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -131,6 +133,30 @@ static void run_bwd_input(FILE *f, int op, uint32_t mask, const char *out_path)
     int8_t *filter = read_array(f, 1, &n_filter);
     int16_t *grad_q = read_array(f, sizeof(int16_t), &n_q);
     float *g_in = read_array(f, sizeof(float), &n_in);
+    int32_t n_channel = 0, n_slices = 0;
+    int32_t *channel32 = NULL;
+    uint16_t *channel = NULL;
+    int8_t *slices = NULL;
+    uint32_t *offset = NULL;
+    tt_weight_patch patch;
+    conv.patch = NULL;
+    if (op == 12) {
+        channel32 = read_array(f, 4, &n_channel);
+        slices = read_array(f, 1, &n_slices);
+        offset = alloc_exact(4, n_channel);
+        channel = alloc_exact(2, n_channel);
+        const int32_t taps = filter_dims.h * filter_dims.w;
+        if (n_slices != n_channel * taps) {
+            die("patch slices do not match the channels");
+        }
+        for (int32_t j = 0; j < n_channel; j++) {
+            offset[j] = (uint32_t)(j * taps);
+            channel[j] = (uint16_t)channel32[j];
+        }
+        patch = (tt_weight_patch){.count = n_channel, .channel = channel, .base = slices, .offset = offset,
+                                  .skip = 0};
+        conv.patch = &patch;
+    }
     const tt_conv_params *pc = nul(mask, 0, &conv);
     const tt_dims *pfd = nul(mask, 1, &filter_dims), *pod = nul(mask, 3, &out_dims), *pid = nul(mask, 5, &in_dims);
     tt_status st;
@@ -146,6 +172,10 @@ static void run_bwd_input(FILE *f, int op, uint32_t mask, const char *out_path)
     free(filter);
     free(grad_q);
     free(g_in);
+    free(channel32);
+    free(channel);
+    free(slices);
+    free(offset);
 }
 
 static void run_weight_update(FILE *f, int op, uint32_t mask, const char *out_path)
@@ -314,6 +344,7 @@ int main(int argc, char **argv)
         break;
     case 3:
     case 4:
+    case 12:
         run_bwd_input(f, op, mask, argv[2]);
         break;
     case 5:

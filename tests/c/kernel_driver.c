@@ -27,6 +27,8 @@
  *            out_count (f32); pointers in weight bias out
  *   8, 9, 10 tt_requantize(x, m, s) / tt_srdhm(x, m) / tt_rdbpot(x, s) elementwise: arrays
  *            x:i32 m:i32 s:i32 (same count); output i32; status is TT_OK
+ *   11       depthwise with a weight patch: op 2's fields and arrays, then arrays channel:i32 (ascending)
+ *            and slices:i8 (the working K x K slices of those channels, one after another)
  */
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,8 +1,9 @@
 /*
- * tt_requantize_floor, tt_requantize_floor2 and the per-channel form tt_rq_prepare / tt_rq_twice / tt_ssat8_half
- * (runtime_c/arm/tt_arm_math.h, used by the DSP kernels) against
- * tt_requantize (runtime_c/tt_requant.h): edge values x every shift, small accumulators with tie-making multipliers,
- * then random triples from a fixed xorshift seed.
+ * tt_requantize_floor, tt_requantize_floor2, the per-channel form tt_rq_prepare / tt_rq_twice / tt_ssat8_half and
+ * tt_requant1_apply (runtime_c/arm/tt_arm_math.h, used by the DSP kernels) against tt_requantize
+ * (runtime_c/tt_requant.h): edge values x every shift, small accumulators with tie-making multipliers, then random
+ * triples from a fixed xorshift seed. tt_rq is checked where tt_rq_prepare takes the fast form, tt_requant1 wherever
+ * tt_requant1_init accepts the triple, with output offsets -128, 0, 127 (and, for tt_requant1, one that varies).
  * Prints "ok N" or the first mismatch; exit 1 on a mismatch.
  */
 #include <inttypes.h>
@@ -19,6 +20,8 @@ static uint32_t next(void)
     state ^= state << 5;
     return state;
 }
+
+static long requant1_checked = 0;
 
 static int check(int32_t x, int32_t m, int32_t s, long *n)
 {
@@ -47,6 +50,17 @@ static int check(int32_t x, int32_t m, int32_t s, long *n)
                    want);
             return 1;
         }
+    }
+    const int32_t offsets1[4] = {-128, 0, 127, (int32_t)((uint32_t)x % 256u) - 128};
+    for (int i = 0; i < 4; i++) {
+        tt_requant1 r;
+        if (tt_requant1_init(&r, m, s, offsets1[i]) && tt_requant1_apply(x, &r) != want + offsets1[i]) {
+            printf("mismatch x=%" PRId32 " multiplier=%" PRId32 " shift=%" PRId32 " offset %" PRId32
+                   ": tt_requant1 %" PRId32 " != reference %" PRId32 " + offset\n", x, m, s, offsets1[i],
+                   tt_requant1_apply(x, &r), want);
+            return 1;
+        }
+        requant1_checked += tt_requant1_init(&r, m, s, offsets1[i]);
     }
     if (want != got || a != want + offset || b != want_b + offset) {
         printf("mismatch x=%" PRId32 " multiplier=%" PRId32 " shift=%" PRId32 ": floor %" PRId32 ", pair %" PRId32
@@ -93,6 +107,6 @@ int main(void)
             return 1;
         }
     }
-    printf("ok %ld\n", n);
+    printf("ok %ld requant1 %ld\n", n, requant1_checked);
     return 0;
 }
