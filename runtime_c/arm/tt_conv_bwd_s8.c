@@ -342,6 +342,29 @@ static int dwb_fits(const tt_conv_params *conv, int32_t k, const tt_dims *out_di
     return 14 * inside >= 6 * (int64_t)in_dims->w * k * in_dims->h * k;
 }
 
+/* The K x K weights of channels c..c+3 (their working slices where patched, tt_patched_weights; *next: the next
+ * patched channel) widened into lane pairs: tap t into wb[2t] = (w0, w2) and wb[2t + 1] = (w1, w3), from filter tap
+ * taps - 1 - t where flip (the rotated kernel of the stride-1 input gradient), else from tap t. */
+static inline __attribute__((always_inline)) void dwb_widen_group(const tt_weight_patch *patch, const int8_t *filter,
+                                                                  int32_t ch, int32_t c, int32_t taps, int flip,
+                                                                  int32_t *next, int32_t *wb)
+{
+    const int8_t *wc[4];
+    size_t ws[4];
+    for (int j = 0; j < 4; j++) {
+        wc[j] = tt_patched_weights(patch, next, filter, c + j, ch, &ws[j]);
+    }
+    for (int32_t t = 0; t < taps; t++) {
+        const int32_t src = flip ? taps - 1 - t : t; /* flipped: (K-1-a) K + (K-1-b) */
+        uint32_t u = 0;
+        for (int j = 0; j < 4; j++) {
+            u |= (uint32_t)(uint8_t)wc[j][(size_t)src * ws[j]] << (8 * j);
+        }
+        wb[2 * t] = (int32_t)__sxtb16((int32_t)u);
+        wb[2 * t + 1] = tt_sxtb16_ror8((int32_t)u);
+    }
+}
+
 /* The band path for every channel: groups of four, then the channels past the last group per pixel. */
 static void dw_bwd_band(const tt_conv_params *conv, int32_t k, const int8_t *filter, const tt_dims *out_dims,
                         const int16_t *grad_q, float sigma, const tt_dims *in_dims, int32_t accumulate, float *g_in)
@@ -355,20 +378,7 @@ static void dw_bwd_band(const tt_conv_params *conv, int32_t k, const int8_t *fil
     int32_t next = 0; /* the next patched channel (tt_patched_weights); channels ascend */
     int32_t c = 0;
     for (; c + 4 <= ch; c += 4) {
-        const int8_t *wc[4];
-        size_t ws[4];
-        for (int j = 0; j < 4; j++) {
-            wc[j] = tt_patched_weights(conv->patch, &next, filter, c + j, ch, &ws[j]);
-        }
-        for (int32_t t = 0; t < k * k; t++) {
-            const int32_t src = k * k - 1 - t; /* (K-1-a) K + (K-1-b) */
-            uint32_t u = 0;
-            for (int j = 0; j < 4; j++) {
-                u |= (uint32_t)(uint8_t)wc[j][(size_t)src * ws[j]] << (8 * j);
-            }
-            g.wb[2 * t] = (int32_t)__sxtb16((int32_t)u);
-            g.wb[2 * t + 1] = tt_sxtb16_ror8((int32_t)u);
-        }
+        dwb_widen_group(conv->patch, filter, ch, c, k * k, 1, &next, g.wb);
         memset(band, 0, (size_t)(k + 1) * span * 2 * sizeof band[0]);
         int32_t copied = 0; /* G rows 0..copied-1 are in the band */
         for (int32_t iy = 0; iy < in_dims->h; iy++) {
@@ -447,19 +457,7 @@ static void dw_bwd_band2(const tt_conv_params *conv, int32_t k, const int8_t *fi
     int32_t next = 0;
     int32_t c = 0;
     for (; c + 4 <= ch; c += 4) {
-        const int8_t *wc[4];
-        size_t ws[4];
-        for (int j = 0; j < 4; j++) {
-            wc[j] = tt_patched_weights(conv->patch, &next, filter, c + j, ch, &ws[j]);
-        }
-        for (int32_t t = 0; t < k * k; t++) {
-            uint32_t u = 0;
-            for (int j = 0; j < 4; j++) {
-                u |= (uint32_t)(uint8_t)wc[j][(size_t)t * ws[j]] << (8 * j);
-            }
-            wb[2 * t] = (int32_t)__sxtb16((int32_t)u);
-            wb[2 * t + 1] = tt_sxtb16_ror8((int32_t)u);
-        }
+        dwb_widen_group(conv->patch, filter, ch, c, k * k, 0, &next, wb);
         memset(band, 0, (size_t)(k + 1) * span * 2 * sizeof band[0]);
         int32_t copied = 0;
         for (int32_t iy = 0; iy < in_dims->h; iy++) {

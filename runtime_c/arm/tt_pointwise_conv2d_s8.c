@@ -134,6 +134,21 @@ static inline void finish_pair(int32_t a, int32_t b, const tt_rq *rq, int32_t k,
     }
 }
 
+/* One output channel (weights w0, groups words) at two pixels (widened x: px0's two words, px1's per group), from
+ * zero into *a0, *a1: the odd C_out's last output of both pixels. */
+static inline void dot_one(const int8_t *w0, const int32_t *x, int32_t groups, int32_t *a0, int32_t *a1)
+{
+    int32_t a00 = 0, a10 = 0;
+    for (int32_t g = 0; g < groups; g++, x += 4) {
+        const int32_t u = tt_load4(w0 + 4 * g);
+        const int32_t ue = __sxtb16(u), uo = tt_sxtb16_ror8(u);
+        a00 = __smlad(uo, x[1], __smlad(ue, x[0], a00));
+        a10 = __smlad(uo, x[3], __smlad(ue, x[2], a10));
+    }
+    *a0 = a00;
+    *a1 = a10;
+}
+
 /* Four input channels of two output channels (weights u0, u1) at two pixels (widened x: px0's two words, px1's). */
 static inline void dot_group(const int8_t *u0, const int8_t *u1, const int32_t *x, int32_t *a00, int32_t *a01,
                              int32_t *a10, int32_t *a11)
@@ -269,14 +284,8 @@ static tt_status __attribute__((noinline)) other(const tt_conv_params *conv, con
         }
         if (o < c_out) { /* an odd C_out: the last output of both pixels */
             const int8_t *w0 = filter + (size_t)o * c_in;
-            int32_t a00 = 0, a10 = 0;
-            const int32_t *x = widened;
-            for (int32_t g = 0; g < groups; g++, x += 4) {
-                const int32_t u = tt_load4(w0 + 4 * g);
-                const int32_t ue = __sxtb16(u), uo = tt_sxtb16_ror8(u);
-                a00 = __smlad(uo, x[1], __smlad(ue, x[0], a00));
-                a10 = __smlad(uo, x[3], __smlad(ue, x[2], a10));
-            }
+            int32_t a00, a10;
+            dot_one(w0, widened, groups, &a00, &a10);
             tt_finish2_s8(fix(a00, o, q, w0, px0, c4, c_in), fix(a10, o, q, w0, px1, c4, c_in), o, q.fin, po0 + o,
                           po1 + o);
         }
@@ -398,14 +407,8 @@ static void __attribute__((noinline)) common(const tt_conv_params *conv, const t
             if (n & 1) { /* an odd C_out: the last output of both pixels */
                 const int32_t o = o0 + n - 1;
                 const int8_t *w0 = filter + (size_t)o * c_in;
-                int32_t a00 = 0, a10 = 0;
-                const int32_t *x = widened;
-                for (int32_t g = 0; g < groups; g++, x += 4) {
-                    const int32_t u = tt_load4(w0 + 4 * g);
-                    const int32_t ue = __sxtb16(u), uo = tt_sxtb16_ror8(u);
-                    a00 = __smlad(uo, x[1], __smlad(ue, x[0], a00));
-                    a10 = __smlad(uo, x[3], __smlad(ue, x[2], a10));
-                }
+                int32_t a00, a10;
+                dot_one(w0, widened, groups, &a00, &a10);
                 if (patch != NULL) {
                     a00 = tt_add_wrap(a00, tt_patch_delta_1x1(patch, w0, px0, o, offset));
                     a10 = tt_add_wrap(a10, tt_patch_delta_1x1(patch, w0, px1, o, offset));
