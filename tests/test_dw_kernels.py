@@ -7,8 +7,9 @@ The kernel has several paths, and every case here runs through all of them that 
   are padding (small planes) or the band does not fit its stack buffer; the "window" build shrinks the band
   buffer (TT_DW_BAND_WORDS) so that every case takes it;
 - one channel at a time: the channels past the last group of four, and K > TT_DW_MAX_K (7);
-- three requantisations per group of four channels: tt_requant1 with the output offset folded in, tt_requant1
-  plus the offset (a shift below -23), tt_requantize_floor (a shift >= 0, a multiplier below 2^30);
+- two requantisations per group of four channels: the prepared form of tt_arm_math.h (tt_rq_twice_biased, a
+  multiplier >= 2^30 and a shift <= -2, deep shifts included), tt_requantize_floor (any other channel of the
+  group: a shift of -1 or above, a multiplier below 2^30);
 - weight patches (the flash weight home): working slices replace the home weights of some channels.
 The host builds run the kernel with tests/c/acle_host/arm_acle.h under the sanitizers; the QEMU test runs the
 same cases compiled for Cortex-M7 and M4 (the real SXTB16/SMLAxy/SMLAL and the inline assembly) and compares
@@ -59,8 +60,9 @@ def dw(h: int, w: int, c: int, k: int, stride: int, x_zero: int, y_zero: int, se
     return DwCase(ConvCase("depthwise", h, w, c, c, k, stride, x_zero, y_zero, seed, extreme=extreme), **kw)
 
 
-DEEP = (1518500250, -27)  # a shift below -23: tt_requant1 without the folded offset
+DEEP = (1518500250, -27)  # a deep shift: the prepared form's largest right shifts
 SMALL = (12345, -3)  # a multiplier below 2^30: tt_requantize_floor
+HALF = (1518500250, -1)  # a shift of -1: tt_requantize_floor (the prepared form needs a shift <= -2)
 CASES = [
     dw(9, 7, 10, 3, 1, -17, 9, 101, patch=(0, 1, 2, 3, 9)),  # a whole group patched, and a tail channel
     dw(9, 11, 7, 3, 2, 127, -128, 102),
@@ -71,7 +73,7 @@ CASES = [
     dw(13, 11, 8, 7, 1, 2, 2, 107, patch=(4, 5, 6, 7)),
     dw(11, 13, 9, 7, 2, -9, 30, 108),
     dw(4, 4, 8, 7, 1, 40, -40, 109, patch=(0, 6)),  # mostly padding: the window path
-    dw(3, 5, 12, 5, 1, -1, 64, 110),
+    dw(3, 5, 12, 5, 1, -1, 64, 110, tweak={9: HALF}),
     dw(4, 3, 4, 7, 2, 1, -1, 111),
     dw(1, 1, 4, 3, 1, 5, 0, 112),  # every tap but the centre is padding
     dw(2, 3, 5, 3, 2, -100, 100, 113),
@@ -171,7 +173,7 @@ def test_dw_cases_cover_the_paths():
                                                                         for c in CASES)
     assert any(c.patch and any(ch >= c.conv.c_in & ~3 for ch in c.patch) for c in CASES), "a patched tail"
     assert any(c.patch and set(range(4)) <= set(c.patch) for c in CASES), "a whole group patched"
-    assert any(DEEP in c.tweak.values() for c in CASES) and any(SMALL in c.tweak.values() for c in CASES)
+    assert all(any(t in c.tweak.values() for c in CASES) for t in (DEEP, SMALL, HALF))
 
 
 # ---------------------------------------------------------------------------------------------

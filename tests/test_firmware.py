@@ -314,7 +314,7 @@ def test_floor_requantisation_equals_reference(tmp_path):
     r = subprocess.run([str(exe)], capture_output=True, text=True, check=False)
     assert r.returncode == 0 and r.stdout.startswith("ok "), r.stdout + r.stderr
     assert int(r.stdout.split()[1]) > 4_700_000
-    assert int(r.stdout.split()[3]) > 2_000_000  # tt_requant1 (the depthwise kernel's) on the triples it accepts
+    assert int(r.stdout.split()[3]) > 2_000_000  # tt_rq (the DSP kernels' fast form) on the triples it takes
 
 
 def test_flash_builds_the_pyocd_command(tiny10, monkeypatch, tmp_path):

@@ -7,6 +7,11 @@
  * truncation of a negative quotient is the floor of the numerator plus 2^31 - 1), which is one
  * SMLAL and a shift (CMSIS-NN's arm_nn_doubling_high_mult_no_sat). Plain C: the host test suite
  * checks the equality on edge cases and random values (tests/test_firmware.py).
+ *
+ * One exact fast requantisation serves the DSP kernels' common channels (multiplier >= 2^30, shift <= -2):
+ * tt_rq_prepare once per output channel, then tt_rq_twice (bias added: pointwise, first_conv) or
+ * tt_rq_twice_biased (the depthwise kernel, whose accumulators start from the bias), and tt_ssat8_half;
+ * every other channel takes tt_requantize_floor.
  */
 #ifndef TT_ARM_MATH_H
 #define TT_ARM_MATH_H
@@ -78,7 +83,8 @@ static inline int32_t tt_smmlar(int32_t a, int32_t b, int32_t acc)
  *   + output_offset: (w + 1 + 2 * output_offset) / 2 rounded down, |w| <= 2^30 for r >= 2, so no wrap; the halving
  *       and the int8 clamp are one SSAT with ASR #1 on the core.
  * tt_rq_prepare gives right = r - 1 >= 1 for such a channel and 0 for any other (the caller takes
- * tt_requantize_floor there). tests/c/requant_floor.c checks tt_rq_finish against tt_requantize.
+ * tt_requantize_floor there). tests/c/requant_floor.c checks tt_rq_twice and tt_rq_twice_biased against
+ * tt_requantize.
  */
 typedef struct {
     int32_t bias, m2, right; /* right = -shift - 1, or 0: not the fast form */
@@ -91,13 +97,19 @@ static inline tt_rq tt_rq_prepare(int32_t bias, int32_t multiplier, int32_t shif
     return r;
 }
 
-/** floor((RoundingDivideByPOT(h, r) * 2 + 1 + 2 * output_offset) / 2) before the clamp: acc + bias of a fast
- * channel (right >= 1) and k = 1 + 2 * output_offset; tt_ssat8_half of it is the int8 output. */
-static inline int32_t tt_rq_twice(int32_t acc, tt_rq c, int32_t k)
+/** floor((RoundingDivideByPOT(h, r) * 2 + 1 + 2 * output_offset) / 2) before the clamp: x = acc + bias of a fast
+ * channel (right >= 1; c.bias is not used) and k = 1 + 2 * output_offset; tt_ssat8_half of it is the int8 output.
+ * SMMLAR, two adds (one with ASR #31) and a shift. */
+static inline int32_t tt_rq_twice_biased(int32_t x, tt_rq c, int32_t k)
 {
-    const int32_t x = tt_add_wrap(acc, c.bias);
     const int32_t h = tt_smmlar(x, c.m2, x);
     return ((h + (h >> 31)) >> c.right) + k;
+}
+
+/** tt_rq_twice_biased of acc + c.bias (wrapping). */
+static inline int32_t tt_rq_twice(int32_t acc, tt_rq c, int32_t k)
+{
+    return tt_rq_twice_biased(tt_add_wrap(acc, c.bias), c, k);
 }
 
 #if defined(__ARM_FEATURE_SAT) && __ARM_FEATURE_SAT
@@ -182,71 +194,6 @@ static inline void tt_finish2_s8(int32_t a, int32_t b, int32_t o, tt_out_quant q
     tt_requantize_floor2(&a, &b, q.multiplier[o], q.shift[o], q.output_offset);
     *pa = tt_ssat8(a);
     *pb = tt_ssat8(b);
-}
-
-/*
- * tt_requantize_floor of a channel with multiplier 0 or in [2^30, 2^31) and shift in [-23, -1], plus the output
- * offset (shift in [-31, -1] with offset 0), as one 64-bit sum (the depthwise kernel's per-channel constants,
- * tt_requant1_init). With e = -shift and P = x * m + 2^30 (tt_srdhm_floor is hx = floor(P / 2^31)), tt_rdbpot's
- * half-away-from-zero rounding is floor((hx + 2^(e-1) - [hx < 0]) / 2^e), and the nested floors merge:
- *     result + offset = floor((P + 2^(30+e) - [P < 0] 2^31 + offset 2^(31+e)) / 2^(31+e)),
- * whose quotient is the high word shifted right by e - 1 (31 + e >= 32). [P < 0] equals [x < 0] for these
- * multipliers except for x = -1 with m = 2^30 and for m = 0, where both give 0 (the sum stays in [0, 2^(31+e))).
- * |x * m| < 2^62, 2^(30+e) <= 2^61 and |offset| 2^(31+e) <= 2^61 for e <= 23: no int64 overflow, and the high word
- * fits int32.
- */
-typedef struct {
-    int64_t round;     /**< 2^30 + 2^(30+e) + offset 2^(31+e); little-endian: the low word first (the ARM LDRD) */
-    int32_t multiplier;
-    int32_t exponent1; /**< e - 1 */
-} tt_requant1;
-
-/** Fills *r for (multiplier, shift, output offset); 0 (and *r untouched) where tt_requant1_apply does not apply. */
-static inline int tt_requant1_init(tt_requant1 *r, int32_t multiplier, int32_t shift, int32_t offset)
-{
-    if (shift > -1 || shift < -31 || (shift < -23 && offset != 0) || (multiplier != 0 && multiplier < (1 << 30)) ||
-        offset < -128 || offset > 127) {
-        return 0;
-    }
-    const int32_t e = -shift;
-    r->round = ((int64_t)1 << 30) + ((int64_t)1 << (30 + e)) + (int64_t)offset * ((int64_t)1 << (31 + e));
-    r->multiplier = multiplier;
-    r->exponent1 = e - 1;
-    return 1;
-}
-
-/** tt_requantize_floor(x, multiplier, shift) + offset for the constants of tt_requant1_init. */
-static inline int32_t tt_requant1_apply(int32_t x, const tt_requant1 *r)
-{
-#if defined(__arm__)
-    /* two LDRDs and two SMLALs; GCC would build the second product from shifts and an add with carry */
-    int32_t lo, hi, m, e1;
-#if defined(__ARM_FP)
-    /* "Uv": base register plus a multiple of 4 within +-1020 (the VFP load range), which LDRD takes too */
-    __asm__("ldrd %0, %1, %6\n\t"
-            "ldrd %2, %3, %7\n\t"
-            "smlal %0, %1, %4, %2\n\t"
-            "lsr %2, %4, #31\n\t"
-            "smlal %0, %1, %2, %5\n\t"
-            "asr %1, %1, %3"
-            : "=&r"(lo), "=&r"(hi), "=&r"(m), "=&r"(e1)
-            : "r"(x), "r"(INT32_MIN), "Uv"(r->round), "Uv"(*(const int64_t *)(const void *)&r->multiplier));
-#else
-    __asm__("ldrd %0, %1, [%6]\n\t"
-            "ldrd %2, %3, [%6, #8]\n\t"
-            "smlal %0, %1, %4, %2\n\t"
-            "lsr %2, %4, #31\n\t"
-            "smlal %0, %1, %2, %5\n\t"
-            "asr %1, %1, %3"
-            : "=&r"(lo), "=&r"(hi), "=&r"(m), "=&r"(e1)
-            : "r"(x), "r"(INT32_MIN), "r"(r), "m"(*r));
-#endif
-    (void)lo;
-    return hi;
-#else
-    const int64_t q = r->round + (int64_t)x * r->multiplier + (int64_t)(int32_t)((uint32_t)x >> 31) * INT32_MIN;
-    return (int32_t)(q >> 32) >> r->exponent1;
-#endif
 }
 
 #endif /* TT_ARM_MATH_H */

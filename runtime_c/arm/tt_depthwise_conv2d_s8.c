@@ -13,9 +13,9 @@
  *   equals the reference's exact sum plus the wrapping bias add;
  * - border pixels start from the bias and sum w * (x + input_offset) over the taps inside the image (SADD16
  *   adds the offset to both lanes: [-255, 255], no lane overflow);
- * - requantisation: tt_requant1_apply (tt_arm_math.h) for channels it covers (one SMLAL-based sum with the
- *   output offset folded in, constants made once per group), else tt_requantize_floor; both equal
- *   tt_requantize.
+ * - requantisation: the prepared form of tt_arm_math.h (tt_rq_prepare once per group, then tt_rq_twice_biased
+ *   and tt_ssat8_half: SMMLAR, two adds, a shift and SSAT per value) where all four channels take it, else
+ *   tt_requantize_floor; both equal tt_requantize.
  * Channels past the last group of four, and K > TT_DW_MAX_K, go one channel at a time as the reference does.
  * |sum| <= 127 * 255 * K * K before the bias, far below 2^31 for K <= 64.
  */
@@ -53,15 +53,16 @@ typedef struct {
 typedef struct {
     int32_t wb[2 * TT_DW_MAX_K * TT_DW_MAX_K];
     int32_t init[4], bias[4];
-    tt_requant1 rq[4];
-    int mode;                        /* RQ_FOLDED, RQ_APPLY (+ output_offset) or RQ_FLOOR */
+    tt_rq rq[4];                     /* RQ_FAST: tt_rq_twice_biased (the accumulators hold the bias) */
+    int32_t k2;                      /* 1 + 2 * output_offset */
+    int mode;                        /* RQ_FAST or RQ_FLOOR */
     int32_t multiplier[4], shift[4]; /* RQ_FLOOR: tt_requantize_floor + output_offset */
     int32_t output_offset;
 } dw_group;
 
-/* How a group requantises: all four channels by tt_requant1_apply with the output offset folded in, or by
- * tt_requant1_apply without it (a shift below -23), or (a shift >= 0, another multiplier) tt_requantize_floor. */
-enum { RQ_FOLDED, RQ_APPLY, RQ_FLOOR };
+/* How a group requantises: all four channels by the prepared form of tt_arm_math.h (tt_rq_prepare took the fast
+ * form: multiplier >= 2^30, shift <= -2), or (any other channel among the four) tt_requantize_floor. */
+enum { RQ_FAST, RQ_FLOOR };
 
 /* Hides *p's value from the optimiser (no instruction). */
 static inline __attribute__((always_inline)) void tt_opaque_ptr(const int8_t **p)
@@ -100,11 +101,8 @@ static inline __attribute__((always_inline)) void taps_inner(const int8_t *p, co
 /* Channel j's int8 output from its accumulator (bias included), for the group's mode. */
 static inline __attribute__((always_inline)) int8_t finish1(const dw_group *g, int32_t a, int j)
 {
-    if (g->mode == RQ_FOLDED) {
-        return tt_ssat8(tt_requant1_apply(a, &g->rq[j]));
-    }
-    if (g->mode == RQ_APPLY) {
-        return tt_ssat8(tt_requant1_apply(a, &g->rq[j]) + g->output_offset);
+    if (g->mode == RQ_FAST) {
+        return tt_ssat8_half(tt_rq_twice_biased(a, g->rq[j], g->k2));
     }
     return tt_ssat8(tt_requantize_floor(a, g->multiplier[j], g->shift[j]) + g->output_offset);
 }
@@ -113,11 +111,14 @@ static inline __attribute__((always_inline)) int8_t finish1(const dw_group *g, i
 static inline __attribute__((always_inline)) void finish4(const dw_group *g, int32_t a0, int32_t a1, int32_t a2,
                                                           int32_t a3, int8_t *out)
 {
-    if (g->mode == RQ_FOLDED) { /* the common case first, without the mode tests of finish1 */
-        out[0] = tt_ssat8(tt_requant1_apply(a0, &g->rq[0]));
-        out[1] = tt_ssat8(tt_requant1_apply(a1, &g->rq[1]));
-        out[2] = tt_ssat8(tt_requant1_apply(a2, &g->rq[2]));
-        out[3] = tt_ssat8(tt_requant1_apply(a3, &g->rq[3]));
+    if (g->mode == RQ_FAST) { /* the common case first, without the mode tests of finish1 */
+        const int32_t k2 = g->k2;
+        const int32_t t0 = tt_rq_twice_biased(a0, g->rq[0], k2), t1 = tt_rq_twice_biased(a1, g->rq[1], k2);
+        const int32_t t2 = tt_rq_twice_biased(a2, g->rq[2], k2), t3 = tt_rq_twice_biased(a3, g->rq[3], k2);
+        out[0] = tt_ssat8_half(t0); /* all four before the stores: an int8 store may alias *g */
+        out[1] = tt_ssat8_half(t1);
+        out[2] = tt_ssat8_half(t2);
+        out[3] = tt_ssat8_half(t3);
     } else {
         out[0] = finish1(g, a0, 0);
         out[1] = finish1(g, a1, 1);
@@ -310,20 +311,19 @@ static void plane4(const dw_geom *d, const int8_t *const wc[4], const size_t ws[
     }
     const int32_t sum[4] = {(int16_t)(uint16_t)se, (int16_t)(uint16_t)so, (int16_t)((uint32_t)se >> 16),
                             (int16_t)((uint32_t)so >> 16)};
-    int folded = 1, apply = 1;
+    int fast = 1;
     g.output_offset = q.output_offset;
+    g.k2 = 1 + 2 * q.output_offset;
     for (int j = 0; j < 4; j++) {
         g.bias[j] = q.bias[c + j];
         /* |sum| <= 127 * K^2 * 128: exact; the bias add wraps as the reference's does */
         g.init[j] = tt_add_wrap(sum[j] * d->input_offset, g.bias[j]);
         g.multiplier[j] = quant->multiplier[c + j];
         g.shift[j] = quant->shift[c + j];
-        folded &= tt_requant1_init(&g.rq[j], g.multiplier[j], g.shift[j], q.output_offset);
+        g.rq[j] = tt_rq_prepare(g.bias[j], g.multiplier[j], g.shift[j]);
+        fast &= g.rq[j].right != 0;
     }
-    for (int j = 0; j < 4 && !folded; j++) {
-        apply &= tt_requant1_init(&g.rq[j], g.multiplier[j], g.shift[j], 0);
-    }
-    g.mode = folded ? RQ_FOLDED : apply ? RQ_APPLY : RQ_FLOOR;
+    g.mode = fast ? RQ_FAST : RQ_FLOOR;
     if (d->band_words > 0) {
         plane4_band(d, &g, c);
         return;

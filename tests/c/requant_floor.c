@@ -1,10 +1,10 @@
 /*
- * tt_requantize_floor, tt_requantize_floor2, the per-channel form tt_rq_prepare / tt_rq_twice / tt_ssat8_half and
- * tt_requant1_apply (runtime_c/arm/tt_arm_math.h, used by the DSP kernels) against tt_requantize
+ * tt_requantize_floor, tt_requantize_floor2 and the per-channel form tt_rq_prepare / tt_rq_twice (tt_rq_twice_biased)
+ * / tt_ssat8_half (runtime_c/arm/tt_arm_math.h, used by the DSP kernels) against tt_requantize
  * (runtime_c/tt_requant.h): edge values x every shift, small accumulators with tie-making multipliers, then random
- * triples from a fixed xorshift seed. tt_rq is checked where tt_rq_prepare takes the fast form, tt_requant1 wherever
- * tt_requant1_init accepts the triple, with output offsets -128, 0, 127 (and, for tt_requant1, one that varies).
- * Prints "ok N" or the first mismatch; exit 1 on a mismatch.
+ * triples from a fixed xorshift seed. tt_rq is checked where tt_rq_prepare takes the fast form, with output offsets
+ * -128, 0, 127 and one that varies. Prints "ok N rq M" (M: the triples checked in the fast form) or the first
+ * mismatch; exit 1 on a mismatch.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -21,7 +21,7 @@ static uint32_t next(void)
     return state;
 }
 
-static long requant1_checked = 0;
+static long rq_checked = 0;
 
 static int check(int32_t x, int32_t m, int32_t s, long *n)
 {
@@ -33,34 +33,27 @@ static int check(int32_t x, int32_t m, int32_t s, long *n)
     int32_t a = x, b = x2;
     tt_requantize_floor2(&a, &b, m, s, offset);
     (*n)++;
-    /* the per-channel form, where it applies: the accumulator split into acc + bias (wrapping), three offsets */
+    /* the per-channel form, where it applies: the accumulator split into acc + bias (wrapping), four offsets */
     const tt_rq rq = tt_rq_prepare((int32_t)((uint32_t)x * 2654435761u), m, s);
     const int fast = m >= (1 << 30) && s <= -2;
     if ((rq.right != 0) != fast) {
         printf("tt_rq_prepare(multiplier=%" PRId32 ", shift=%" PRId32 ") takes the wrong form\n", m, s);
         return 1;
     }
-    static const int32_t offsets[] = {-128, 0, 127};
-    for (int i = 0; fast && i < 3; i++) {
+    const int32_t offsets[4] = {-128, 0, 127, (int32_t)((uint32_t)x % 256u) - 128};
+    rq_checked += fast;
+    for (int i = 0; fast && i < 4; i++) {
         const int32_t acc = (int32_t)((uint32_t)x - (uint32_t)rq.bias);
         const int32_t twice = tt_rq_twice(acc, rq, 1 + 2 * offsets[i]);
-        if ((twice >> 1) != want + offsets[i] || tt_ssat8_half(twice) != tt_clamp_s8(want + offsets[i])) {
+        /* the depthwise kernel's use: the bias already in the accumulator (x = acc + bias, wrapping) */
+        const int32_t biased = tt_rq_twice_biased(x, rq, 1 + 2 * offsets[i]);
+        if ((twice >> 1) != want + offsets[i] || tt_ssat8_half(twice) != tt_clamp_s8(want + offsets[i]) ||
+            biased != twice) {
             printf("mismatch x=%" PRId32 " multiplier=%" PRId32 " shift=%" PRId32 " offset %" PRId32
-                   ": tt_rq_twice %" PRId32 " / 2 != reference %" PRId32 " + offset\n", x, m, s, offsets[i], twice,
-                   want);
+                   ": tt_rq_twice %" PRId32 " (biased %" PRId32 ") / 2 != reference %" PRId32 " + offset\n", x, m, s,
+                   offsets[i], twice, biased, want);
             return 1;
         }
-    }
-    const int32_t offsets1[4] = {-128, 0, 127, (int32_t)((uint32_t)x % 256u) - 128};
-    for (int i = 0; i < 4; i++) {
-        tt_requant1 r;
-        if (tt_requant1_init(&r, m, s, offsets1[i]) && tt_requant1_apply(x, &r) != want + offsets1[i]) {
-            printf("mismatch x=%" PRId32 " multiplier=%" PRId32 " shift=%" PRId32 " offset %" PRId32
-                   ": tt_requant1 %" PRId32 " != reference %" PRId32 " + offset\n", x, m, s, offsets1[i],
-                   tt_requant1_apply(x, &r), want);
-            return 1;
-        }
-        requant1_checked += tt_requant1_init(&r, m, s, offsets1[i]);
     }
     if (want != got || a != want + offset || b != want_b + offset) {
         printf("mismatch x=%" PRId32 " multiplier=%" PRId32 " shift=%" PRId32 ": floor %" PRId32 ", pair %" PRId32
@@ -107,6 +100,6 @@ int main(void)
             return 1;
         }
     }
-    printf("ok %ld requant1 %ld\n", n, requant1_checked);
+    printf("ok %ld rq %ld\n", n, rq_checked);
     return 0;
 }
