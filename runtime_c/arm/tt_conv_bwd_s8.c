@@ -365,6 +365,17 @@ static inline __attribute__((always_inline)) void dwb_widen_group(const tt_weigh
     }
 }
 
+/* G row oy of channels c..c+3 (out_w columns of four int16) into the band row at dst: two words per column. */
+static inline __attribute__((always_inline)) void dwb_copy_row(uint32_t *dst, const int16_t *grad_q, int32_t oy,
+                                                               int32_t out_w, int32_t ch, int32_t c)
+{
+    const int16_t *src = grad_q + (size_t)oy * out_w * ch + c;
+    for (int32_t ox = 0; ox < out_w; ox++, src += ch) {
+        dst[2 * ox] = (uint32_t)load_word(src);
+        dst[2 * ox + 1] = (uint32_t)load_word(src + 2);
+    }
+}
+
 /* The band path for every channel: groups of four, then the channels past the last group per pixel. */
 static void dw_bwd_band(const tt_conv_params *conv, int32_t k, const int8_t *filter, const tt_dims *out_dims,
                         const int16_t *grad_q, float sigma, const tt_dims *in_dims, int32_t accumulate, float *g_in)
@@ -384,12 +395,7 @@ static void dw_bwd_band(const tt_conv_params *conv, int32_t k, const int8_t *fil
         for (int32_t iy = 0; iy < in_dims->h; iy++) {
             const int32_t o0 = iy - pf;
             for (; copied < o0 + k && copied < out_dims->h; copied++) {
-                uint32_t *dst = band + ((size_t)(copied % k) * span + pf) * 2;
-                const int16_t *src = grad_q + (size_t)copied * out_dims->w * ch + c;
-                for (int32_t ox = 0; ox < out_dims->w; ox++, src += ch) {
-                    dst[2 * ox] = (uint32_t)load_word(src);
-                    dst[2 * ox + 1] = (uint32_t)load_word(src + 2);
-                }
+                dwb_copy_row(band + ((size_t)(copied % k) * span + pf) * 2, grad_q, copied, out_dims->w, ch, c);
             }
             for (int32_t a = 0; a < k; a++) {
                 const int32_t oy = o0 + a;
@@ -463,12 +469,8 @@ static void dw_bwd_band2(const tt_conv_params *conv, int32_t k, const int8_t *fi
         for (int32_t iy = 0; iy < in_dims->h; iy++) {
             const int32_t m = (iy + p) >> 1, py = (iy + p) & 1, rows_n = (k - py + 1) >> 1;
             for (; copied <= m && copied < out_dims->h; copied++) {
-                uint32_t *dst = band + ((size_t)(copied % k) * span + TT_DWB2_PL) * 2;
-                const int16_t *src = grad_q + (size_t)copied * out_dims->w * ch + c;
-                for (int32_t ox = 0; ox < out_dims->w; ox++, src += ch) {
-                    dst[2 * ox] = (uint32_t)load_word(src);
-                    dst[2 * ox + 1] = (uint32_t)load_word(src + 2);
-                }
+                dwb_copy_row(band + ((size_t)(copied % k) * span + TT_DWB2_PL) * 2, grad_q, copied, out_dims->w, ch,
+                             c);
             }
             for (int32_t j = 0; j < rows_n; j++) {
                 const int32_t oy = m - j;
