@@ -12,7 +12,7 @@ The kernel has several paths, and every case here runs through all of them that 
   group: a shift of -1 or above, a multiplier below 2^30);
 - weight patches (the flash weight home): working slices replace the home weights of some channels.
 The host builds run the kernel with tests/c/acle_host/arm_acle.h under the sanitizers; the QEMU test runs the
-same cases compiled for Cortex-M7 and M4 (the real SXTB16/SMLAxy/SMLAL and the inline assembly) and compares
+same cases compiled for Cortex-M7 and M4 (the real SXTB16/SMLAxy/SMMLAR and the inline assembly) and compares
 on the target with the reference outputs computed here.
 """
 
