@@ -180,6 +180,51 @@ tt_status tt_add_bwd_f32(const float *g_out, const uint8_t *mask, int32_t size, 
     return TT_OK;
 }
 
+/*
+ * Round to nearest, ties to even (the FPU's default mode), for |x| < 2^22 or NaN: rintf where the FPU has VRINTX
+ * (Cortex-M7's FPv5, the host), else x + 1.5 * 2^23 - 1.5 * 2^23 (Cortex-M4's FPv4 has no VRINTX and rintf is a
+ * libm call). The magic form is exact there: x + 1.5 * 2^23 lies in [2^23, 2^24), where the float grid is the
+ * integers, so the sum is x rounded to an integer (ties to even) and the subtraction is exact; it yields +0 where
+ * rintf yields -0 (x in [-0.5, -0]), which the (int16_t) conversion maps to the same 0. NaN stays NaN.
+ */
+#ifndef TT_GQ_ROUND_MAGIC
+#if defined(__arm__) && defined(__ARM_FP) && !(__ARM_FP & 8)
+#define TT_GQ_ROUND_MAGIC 1
+#else
+#define TT_GQ_ROUND_MAGIC 0
+#endif
+#endif
+
+static inline float gq_round(float x)
+{
+#if TT_GQ_ROUND_MAGIC
+    return (x + 12582912.0f) - 12582912.0f; /* 1.5 * 2^23; not folded: (x + c) - c == x is not an IEEE identity */
+#else
+    return rintf(x);
+#endif
+}
+
+#define TT_GQ_CHUNK 64 /* channels whose running max |g| is kept on the stack at a time (256 bytes) */
+
+/*
+ * g' = (g * m) * s[o] (m = the mask bit as 0.0f / 1.0f) quantised to int16 with one scale; the values equal those of
+ * the element-wise form (compiler/training.py) bit for bit:
+ *
+ * Pass 1, amax = max over elements of |g'|, folded with "v > amax ? v : amax" from +0, so NaN and +-0 terms never
+ * change it and only the set of values > 0 matters. A masked element (m = 0) gives (g * 0) * s = +-0 or NaN (g or
+ * s not finite): never counted, so it is skipped. An unmasked one gives |g * s| = fl(|g| * |s|) (rounding is
+ * sign-symmetric). fl(x * |s|) is non-decreasing in x >= 0 (rounding is monotone, overflow included), so
+ * max_i fl(|g_i| * |s|) = fl(cm * |s|), cm = max_i |g_i| over the channel's unmasked non-NaN g (folded the same
+ * way from +0): a NaN g_i gives a NaN term both ways, never counted. The edge terms agree too: cm = 0 (nothing
+ * unmasked, or all zero) gives 0 or NaN (s inf / NaN), never counted, as each term 0 * s was; cm > 0 with s NaN
+ * gives NaN as each term did; s = +-inf gives inf iff some |g_i| > 0 (each term inf or NaN), s = 0 gives 0 or
+ * NaN (cm inf) where the terms were 0 or NaN: counted the same. So the per-element s[o] multiply leaves the loop.
+ *
+ * Pass 2: a masked element was rintf((+-0 or NaN) * inv) -> (int16_t): 0 for +-0; for NaN the conversion is
+ * out of range (undefined in C) and gives 0 on the targets (VCVT and cvttss2si truncated to 16 bits): it is
+ * written 0 directly. An unmasked one computes (g * s) * inv as before (g * 1 = g exactly); finite terms have
+ * |g * s| <= amax, so |(g * s) * inv| < 2^22 and gq_round is exact.
+ */
 tt_status tt_grad_quantize_s16(const tt_dims *out_dims, const float *g_out, const uint8_t *mask,
                                const float *eff_scale, int16_t *grad_q, float *sigma)
 {
@@ -189,9 +234,23 @@ tt_status tt_grad_quantize_s16(const tt_dims *out_dims, const float *g_out, cons
     const int32_t c_out = out_dims->c, pixels = out_dims->h * out_dims->w;
     const int32_t size = pixels * c_out;
     float amax = 0.0f;
-    for (int32_t p = 0, i = 0; p < pixels; p++) { /* element i = (pixel p, channel o) */
-        for (int32_t o = 0; o < c_out; o++, i++) {
-            const float v = fabsf((g_out[i] * mask_at(mask, i)) * eff_scale[o]);
+    for (int32_t o0 = 0; o0 < c_out; o0 += TT_GQ_CHUNK) {
+        const int32_t n = c_out - o0 < TT_GQ_CHUNK ? c_out - o0 : TT_GQ_CHUNK;
+        float cm[TT_GQ_CHUNK];
+        for (int32_t k = 0; k < n; k++) {
+            cm[k] = 0.0f;
+        }
+        for (int32_t p = 0, i = o0; p < pixels; p++, i += c_out) { /* element i + k = (pixel p, channel o0 + k) */
+            for (int32_t k = 0; k < n; k++) {
+                const int32_t e = i + k;
+                if ((mask[e >> 3] >> (e & 7)) & 1u) {
+                    const float a = fabsf(g_out[e]);
+                    cm[k] = a > cm[k] ? a : cm[k];
+                }
+            }
+        }
+        for (int32_t k = 0; k < n; k++) {
+            const float v = cm[k] * fabsf(eff_scale[o0 + k]);
             amax = v > amax ? v : amax;
         }
     }
@@ -205,7 +264,11 @@ tt_status tt_grad_quantize_s16(const tt_dims *out_dims, const float *g_out, cons
     const float inv = (float)TT_GRAD_LEVELS / amax;
     for (int32_t p = 0, i = 0; p < pixels; p++) {
         for (int32_t o = 0; o < c_out; o++, i++) {
-            float q = rintf(((g_out[i] * mask_at(mask, i)) * eff_scale[o]) * inv);
+            if (!((mask[i >> 3] >> (i & 7)) & 1u)) {
+                grad_q[i] = 0;
+                continue;
+            }
+            float q = gq_round((g_out[i] * eff_scale[o]) * inv);
             q = q > (float)TT_GRAD_LEVELS ? (float)TT_GRAD_LEVELS
                                           : (q < -(float)TT_GRAD_LEVELS ? -(float)TT_GRAD_LEVELS : q);
             grad_q[i] = (int16_t)q;
