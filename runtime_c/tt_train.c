@@ -222,8 +222,11 @@ static inline float gq_round(float x)
  *
  * Pass 2: a masked element was rintf((+-0 or NaN) * inv) -> (int16_t): 0 for +-0; for NaN the conversion is
  * out of range (undefined in C) and gives 0 on the targets (VCVT and cvttss2si truncated to 16 bits): it is
- * written 0 directly. An unmasked one computes (g * s) * inv as before (g * 1 = g exactly); finite terms have
- * |g * s| <= amax, so |(g * s) * inv| < 2^22 and gq_round is exact.
+ * written 0 directly. An unmasked one computes (g * s) * inv as before (g * 1 = g exactly). The old clamp of the
+ * rounded value to +-32767 is dropped because it never changed one: t = g * s is NaN (left as is by the clamp) or
+ * finite with |t| <= amax (amax is the max of these |t|; inf made pass 1 return), and then by monotone rounding
+ * |t * inv| <= fl(amax * fl(32767 / amax)) <= fl(32767 (1 + 2^-24)^2) <= 32767 + 2^-9 (the float spacing there),
+ * which rounds to at most 32767; so |t * inv| < 2^22 and gq_round is exact.
  */
 tt_status tt_grad_quantize_s16(const tt_dims *out_dims, const float *g_out, const uint8_t *mask,
                                const float *eff_scale, int16_t *grad_q, float *sigma)
@@ -241,6 +244,16 @@ tt_status tt_grad_quantize_s16(const tt_dims *out_dims, const float *g_out, cons
             cm[k] = 0.0f;
         }
         for (int32_t p = 0, i = o0; p < pixels; p++, i += c_out) { /* element i + k = (pixel p, channel o0 + k) */
+            if ((c_out & 7) == 0) { /* i and n are multiples of 8: one mask byte per 8 elements */
+                for (int32_t k = 0; k < n; k += 8) {
+                    const uint32_t b = mask[(i + k) >> 3];
+                    for (int32_t j = 0; b != 0u && j < 8; j++) {
+                        const float a = fabsf(g_out[i + k + j]);
+                        cm[k + j] = ((b >> j) & 1u) && a > cm[k + j] ? a : cm[k + j];
+                    }
+                }
+                continue;
+            }
             for (int32_t k = 0; k < n; k++) {
                 const int32_t e = i + k;
                 if ((mask[e >> 3] >> (e & 7)) & 1u) {
@@ -262,16 +275,19 @@ tt_status tt_grad_quantize_s16(const tt_dims *out_dims, const float *g_out, cons
         return TT_OK;
     }
     const float inv = (float)TT_GRAD_LEVELS / amax;
-    for (int32_t p = 0, i = 0; p < pixels; p++) {
-        for (int32_t o = 0; o < c_out; o++, i++) {
-            if (!((mask[i >> 3] >> (i & 7)) & 1u)) {
-                grad_q[i] = 0;
-                continue;
+    if ((c_out & 7) == 0) { /* one mask byte per 8 elements of one pixel */
+        for (int32_t i = 0, o = 0; i < size; i += 8) {
+            const uint32_t b = mask[i >> 3];
+            for (int32_t j = 0; j < 8; j++) {
+                grad_q[i + j] = ((b >> j) & 1u) ? (int16_t)gq_round((g_out[i + j] * eff_scale[o + j]) * inv) : 0;
             }
-            float q = gq_round((g_out[i] * eff_scale[o]) * inv);
-            q = q > (float)TT_GRAD_LEVELS ? (float)TT_GRAD_LEVELS
-                                          : (q < -(float)TT_GRAD_LEVELS ? -(float)TT_GRAD_LEVELS : q);
-            grad_q[i] = (int16_t)q;
+            o = o + 8 == c_out ? 0 : o + 8;
+        }
+    } else {
+        for (int32_t p = 0, i = 0; p < pixels; p++) {
+            for (int32_t o = 0; o < c_out; o++, i++) {
+                grad_q[i] = ((mask[i >> 3] >> (i & 7)) & 1u) ? (int16_t)gq_round((g_out[i] * eff_scale[o]) * inv) : 0;
+            }
         }
     }
     *sigma = amax / (float)TT_GRAD_LEVELS;
