@@ -204,6 +204,21 @@ static inline float gq_round(float x)
 #endif
 }
 
+/* cm = max(cm, |g|) where the mask bit is set (the "v > amax" fold of pass 1 below). */
+static inline void gq_max(uint32_t b, uint32_t bit, float g, float *cm)
+{
+    const float a = fabsf(g);
+    if ((b & bit) != 0u && a > *cm) {
+        *cm = a;
+    }
+}
+
+/* One element of pass 2 below: 0 where the mask bit is clear, else (int16_t)round((g * s) * inv). */
+static inline int16_t gq_q(uint32_t b, uint32_t bit, const float *g, const float *s, float inv)
+{
+    return (b & bit) != 0u ? (int16_t)gq_round((*g * *s) * inv) : 0;
+}
+
 #define TT_GQ_CHUNK 64 /* channels whose running max |g| is kept on the stack at a time (256 bytes) */
 
 /*
@@ -247,9 +262,13 @@ tt_status tt_grad_quantize_s16(const tt_dims *out_dims, const float *g_out, cons
             if ((c_out & 7) == 0) { /* i and n are multiples of 8: one mask byte per 8 elements */
                 for (int32_t k = 0; k < n; k += 8) {
                     const uint32_t b = mask[(i + k) >> 3];
-                    for (int32_t j = 0; b != 0u && j < 8; j++) {
-                        const float a = fabsf(g_out[i + k + j]);
-                        cm[k + j] = ((b >> j) & 1u) && a > cm[k + j] ? a : cm[k + j];
+                    if (b != 0u) {
+                        const float *g = g_out + i + k;
+                        float *c = cm + k;
+                        gq_max(b, 0x01u, g[0], c + 0), gq_max(b, 0x02u, g[1], c + 1);
+                        gq_max(b, 0x04u, g[2], c + 2), gq_max(b, 0x08u, g[3], c + 3);
+                        gq_max(b, 0x10u, g[4], c + 4), gq_max(b, 0x20u, g[5], c + 5);
+                        gq_max(b, 0x40u, g[6], c + 6), gq_max(b, 0x80u, g[7], c + 7);
                     }
                 }
                 continue;
@@ -278,9 +297,12 @@ tt_status tt_grad_quantize_s16(const tt_dims *out_dims, const float *g_out, cons
     if ((c_out & 7) == 0) { /* one mask byte per 8 elements of one pixel */
         for (int32_t i = 0, o = 0; i < size; i += 8) {
             const uint32_t b = mask[i >> 3];
-            for (int32_t j = 0; j < 8; j++) {
-                grad_q[i + j] = ((b >> j) & 1u) ? (int16_t)gq_round((g_out[i + j] * eff_scale[o + j]) * inv) : 0;
-            }
+            const float *g = g_out + i, *sc = eff_scale + o;
+            int16_t *q = grad_q + i;
+            q[0] = gq_q(b, 0x01u, g + 0, sc + 0, inv), q[1] = gq_q(b, 0x02u, g + 1, sc + 1, inv);
+            q[2] = gq_q(b, 0x04u, g + 2, sc + 2, inv), q[3] = gq_q(b, 0x08u, g + 3, sc + 3, inv);
+            q[4] = gq_q(b, 0x10u, g + 4, sc + 4, inv), q[5] = gq_q(b, 0x20u, g + 5, sc + 5, inv);
+            q[6] = gq_q(b, 0x40u, g + 6, sc + 6, inv), q[7] = gq_q(b, 0x80u, g + 7, sc + 7, inv);
             o = o + 8 == c_out ? 0 : o + 8;
         }
     } else {
