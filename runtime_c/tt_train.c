@@ -181,8 +181,8 @@ tt_status tt_add_bwd_f32(const float *g_out, const uint8_t *mask, int32_t size, 
 }
 
 /*
- * Round to nearest, ties to even (the FPU's default mode), for |x| < 2^22 or NaN: rintf where the FPU has VRINTX
- * (Cortex-M7's FPv5, the host), else x + 1.5 * 2^23 - 1.5 * 2^23 (Cortex-M4's FPv4 has no VRINTX and rintf is a
+ * Round to nearest, ties to even (the FPU's default mode), for |x| < 2^22 or NaN: rintf on the host and where the
+ * FPU has VRINTX (Cortex-M7's FPv5), else x + 1.5 * 2^23 - 1.5 * 2^23 (Cortex-M4's FPv4 has no VRINTX and rintf is a
  * libm call). The magic form is exact there: x + 1.5 * 2^23 lies in [2^23, 2^24), where the float grid is the
  * integers, so the sum is x rounded to an integer (ties to even) and the subtraction is exact; it yields +0 where
  * rintf yields -0 (x in [-0.5, -0]), which the (int16_t) conversion maps to the same 0. NaN stays NaN.
@@ -265,10 +265,14 @@ tt_status tt_grad_quantize_s16(const tt_dims *out_dims, const float *g_out, cons
                     if (b != 0u) {
                         const float *g = g_out + i + k;
                         float *c = cm + k;
-                        gq_max(b, 0x01u, g[0], c + 0), gq_max(b, 0x02u, g[1], c + 1);
-                        gq_max(b, 0x04u, g[2], c + 2), gq_max(b, 0x08u, g[3], c + 3);
-                        gq_max(b, 0x10u, g[4], c + 4), gq_max(b, 0x20u, g[5], c + 5);
-                        gq_max(b, 0x40u, g[6], c + 6), gq_max(b, 0x80u, g[7], c + 7);
+                        gq_max(b, 0x01u, g[0], c + 0);
+                        gq_max(b, 0x02u, g[1], c + 1);
+                        gq_max(b, 0x04u, g[2], c + 2);
+                        gq_max(b, 0x08u, g[3], c + 3);
+                        gq_max(b, 0x10u, g[4], c + 4);
+                        gq_max(b, 0x20u, g[5], c + 5);
+                        gq_max(b, 0x40u, g[6], c + 6);
+                        gq_max(b, 0x80u, g[7], c + 7);
                     }
                 }
                 continue;
@@ -299,16 +303,20 @@ tt_status tt_grad_quantize_s16(const tt_dims *out_dims, const float *g_out, cons
             const uint32_t b = mask[i >> 3];
             const float *g = g_out + i, *sc = eff_scale + o;
             int16_t *q = grad_q + i;
-            q[0] = gq_q(b, 0x01u, g + 0, sc + 0, inv), q[1] = gq_q(b, 0x02u, g + 1, sc + 1, inv);
-            q[2] = gq_q(b, 0x04u, g + 2, sc + 2, inv), q[3] = gq_q(b, 0x08u, g + 3, sc + 3, inv);
-            q[4] = gq_q(b, 0x10u, g + 4, sc + 4, inv), q[5] = gq_q(b, 0x20u, g + 5, sc + 5, inv);
-            q[6] = gq_q(b, 0x40u, g + 6, sc + 6, inv), q[7] = gq_q(b, 0x80u, g + 7, sc + 7, inv);
+            q[0] = gq_q(b, 0x01u, g + 0, sc + 0, inv);
+            q[1] = gq_q(b, 0x02u, g + 1, sc + 1, inv);
+            q[2] = gq_q(b, 0x04u, g + 2, sc + 2, inv);
+            q[3] = gq_q(b, 0x08u, g + 3, sc + 3, inv);
+            q[4] = gq_q(b, 0x10u, g + 4, sc + 4, inv);
+            q[5] = gq_q(b, 0x20u, g + 5, sc + 5, inv);
+            q[6] = gq_q(b, 0x40u, g + 6, sc + 6, inv);
+            q[7] = gq_q(b, 0x80u, g + 7, sc + 7, inv);
             o = o + 8 == c_out ? 0 : o + 8;
         }
     } else {
         for (int32_t p = 0, i = 0; p < pixels; p++) {
             for (int32_t o = 0; o < c_out; o++, i++) {
-                grad_q[i] = ((mask[i >> 3] >> (i & 7)) & 1u) ? (int16_t)gq_round((g_out[i] * eff_scale[o]) * inv) : 0;
+                grad_q[i] = gq_q(mask[i >> 3], 1u << (i & 7), g_out + i, eff_scale + o, inv);
             }
         }
     }
