@@ -6,27 +6,6 @@
 #include "tt_persist.h"
 #include "tt_state.h"
 
-#define TRY(call)                    \
-    do {                             \
-        const tt_status st_ = (call); \
-        if (st_ != TT_OK) {          \
-            return st_;              \
-        }                            \
-    } while (0)
-
-static uint32_t get_u32(const uint8_t *b)
-{
-    return (uint32_t)b[0] | ((uint32_t)b[1] << 8) | ((uint32_t)b[2] << 16) | ((uint32_t)b[3] << 24);
-}
-
-static void put_u32(uint8_t *b, uint32_t v)
-{
-    b[0] = (uint8_t)v;
-    b[1] = (uint8_t)(v >> 8);
-    b[2] = (uint8_t)(v >> 16);
-    b[3] = (uint8_t)(v >> 24);
-}
-
 static int region_bad(const tt_persist *p)
 {
     return p == NULL || p->base == NULL || p->page_buffer == NULL || p->page_bytes < TT_PERSIST_HEADER_BYTES ||
@@ -54,25 +33,25 @@ tt_persist_slot tt_persist_examine(const tt_persist *p, int32_t slot, uint32_t m
         return s;
     }
     const uint8_t *h = p->base + (size_t)slot * (size_t)p->slot_bytes;
-    if (get_u32(h) != TT_PERSIST_MAGIC) {
+    if (tt_le32_get(h) != TT_PERSIST_MAGIC) {
         return s;
     }
     s.state = TT_SLOT_TORN;
-    if (get_u32(h + 24) != tt_crc32(0, h, 24)) {
+    if (tt_le32_get(h + 24) != tt_crc32(0, h, 24)) {
         return s;
     }
-    const uint32_t length = get_u32(h + 16);
+    const uint32_t length = tt_le32_get(h + 16);
     if (length > (uint32_t)(p->slot_bytes - p->page_bytes)) {
         return s;
     }
     const uint8_t *payload = h + p->page_bytes;
-    if (get_u32(h + 20) != tt_crc32(0, payload, (int32_t)length)) {
+    if (tt_le32_get(h + 20) != tt_crc32(0, payload, (int32_t)length)) {
         return s;
     }
-    s.state = get_u32(h + 4) == TT_PERSIST_VERSION && get_u32(h + 12) == model_id ? TT_SLOT_VALID : TT_SLOT_OTHER;
-    s.seq = get_u32(h + 8);
+    s.state = tt_le32_get(h + 4) == TT_PERSIST_VERSION && tt_le32_get(h + 12) == model_id ? TT_SLOT_VALID : TT_SLOT_OTHER;
+    s.seq = tt_le32_get(h + 8);
     s.length = (int32_t)length;
-    s.payload_crc = get_u32(h + 20);
+    s.payload_crc = tt_le32_get(h + 20);
     s.payload = payload;
     return s;
 }
@@ -94,7 +73,7 @@ int32_t tt_persist_newest(const tt_persist *p, uint32_t model_id, tt_persist_slo
 
 uint32_t tt_persist_payload_tail(const tt_persist_slot *s)
 {
-    return s != NULL && s->payload != NULL && s->length >= 4 ? get_u32(s->payload + s->length - 4) : 0u;
+    return s != NULL && s->payload != NULL && s->length >= 4 ? tt_le32_get(s->payload + s->length - 4) : 0u;
 }
 
 static tt_status program(const tt_persist *p, uint8_t *page)
@@ -138,7 +117,7 @@ tt_status tt_persist_append(void *ctx, const uint8_t *data, int32_t size)
         data += n;
         size -= n;
         if (w->pending == p->page_bytes) {
-            TRY(program(p, w->slot_base + (size_t)w->page * (size_t)p->page_bytes));
+            TT_TRY(program(p, w->slot_base + (size_t)w->page * (size_t)p->page_bytes));
             w->page++;
             w->pending = 0;
         }
@@ -154,20 +133,20 @@ tt_status tt_persist_commit(tt_persist_writer *w, uint32_t *seq)
     const tt_persist *p = w->region;
     if (w->pending > 0) {
         memset(p->page_buffer + w->pending, 0xFF, (size_t)(p->page_bytes - w->pending));
-        TRY(program(p, w->slot_base + (size_t)w->page * (size_t)p->page_bytes));
+        TT_TRY(program(p, w->slot_base + (size_t)w->page * (size_t)p->page_bytes));
         w->page++;
         w->pending = 0;
     }
     uint8_t *h = p->page_buffer;
     memset(h, 0xFF, (size_t)p->page_bytes);
-    put_u32(h, TT_PERSIST_MAGIC);
-    put_u32(h + 4, TT_PERSIST_VERSION);
-    put_u32(h + 8, w->seq);
-    put_u32(h + 12, w->model_id);
-    put_u32(h + 16, (uint32_t)w->length);
-    put_u32(h + 20, w->crc);
-    put_u32(h + 24, tt_crc32(0, h, 24));
-    TRY(program(p, w->slot_base)); /* the commit: until this page is whole, the other slot's record wins */
+    tt_le32_put(h, TT_PERSIST_MAGIC);
+    tt_le32_put(h + 4, TT_PERSIST_VERSION);
+    tt_le32_put(h + 8, w->seq);
+    tt_le32_put(h + 12, w->model_id);
+    tt_le32_put(h + 16, (uint32_t)w->length);
+    tt_le32_put(h + 20, w->crc);
+    tt_le32_put(h + 24, tt_crc32(0, h, 24));
+    TT_TRY(program(p, w->slot_base)); /* the commit: until this page is whole, the other slot's record wins */
     if (seq != NULL) {
         *seq = w->seq;
     }
@@ -192,13 +171,13 @@ tt_journal_entry tt_persist_journal_newest(const tt_persist *p, uint32_t model_i
     tt_journal_entry best = {.index = -1, .seq = 0, .home_offset = 0, .content = NULL};
     for (int32_t k = 0; !journal_bad(p) && k < p->journal_entries; k++) {
         const uint8_t *h = journal_entry(p, k), *content = h + p->page_bytes;
-        if (get_u32(h) != TT_JOURNAL_MAGIC || get_u32(h + 24) != tt_crc32(0, h, 24) ||
-            get_u32(h + 4) != TT_JOURNAL_VERSION || get_u32(h + 12) != model_id || get_u32(h + 16) > 0x7FFFFFFFu ||
-            get_u32(h + 20) != tt_crc32(0, content, p->journal_page_bytes)) {
+        if (tt_le32_get(h) != TT_JOURNAL_MAGIC || tt_le32_get(h + 24) != tt_crc32(0, h, 24) ||
+            tt_le32_get(h + 4) != TT_JOURNAL_VERSION || tt_le32_get(h + 12) != model_id || tt_le32_get(h + 16) > 0x7FFFFFFFu ||
+            tt_le32_get(h + 20) != tt_crc32(0, content, p->journal_page_bytes)) {
             continue; /* empty, torn (its content being rewritten), or another model's */
         }
-        if (best.index < 0 || get_u32(h + 8) > best.seq) {
-            best = (tt_journal_entry){.index = k, .seq = get_u32(h + 8), .home_offset = (int32_t)get_u32(h + 16),
+        if (best.index < 0 || tt_le32_get(h + 8) > best.seq) {
+            best = (tt_journal_entry){.index = k, .seq = tt_le32_get(h + 8), .home_offset = (int32_t)tt_le32_get(h + 16),
                                       .content = content};
         }
     }
@@ -218,15 +197,15 @@ tt_status tt_persist_journal_write(const tt_persist *p, uint32_t model_id, int32
         const int32_t n = p->journal_page_bytes - at < p->page_bytes ? p->journal_page_bytes - at : p->page_bytes;
         memset(p->page_buffer, 0xFF, (size_t)p->page_bytes);
         memcpy(p->page_buffer, content + at, (size_t)n);
-        TRY(program(p, h + p->page_bytes + at));
+        TT_TRY(program(p, h + p->page_bytes + at));
     }
     memset(p->page_buffer, 0xFF, (size_t)p->page_bytes);
-    put_u32(p->page_buffer, TT_JOURNAL_MAGIC);
-    put_u32(p->page_buffer + 4, TT_JOURNAL_VERSION);
-    put_u32(p->page_buffer + 8, newest.index < 0 ? 1u : newest.seq + 1u);
-    put_u32(p->page_buffer + 12, model_id);
-    put_u32(p->page_buffer + 16, (uint32_t)home_offset);
-    put_u32(p->page_buffer + 20, tt_crc32(0, content, p->journal_page_bytes));
-    put_u32(p->page_buffer + 24, tt_crc32(0, p->page_buffer, 24));
+    tt_le32_put(p->page_buffer, TT_JOURNAL_MAGIC);
+    tt_le32_put(p->page_buffer + 4, TT_JOURNAL_VERSION);
+    tt_le32_put(p->page_buffer + 8, newest.index < 0 ? 1u : newest.seq + 1u);
+    tt_le32_put(p->page_buffer + 12, model_id);
+    tt_le32_put(p->page_buffer + 16, (uint32_t)home_offset);
+    tt_le32_put(p->page_buffer + 20, tt_crc32(0, content, p->journal_page_bytes));
+    tt_le32_put(p->page_buffer + 24, tt_crc32(0, p->page_buffer, 24));
     return program(p, h); /* the entry is valid once this page is whole */
 }

@@ -46,7 +46,8 @@ void tt_put(tt_cursor *c, const void *data, int32_t size)
 
 void tt_put_u32(tt_cursor *c, uint32_t v)
 {
-    const uint8_t b[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
+    uint8_t b[4];
+    tt_le32_put(b, v);
     tt_put(c, b, 4);
 }
 
@@ -65,5 +66,5 @@ uint32_t tt_get_u32(tt_cursor *c)
 {
     uint8_t b[4];
     tt_get(c, b, 4);
-    return (uint32_t)b[0] | ((uint32_t)b[1] << 8) | ((uint32_t)b[2] << 16) | ((uint32_t)b[3] << 24);
+    return tt_le32_get(b);
 }

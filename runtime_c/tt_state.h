@@ -39,6 +39,21 @@ typedef struct {
 /** A sink that only counts (a cursor's pos): the length pass before a streamed write. */
 tt_status tt_sink_count(void *ctx, const uint8_t *data, int32_t size);
 
+/** The little-endian u32 at b, the byte order of every trady format (state file, records, QSPI stamp, UART frames). */
+static inline uint32_t tt_le32_get(const uint8_t *b)
+{
+    return (uint32_t)b[0] | ((uint32_t)b[1] << 8) | ((uint32_t)b[2] << 16) | ((uint32_t)b[3] << 24);
+}
+
+/** Store v at b, little-endian. */
+static inline void tt_le32_put(uint8_t *b, uint32_t v)
+{
+    b[0] = (uint8_t)v;
+    b[1] = (uint8_t)(v >> 8);
+    b[2] = (uint8_t)(v >> 16);
+    b[3] = (uint8_t)(v >> 24);
+}
+
 void tt_put(tt_cursor *c, const void *data, int32_t size);
 void tt_put_u32(tt_cursor *c, uint32_t v);
 void tt_get(tt_cursor *c, void *data, int32_t size);

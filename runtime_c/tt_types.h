@@ -19,6 +19,15 @@ typedef enum {
     TT_STATUS_COUNT = 4
 } tt_status;
 
+/** Return from the enclosing function with the status of `call` unless it is TT_OK. */
+#define TT_TRY(call)                  \
+    do {                              \
+        const tt_status st_ = (call); \
+        if (st_ != TT_OK) {           \
+            return st_;               \
+        }                             \
+    } while (0)
+
 /** Tensor dimensions, NHWC; for filters n = C_out, h = w = K, c = C_in (1 for depthwise). */
 typedef struct {
     int32_t n;

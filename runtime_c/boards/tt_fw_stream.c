@@ -69,8 +69,8 @@ static uint32_t float_bits(float f)
 static void info(uint16_t seq)
 {
     uint8_t p[12] = {TT_STREAM_VERSION, 0, (uint8_t)MODEL_NUM_CLASSES, (uint8_t)(MODEL_NUM_CLASSES >> 8)};
-    tt_stream_put_u32(p + 4, MODEL_INPUT_SIZE);
-    tt_stream_put_u32(p + 8, RX_CAPACITY);
+    tt_le32_put(p + 4, MODEL_INPUT_SIZE);
+    tt_le32_put(p + 8, RX_CAPACITY);
     send(TT_STREAM_INFO, seq, p, sizeof p);
 }
 
@@ -121,7 +121,7 @@ static void metrics(uint16_t seq)
     w[k++] = tt_stack_used();
     uint8_t p[4 * METRICS_WORDS];
     for (uint32_t i = 0; i < k; i++) {
-        tt_stream_put_u32(p + 4 * i, w[i]);
+        tt_le32_put(p + 4 * i, w[i]);
     }
     send(TT_STREAM_METRICS, seq, p, sizeof p);
     st.epoch++;
@@ -160,8 +160,8 @@ static int32_t sample(const tt_stream_frame *f)
     st.correct += best == label ? 1u : 0u;
     st.loss_sum += loss;
     uint8_t p[8];
-    tt_stream_put_u32(p, float_bits(loss));
-    tt_stream_put_u32(p + 4, (uint32_t)best);
+    tt_le32_put(p, float_bits(loss));
+    tt_le32_put(p + 4, (uint32_t)best);
     send(TT_STREAM_ACK, f->seq, p, sizeof p);
     return 1;
 }
@@ -185,10 +185,10 @@ static int32_t handle(const tt_stream_frame *f)
         break;
     case TT_STREAM_CONFIG: {
         float lr;
-        const uint32_t bits = tt_stream_u32(f->payload + 4);
+        const uint32_t bits = tt_le32_get(f->payload + 4);
         memcpy(&lr, &bits, sizeof lr);
-        model_train_init(tt_stream_u32(f->payload), lr, (int32_t)tt_stream_u32(f->payload + 8),
-                         (int32_t)tt_stream_u32(f->payload + 12));
+        model_train_init(tt_le32_get(f->payload), lr, (int32_t)tt_le32_get(f->payload + 8),
+                         (int32_t)tt_le32_get(f->payload + 12));
         memset(&st, 0, sizeof st);
         st.configured = 1;
         send(TT_STREAM_ACK, f->seq, NULL, 0);

@@ -336,18 +336,6 @@ tt_status tt_qspi_init(void)
 
 /* ---- the stamp ---- */
 
-static uint32_t get_u32(const uint8_t *b)
-{
-    return (uint32_t)b[0] | ((uint32_t)b[1] << 8) | ((uint32_t)b[2] << 16) | ((uint32_t)b[3] << 24);
-}
-
-static void put_u32(uint8_t *b, uint32_t v)
-{
-    for (int32_t i = 0; i < 4; i++) {
-        b[i] = (uint8_t)(v >> (8 * i));
-    }
-}
-
 const char *tt_qspi_outcome_name(tt_qspi_outcome outcome)
 {
     return outcome == TT_QSPI_KEPT ? "kept" : outcome == TT_QSPI_FRESH ? "fresh" : "other";
@@ -363,12 +351,12 @@ tt_status tt_qspi_boot(const tt_qspi_image *image, tt_qspi_outcome *outcome, uin
     }
     uint8_t want[4 * STAMP_WORDS];
     const uint32_t home_crc = tt_crc32(0, (const uint8_t *)image->pristine, image->bytes);
-    put_u32(want, TT_QSPI_STAMP_MAGIC);
-    put_u32(want + 4, TT_QSPI_STAMP_VERSION);
-    put_u32(want + 8, image->model_id);
-    put_u32(want + 12, (uint32_t)image->bytes);
-    put_u32(want + 16, home_crc);
-    put_u32(want + 20, tt_crc32(0, want, 20));
+    tt_le32_put(want, TT_QSPI_STAMP_MAGIC);
+    tt_le32_put(want + 4, TT_QSPI_STAMP_VERSION);
+    tt_le32_put(want + 8, image->model_id);
+    tt_le32_put(want + 12, (uint32_t)image->bytes);
+    tt_le32_put(want + 16, home_crc);
+    tt_le32_put(want + 20, tt_crc32(0, want, 20));
     if (crc != NULL) {
         *crc = home_crc;
     }
@@ -381,7 +369,7 @@ tt_status tt_qspi_boot(const tt_qspi_image *image, tt_qspi_outcome *outcome, uin
         *outcome = TT_QSPI_KEPT;
         return TT_OK;
     }
-    const int stamped = get_u32(s) == TT_QSPI_STAMP_MAGIC && get_u32(s + 20) == tt_crc32(0, s, 20);
+    const int stamped = tt_le32_get(s) == TT_QSPI_STAMP_MAGIC && tt_le32_get(s + 20) == tt_crc32(0, s, 20);
     *outcome = stamped ? TT_QSPI_OTHER : TT_QSPI_FRESH;
     const int32_t stamp_at = TT_QSPI_WINDOW_OFFSET(image->stamp), home_at = TT_QSPI_WINDOW_OFFSET(image->home);
     /* erase the stamp first: until the last step, a boot finds no stamp and copies again */

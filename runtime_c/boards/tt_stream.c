@@ -6,19 +6,6 @@
 
 enum { WAIT_SYNC0, WAIT_SYNC1, IN_HEADER, IN_PAYLOAD, IN_CRC };
 
-uint32_t tt_stream_u32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-void tt_stream_put_u32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-    p[2] = (uint8_t)(v >> 16);
-    p[3] = (uint8_t)(v >> 24);
-}
-
 void tt_stream_init(tt_stream_parser *p, uint8_t *buf, uint32_t capacity)
 {
     memset(p, 0, sizeof *p);
@@ -62,7 +49,7 @@ int32_t tt_stream_feed(tt_stream_parser *p, uint8_t byte, tt_stream_frame *out)
         }
         p->last.type = p->header[0];
         p->last.seq = (uint16_t)(p->header[1] | p->header[2] << 8);
-        p->last.length = p->length = tt_stream_u32(p->header + 3);
+        p->last.length = p->length = tt_le32_get(p->header + 3);
         p->last.payload = p->buf;
         if (p->length > p->capacity) {
             return reject(p, TT_STREAM_BAD_LENGTH);
@@ -108,8 +95,8 @@ tt_stream_reason tt_stream_check(const tt_stream_frame *f, uint32_t input_size, 
         if (f->length != 16) {
             return TT_STREAM_BAD_SIZE;
         }
-        const uint32_t lr = tt_stream_u32(f->payload + 4); /* fp32 bits: positive, not zero, not inf/NaN */
-        const int32_t warmup = (int32_t)tt_stream_u32(f->payload + 8), total = (int32_t)tt_stream_u32(f->payload + 12);
+        const uint32_t lr = tt_le32_get(f->payload + 4); /* fp32 bits: positive, not zero, not inf/NaN */
+        const int32_t warmup = (int32_t)tt_le32_get(f->payload + 8), total = (int32_t)tt_le32_get(f->payload + 12);
         const int32_t lr_ok = (lr & 0x80000000u) == 0u && lr != 0u && ((lr >> 23) & 0xFFu) != 0xFFu;
         return lr_ok && warmup >= 0 && total >= 1 ? TT_STREAM_OK : TT_STREAM_BAD_VALUE;
     }
@@ -134,11 +121,11 @@ uint32_t tt_stream_encode(uint8_t *out, uint32_t capacity, uint8_t type, uint16_
     out[2] = type;
     out[3] = (uint8_t)seq;
     out[4] = (uint8_t)(seq >> 8);
-    tt_stream_put_u32(out + 5, length);
+    tt_le32_put(out + 5, length);
     if (length > 0) {
         memcpy(out + TT_STREAM_HEADER, payload, length);
     }
     const uint32_t crc = tt_crc32(0, out + 2, (int32_t)(TT_STREAM_HEADER - 2 + length));
-    tt_stream_put_u32(out + TT_STREAM_HEADER + length, crc);
+    tt_le32_put(out + TT_STREAM_HEADER + length, crc);
     return TT_STREAM_HEADER + length + 4u;
 }

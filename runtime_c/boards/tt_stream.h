@@ -86,8 +86,4 @@ tt_stream_reason tt_stream_check(const tt_stream_frame *f, uint32_t input_size, 
 uint32_t tt_stream_encode(uint8_t *out, uint32_t capacity, uint8_t type, uint16_t seq, const uint8_t *payload,
                           uint32_t length);
 
-/** Little-endian field helpers. */
-uint32_t tt_stream_u32(const uint8_t *p);
-void tt_stream_put_u32(uint8_t *p, uint32_t v);
-
 #endif /* TT_STREAM_H */

@@ -354,14 +354,6 @@ static float head_grad_features[10]; /* dL/dq of the features when nothing below
 
 static const tt_context ctx = {.buf = NULL, .size = 0};
 
-#define TT_TRY(call)                 \
-    do {                             \
-        const tt_status st_ = (call); \
-        if (st_ != TT_OK) {          \
-            return st_;              \
-        }                            \
-    } while (0)
-
 #define OBSERVE(index, buffer, bytes)               \
     do {                                            \
         if (observe != NULL) {                      \
