@@ -36,7 +36,7 @@ KERNELS = ("dsp", "reference")
 FW_SOURCES = ("tt_startup.c", "tt_semihost.c", "tt_fw_main.c")
 # firmware application -> its sources in runtime_c/boards/ (replacing tt_fw_main.c); stream: docs/STREAM.md
 APPS = {"train": ("tt_fw_main.c",), "stream": ("tt_fw_stream.c", "tt_stream.c")}
-OUTPUTS = {"semihosting": "tt_out_semihost.c", "uart": "tt_out_uart_cmsdk.c"}  # text channel -> source
+OUTPUTS = ("semihosting", "uart")  # text channel: tt_out_semihost.c, or the board's UART driver (Board.uart)
 CC = "arm-none-eabi-gcc"
 # Fixed flags: -ffp-contract=off on ARM and host alike keeps the fp32 arithmetic bit-identical.
 CFLAGS = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off", "-fno-strict-aliasing",
@@ -57,7 +57,9 @@ class Board:
     flash_bytes: int
     ram_bytes: int
     qemu_machine: str | None  # qemu-system-arm -M, None for a real board
-    cmsdk_uart: bool  # UART0 is a CMSDK APB UART at 0x40004000 (the MPS2 boards)
+    # UART driver in runtime_c/boards/ (tt_fw_output.h and tt_uart.h): the text channel of --output uart and the
+    # link of --app stream; None: no UART here
+    uart: str | None
     # tt_flash_program_page port in runtime_c/boards/ (None: the runtime's default, which writes the memory
     # directly: right for the mps2 machines, whose code memory is RAM in QEMU)
     flash_port: str | None = None
@@ -65,6 +67,7 @@ class Board:
     # live in FLASH); its erase unit (subsector) is then the home's and the region's page (docs/PERSIST.md)
     qspi_bytes: int = 0
     qspi_subsector: int = 0
+    output: str = "semihosting"  # the text channel a build gets without --output
 
     @property
     def persist_page(self) -> int:
@@ -74,10 +77,12 @@ class Board:
 M4 = ("-mcpu=cortex-m4", "-mfpu=fpv4-sp-d16", "-mfloat-abi=hard", "-mthumb")
 M7 = ("-mcpu=cortex-m7", "-mfpu=fpv5-d16", "-mfloat-abi=hard", "-mthumb")
 BOARDS = {
-    "qemu-m7": Board("qemu-m7", M7, "qemu-m7.ld", 4 << 20, 4 << 20, "mps2-an500", True),
-    "qemu-m4": Board("qemu-m4", M4, "qemu-m4.ld", 4 << 20, 4 << 20, "mps2-an386", True),
-    "stm32f746g-disco": Board("stm32f746g-disco", M7, "stm32f746g-disco.ld", 1 << 20, 320 << 10, None, False,
-                              "tt_qspi_stm32f7.c", 16 << 20, 4096),
+    # the MPS2 boards' UART0, a CMSDK APB UART at 0x40004000 (QEMU -serial)
+    "qemu-m7": Board("qemu-m7", M7, "qemu-m7.ld", 4 << 20, 4 << 20, "mps2-an500", "tt_out_uart_cmsdk.c"),
+    "qemu-m4": Board("qemu-m4", M4, "qemu-m4.ld", 4 << 20, 4 << 20, "mps2-an386", "tt_out_uart_cmsdk.c"),
+    # USART1 on the ST-LINK's virtual COM port: the board's console by default (semihosting needs a debugger)
+    "stm32f746g-disco": Board("stm32f746g-disco", M7, "stm32f746g-disco.ld", 1 << 20, 320 << 10, None,
+                              "tt_out_uart_stm32f7.c", "tt_qspi_stm32f7.c", 16 << 20, 4096, output="uart"),
 }
 
 
@@ -169,24 +174,31 @@ def _sources(project_dir: Path, project: Project, brd: Board, kernels: str, outp
         runtime = [DSP_KERNELS / p.name if (DSP_KERNELS / p.name).is_file() else p for p in runtime]
     port = () if brd.flash_port is None else (brd.flash_port,)
     fw = tuple(f for s in FW_SOURCES for f in (APPS[app] if s == "tt_fw_main.c" else (s,)))
-    return [project_dir / f"{name}.c", *runtime, *(BOARD_FILES / s for s in (*fw, OUTPUTS[output], *port))]
+    channel = brd.uart if output == "uart" else "tt_out_semihost.c"
+    return [project_dir / f"{name}.c", *runtime, *(BOARD_FILES / s for s in (*fw, channel, *port))]
 
 
 def build(project_dir: Path, project: Project, brd: Board, images: np.ndarray, labels: np.ndarray,
           schedule: Schedule, bench: bool = False, opt: str = "-O2", stack: int = DEFAULT_STACK,
-          kernels: str = "dsp", defines: tuple[str, ...] = (), output: str = "semihosting",
+          kernels: str = "dsp", defines: tuple[str, ...] = (), output: str | None = None,
           app: str = "train") -> Firmware:
     """Compile and link the firmware into DIR/firmware-<board>[-bench|-stream]/; raise TradyError on failure.
 
     `defines` (NAME=VALUE) reach the C compiler: tests use them to reach a kernel's rare paths.
+    `output` None is the board's channel (Board.output).
     `app` "stream" builds the UART streaming trainer (tt_fw_stream.c) instead of the embedded-samples one."""
     require(CC)
+    uarts = ", ".join(n for n, b in BOARDS.items() if b.uart)
     if app == "stream":
-        if not brd.cmsdk_uart:
-            raise TradyError(f"--app stream: {brd.name} has no UART driver here (CMSDK UART: qemu-m7, qemu-m4)")
+        if brd.uart is None:
+            raise TradyError(f"--app stream: {brd.name} has no UART driver here (boards with one: {uarts})")
+        if brd.qspi_bytes and project.spec.weight_home == "flash":
+            raise TradyError(f"--app stream: {Path(project_dir)}: the stream firmware does not bring up {brd.name}'s "
+                             "QSPI flash, where a flash weight home lives: compile with --weight-home ram")
         output = "uart"
-    if output == "uart" and not brd.cmsdk_uart:
-        raise TradyError(f"--output uart: {brd.name} has no UART driver here (CMSDK UART: qemu-m7, qemu-m4); "
+    output = output or brd.output
+    if output == "uart" and brd.uart is None:
+        raise TradyError(f"--output uart: {brd.name} has no UART driver here (boards with one: {uarts}); "
                          "use --output semihosting")
     project_dir = Path(project_dir).resolve()
     if brd.qspi_bytes and project.spec.weight_home == "flash" and project.spec.flash_page % brd.qspi_subsector:
@@ -340,7 +352,9 @@ def report_lines(fw: Firmware, plan: dict) -> list[str]:
     sram_plan = plan["sram_bytes"]["total"]
     flash_plan = plan["flash_bytes"]["total"]
     s = fw.sections
-    lines = [f"firmware: {fw.elf} ({b.name}), {fw.binary.name} {fw.binary.stat().st_size:,} bytes",
+    channel = f"{fw.output} ({b.uart})" if fw.output == "uart" else fw.output
+    lines = [f"firmware: {fw.elf} ({b.name}, text through {channel}), {fw.binary.name} "
+             f"{fw.binary.stat().st_size:,} bytes",
              (f"  flash: {fw.flash_used:,} of {b.flash_bytes:,} bytes (.text {s.get('.text', 0):,} incl. constants, "
              + (f".tt_flash {s['.tt_flash']:,} (trainable weights' home), " if s.get(".tt_flash") else "")
              + f".data init {s.get('.data', 0):,}); the plan's flash figure: {flash_plan:,}"
@@ -391,7 +405,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     from compiler import emulate, flash
     from compiler.cli import positive_int
 
-    def common(p: argparse.ArgumentParser, boards: tuple[str, ...], default: str) -> None:
+    def common(p: argparse.ArgumentParser, boards: tuple[str, ...], default: str,
+               output: str | None = "semihosting") -> None:
         p.add_argument("dir", type=Path, help="compiled project folder (trady compile --out)")
         p.add_argument("--board", choices=boards, default=default, help=f"target (default {default})")
         p.add_argument("--model", type=Path, default=None, help="model file, if it moved since the compile")
@@ -405,16 +420,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--kernels", choices=KERNELS, default="dsp",
                        help="dsp: the Cortex-M DSP-extension kernels of runtime_c/arm/ where one exists (default); "
                             "reference: the plain C99 kernels")
-        p.add_argument("--output", choices=tuple(OUTPUTS), default="semihosting",
-                       help="text channel: semihosting (default) or the CMSDK UART0 (QEMU boards)")
+        default_output = output or "the board's (semihosting on the QEMU boards, uart on stm32f746g-disco)"
+        p.add_argument("--output", choices=OUTPUTS, default=output,
+                       help="text channel: semihosting or the board's UART (the QEMU boards' CMSDK UART0, the "
+                            f"DISCO's USART1 on the ST-LINK's virtual COM port); default {default_output}")
         p.add_argument("--stack", type=positive_int, default=DEFAULT_STACK,
                        help=f"stack bytes reserved at the top of SRAM (default {DEFAULT_STACK})")
 
     f = sub.add_parser("firmware", help="build the Cortex-M firmware (ELF + .bin) for a board; print its sizes")
-    common(f, tuple(BOARDS), "qemu-m7")
+    common(f, tuple(BOARDS), "qemu-m7", output=None)
     f.add_argument("--app", choices=tuple(APPS), default="train",
                    help="train: training steps on embedded samples (default); stream: trains on samples sent "
-                        "over the UART by `trady stream` (docs/STREAM.md; CMSDK UART boards)")
+                        "over the UART by `trady stream` (docs/STREAM.md; every board here has one)")
     f.set_defaults(func=cmd_firmware)
     emulated = tuple(n for n, b in BOARDS.items() if b.qemu_machine)
     q = sub.add_parser("qemu", help="run the firmware's training steps in QEMU; compare with the host build")

@@ -3,11 +3,13 @@
  * Registers: DATA +0x00, STATE +0x04 (bit 0: TX buffer full, bit 1: RX buffer full), CTRL +0x08
  * (bit 0: TX enable, bit 1: RX enable), BAUDDIV +0x10 (16 is the smallest valid divisor; QEMU does not
  * model the baud rate). Reading DATA empties the one-byte RX buffer; QEMU holds further input back
- * until then, so polling loses no byte. The byte interface (tt_uart.h) serves the streaming firmware.
+ * until then, so polling loses no byte. The byte interface (tt_uart.h) serves the streaming firmware. The exit
+ * status goes through semihosting (QEMU ends with it).
  */
 #include <stdint.h>
 
 #include "tt_fw_output.h"
+#include "tt_semihost.h"
 #include "tt_uart.h"
 
 #ifndef TT_UART_BASE
@@ -55,4 +57,9 @@ uint8_t tt_uart_read(void)
     while ((UART_STATE & 2u) == 0u) { /* RX buffer empty */
     }
     return (uint8_t)UART_DATA;
+}
+
+void tt_out_exit(int32_t code)
+{
+    tt_sh_exit(code);
 }

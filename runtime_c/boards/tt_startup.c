@@ -1,10 +1,12 @@
 /*
  * Cortex-M startup: the vector table and the reset handler (copy .data from flash, zero .bss,
- * enable the FPU, paint the stack, run main, report through semihosting and exit with main's status).
- * Symbols come from the board's linker script (tt_sections.ld).
+ * enable the FPU, paint the stack, run main, and end with main's status through the firmware's output channel
+ * (tt_fw_output.h: semihosting's exit in QEMU, a last line and a stop on a board's UART). A fault reports through
+ * the same channel. Symbols come from the board's linker script (tt_sections.ld).
  */
 #include <stdint.h>
 
+#include "tt_fw_output.h"
 #include "tt_semihost.h"
 
 extern uint32_t _sidata, _sdata, _edata, _sbss, _ebss, _sstack, _estack;
@@ -25,10 +27,22 @@ uint32_t tt_stack_used(void)
     return (uint32_t)((const uint8_t *)&_estack - (const uint8_t *)p);
 }
 
+/* A program linked without an output channel (a kernel test that links tt_semihost.c only) reports and exits through
+ * semihosting; the firmware links one of tt_fw_output.h's channels, whose definitions replace these. */
+__attribute__((weak)) void tt_out_write(const char *text)
+{
+    tt_sh_write0(text);
+}
+
+__attribute__((weak)) void tt_out_exit(int32_t code)
+{
+    tt_sh_exit(code);
+}
+
 void tt_fault_handler(void)
 {
-    tt_sh_write0("fault: the core took a fault exception\n");
-    tt_sh_exit(3);
+    tt_out_write("fault: the core took a fault exception\n");
+    tt_out_exit(3);
 }
 
 /* Paints the stack up to 64 bytes below its own frame (the reset handler's few bytes stay unpainted). */
@@ -55,7 +69,7 @@ void tt_reset_handler(void)
     __asm__ volatile("dsb\n\tisb" ::: "memory");
 #endif
     paint_stack();
-    tt_sh_exit(main());
+    tt_out_exit(main());
 }
 
 typedef void (*tt_vector)(void);
