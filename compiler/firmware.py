@@ -353,8 +353,8 @@ def report_lines(fw: Firmware, plan: dict) -> list[str]:
     flash_plan = plan["flash_bytes"]["total"]
     s = fw.sections
     channel = f"{fw.output} ({b.uart})" if fw.output == "uart" else fw.output
-    lines = [f"firmware: {fw.elf} ({b.name}, text through {channel}), {fw.binary.name} "
-             f"{fw.binary.stat().st_size:,} bytes",
+    lines = [(f"firmware: {fw.elf} ({b.name}, text through {channel}), {fw.binary.name} "
+              f"{fw.binary.stat().st_size:,} bytes"),
              (f"  flash: {fw.flash_used:,} of {b.flash_bytes:,} bytes (.text {s.get('.text', 0):,} incl. constants, "
              + (f".tt_flash {s['.tt_flash']:,} (trainable weights' home), " if s.get(".tt_flash") else "")
              + f".data init {s.get('.data', 0):,}); the plan's flash figure: {flash_plan:,}"

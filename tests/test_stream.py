@@ -159,8 +159,8 @@ def tiny10(tmp_path_factory) -> Path:
 
 
 def test_bad_input_is_one_line(tiny10, tmp_path):
-    rc, _, err = run_cli(["firmware", str(tiny10), "--app", "stream", "--board", "stm32f746g-disco"])
-    assert_one_line_error(rc, err, "--app stream", "stm32f746g-disco")
+    rc, _, err = run_cli(["firmware", str(tiny10), "--app", "stream", "--output", "semihosting"])
+    assert rc == 0, err  # the stream firmware always talks over the UART (--output does not apply to it)
     rc, _, err = run_cli(["stream", str(tmp_path / "missing"), "--port", "tcp:127.0.0.1:9"])
     assert_one_line_error(rc, err, "missing", "project folder")
     data_path()
