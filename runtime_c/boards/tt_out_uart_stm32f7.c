@@ -6,9 +6,13 @@
  * (tt_startup.c sets no clock) and USART1's kernel clock after reset is PCLK2 = HCLK, so BRR = 16 MHz / baud,
  * rounded: 139 for 115200 (0.08 % fast). Register values follow RM0385 (USART, RCC, GPIO).
  *
- * Polling, blocking. A byte that arrives while RDR still holds the last one sets ORE and is lost; the stream
- * protocol's CRC and retransmission recover it (docs/STREAM.md). The read clears ORE and the framing and noise
- * flags (ICR) before it takes RDR, so an overrun never leaves the receiver stuck. tt_out_exit: the board has no
+ * Polling, blocking, with one byte of hardware receive buffer (RDR): a byte that arrives while RDR still holds
+ * the last one sets ORE and is lost. So the transmit loop keeps receiving while it waits for TXE: bytes that
+ * arrive while the firmware answers (the stream host may send the rest of a cut frame meanwhile) go into a
+ * RX_RING-byte ring that tt_uart_read empties first. Bytes that arrive while the firmware computes (a training
+ * step) are lost past the first; the stream protocol's CRC and retransmission recover them (docs/STREAM.md).
+ * Every look at the receiver clears ORE and the framing and noise flags (ICR), so an overrun never leaves the
+ * receiver stuck. tt_out_exit: the board has no
  * host to exit to; it prints "exit STATUS", waits until the last bit has left (TC) and stops in a loop (the reset
  * button starts the firmware again).
  *
@@ -38,6 +42,7 @@
 #define TT_UART_BAUD 115200u
 #endif
 #define UART_CLOCK 16000000u /* HSI = HCLK = PCLK2 after reset */
+#define RX_RING 64u            /* a power of two; more than arrives while the stream firmware sends an ACK or a NAK */
 
 /* ---- registers ---- */
 #define RCC 0x40023800u
@@ -105,9 +110,27 @@ void tt_uart_init(void)
     TT_REG_WR(USART_CR1, CR1_UE | CR1_TE | CR1_RE);
 }
 
+static uint8_t ring[RX_RING];
+static uint32_t ring_in, ring_out; /* free-running: ring_in - ring_out bytes wait */
+
+/* One look at the receiver: clear the error flags and move a received byte into the ring; returns ISR. */
+static uint32_t poll(void)
+{
+    const uint32_t isr = TT_REG_RD(USART_ISR);
+    if ((isr & (ISR_ORE | ISR_NF | ISR_FE)) != 0u) {
+        /* with ORE set no further byte reaches RDR: clear it (the byte in RDR, if any, is still good); a
+         * framing or noise error only marks the byte, which the stream CRC rejects */
+        TT_REG_WR(USART_ICR, ICR_ORECF | ICR_NCF | ICR_FECF);
+    }
+    if ((isr & ISR_RXNE) != 0u && ring_in - ring_out < RX_RING) { /* a full ring leaves the byte in RDR */
+        ring[ring_in++ % RX_RING] = (uint8_t)TT_REG_RD(USART_RDR); /* the read clears RXNE */
+    }
+    return isr;
+}
+
 static void put(uint8_t byte)
 {
-    while ((TT_REG_RD(USART_ISR) & ISR_TXE) == 0u) { /* TDR still full */
+    while ((poll() & ISR_TXE) == 0u) { /* TDR still full: receive meanwhile */
     }
     TT_REG_WR(USART_TDR, byte);
 }
@@ -121,17 +144,10 @@ void tt_uart_write(const uint8_t *data, uint32_t size)
 
 uint8_t tt_uart_read(void)
 {
-    for (;;) {
-        const uint32_t isr = TT_REG_RD(USART_ISR);
-        if ((isr & (ISR_ORE | ISR_NF | ISR_FE)) != 0u) {
-            /* with ORE set no further byte reaches RDR: clear it (the byte in RDR, if any, is still good); a
-             * framing or noise error only marks the byte, which the stream CRC rejects */
-            TT_REG_WR(USART_ICR, ICR_ORECF | ICR_NCF | ICR_FECF);
-        }
-        if ((isr & ISR_RXNE) != 0u) {
-            return (uint8_t)TT_REG_RD(USART_RDR); /* the read clears RXNE */
-        }
+    while (ring_in == ring_out) {
+        (void)poll();
     }
+    return ring[ring_out++ % RX_RING];
 }
 
 void tt_out_init(void)

@@ -60,9 +60,11 @@ int32_t tt_stream_feed(tt_stream_parser *p, uint8_t byte, tt_stream_frame *out)
         p->state = p->length > 0 ? IN_PAYLOAD : IN_CRC;
         return TT_STREAM_MORE;
     case IN_PAYLOAD:
+        /* the CRC byte by byte: over a whole image at the payload's end it would take longer than the CRC's 4
+         * bytes take to arrive, and a polled UART (the DISCO's USART1) would lose them to an overrun */
         p->buf[p->got++] = byte;
+        p->crc = tt_crc32(p->crc, &byte, 1);
         if (p->got == p->length) {
-            p->crc = tt_crc32(p->crc, p->buf, (int32_t)p->length);
             p->got = 0;
             p->state = IN_CRC;
         }

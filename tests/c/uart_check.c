@@ -1,7 +1,7 @@
 /*
  * The DISCO's USART1 driver (runtime_c/boards/tt_out_uart_stm32f7.c) on the host model (uart_model.h), for
- * tests/test_uart.py: the set-up after init, a string and raw bytes sent, bytes received, an overrun and a framing
- * error recovered from, then tt_out_exit(EXIT_CODE), whose halt line the model prints. Each stage prints one
+ * tests/test_uart.py: the set-up after init, a string and raw bytes sent, bytes received, an overrun recovered from,
+ * bytes received while sending, a framing error, then tt_out_exit(EXIT_CODE), whose halt line the model prints. Each stage prints one
  * "uart-check: ..." line; a failed expectation prints "uart-check: FAIL ..." and exits with 1. With
  * -DUART_CHECK_NO_INIT_VALUES the register values after init are not compared (a mutated driver's test: the
  * model's own checks must catch it).
@@ -118,6 +118,27 @@ static void check_overrun(void)
     printf("uart-check: overrun: %ld bytes lost, the link goes on\n", (long)(uart_model_lost() - before));
 }
 
+/* The host keeps sending while the firmware writes (the rest of a cut frame while the NAK goes out): nothing lost. */
+static void check_full_duplex(void)
+{
+    const int32_t before = uart_model_lost();
+    uint8_t in[40], got[64];
+    for (size_t i = 0; i < sizeof in; i++) {
+        in[i] = (uint8_t)(i * 37u + 1u);
+    }
+    uart_model_send(in, sizeof in, UART_MODEL_BYTE_TICKS, 0);
+    tt_out_write("a 48-byte answer while the host still sends ...\n");
+    drain();
+    CHECK(uart_model_sent(got, sizeof got) == 48, "the answer was not sent whole");
+    CHECK(uart_model_lost() == before, "full duplex: %ld bytes lost while transmitting",
+          (long)(uart_model_lost() - before));
+    for (size_t i = 0; i < sizeof in; i++) {
+        const uint8_t b = tt_uart_read();
+        CHECK(b == in[i], "full duplex: received byte %ld: %02x, want %02x", (long)i, b, in[i]);
+    }
+    printf("uart-check: full duplex: %ld bytes received while sending, none lost\n", (long)sizeof in);
+}
+
 static void check_framing_error(void)
 {
     uart_model_send((const uint8_t *)"?", 1, UART_MODEL_BYTE_TICKS, 1);
@@ -134,6 +155,7 @@ int main(void)
     check_transmit();
     check_receive();
     check_overrun();
+    check_full_duplex();
     check_framing_error();
     fflush(stdout);
     uint8_t flush[64];
