@@ -1,7 +1,7 @@
 """Stage 9c, flashing: a built firmware ELF -> the board, through pyOCD (`trady flash`).
 
 The command is built here and run as a subprocess: `pyocd flash --target <part> [--uid ID] --format
-elf DIR/firmware-<board>/firmware.elf`. pyOCD is an optional dependency (`pip install
+elf DIR/firmware-<board>[-stream]/firmware.elf` (`--app stream`: the streaming firmware). pyOCD is an optional dependency (`pip install
 'trady[flash]'`); its STM32F746 support comes from the device's CMSIS pack, installed once with
 `pyocd pack install stm32f746nghx`. `--dry-run` prints the command without running it (how the
 tests check it: no board is needed). pyOCD programs the ELF's load segments at their physical (load)
@@ -26,14 +26,15 @@ PYOCD_TARGETS = {"stm32f746g-disco": "stm32f746nghx"}
 PYOCD_PIN = "pyocd==0.46.0"
 
 
-def flash_command(project_dir: Path, board_name: str, probe: str | None) -> list[str]:
+def flash_command(project_dir: Path, board_name: str, probe: str | None, app: str = "train") -> list[str]:
     brd = board(board_name)
     if brd.name not in PYOCD_TARGETS:
         raise TradyError(f"--board {brd.name}: not a physical board (flashable: {', '.join(PYOCD_TARGETS)})")
-    elf = Path(project_dir).resolve() / f"firmware-{brd.name}" / "firmware.elf"
+    stream = app == "stream"
+    elf = Path(project_dir).resolve() / f"firmware-{brd.name}{'-stream' if stream else ''}" / "firmware.elf"
     if not elf.is_file():
         raise TradyError(f"{elf}: no firmware built for {brd.name}; run `trady firmware {project_dir} "
-                         f"--board {brd.name}` first")
+                         f"--board {brd.name}{' --app stream' if stream else ''}` first")
     cmd = ["pyocd", "flash", "--target", PYOCD_TARGETS[brd.name]]
     if probe is not None:
         cmd += ["--uid", probe]
@@ -41,7 +42,7 @@ def flash_command(project_dir: Path, board_name: str, probe: str | None) -> list
 
 
 def cmd_flash(a: argparse.Namespace) -> int:
-    cmd = flash_command(a.dir, a.board, a.probe)
+    cmd = flash_command(a.dir, a.board, a.probe, a.app)
     print(shlex.join(cmd))
     if a.dry_run:
         return 0
@@ -58,6 +59,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     f = sub.add_parser("flash", help="flash the built firmware to the board with pyOCD")
     f.add_argument("dir", type=Path, help="compiled project folder with a firmware built by `trady firmware`")
     f.add_argument("--board", choices=[n for n in BOARDS if n in PYOCD_TARGETS], default="stm32f746g-disco")
+    f.add_argument("--app", choices=("train", "stream"), default="train",
+                   help="which firmware: train (default) or stream (`trady firmware --app stream`)")
     f.add_argument("--probe", default=None, help="probe unique ID (`pyocd list`); default: the only one attached")
     f.add_argument("--dry-run", action="store_true", help="print the pyOCD command, do not run it")
     f.set_defaults(func=cmd_flash)

@@ -129,7 +129,8 @@ def _code(elf: Path, *options: str) -> str:
 @pytest.mark.parametrize("app", ["train", "stream"])
 def test_disco_firmware_links_the_usart_and_no_semihosting(tiny10, app):
     """Without --output: the USART1 driver, no semihosting call (a BKPT would halt a board without a debugger);
-    tt_uart_init writes USART1 and BRR 139. The stream firmware has the receive path too."""
+    tt_uart_init writes USART1 and BRR 139. The stream firmware has the receive path too; `trady flash --app`
+    programs the one asked for."""
     data_path()
     rc, out, err = run_cli(["firmware", str(tiny10), "--board", "stm32f746g-disco", "--app", app])
     assert rc == 0, err
@@ -142,6 +143,8 @@ def test_disco_firmware_links_the_usart_and_no_semihosting(tiny10, app):
     assert "bkpt" not in _code(elf)
     init = _code(elf, "--disassemble=tt_uart_init")
     assert ".word\t0x40011000" in init and "#139" in init, "tt_uart_init: no USART1 base or no BRR 139"
+    rc, out, err = run_cli(["flash", str(tiny10), "--app", app, "--dry-run"])
+    assert rc == 0 and out.split()[-1] == str(elf.resolve()), out + err
 
 
 @pytest.mark.arm
