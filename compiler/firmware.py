@@ -4,7 +4,9 @@ The board descriptions are data (`BOARDS`); the startup code, semihosting, the f
 and the linker scripts are C/ld files in `runtime_c/boards/`. The firmware embeds a few training
 samples (`fw_samples.h`, rendered from `templates/fw_samples.h.j2`) and runs training steps on them
 (`tt_fw_main.c`); `--app stream` builds instead a firmware that trains on samples sent over the UART
-(`tt_fw_stream.c`, `trady stream`, docs/STREAM.md). `--kernels dsp` (the default) swaps in the kernels
+(`tt_fw_stream.c`, `trady stream`, docs/STREAM.md). Text goes through semihosting or the board's UART
+(`--output`; the QEMU boards default to semihosting, the STM32F746G-DISCO to USART1 on the ST-LINK's virtual
+COM port, `tt_out_uart_stm32f7.c`). `--kernels dsp` (the default) swaps in the kernels
 of `runtime_c/arm/` (same file names as the reference kernels, `__SMLAD`-based, bit-exact with them). The build goes into
 `DIR/firmware-<board>/`; a link that overflows the board's flash or SRAM fails with one line naming
 the region and the overflow. On success the sizes come

@@ -1,8 +1,8 @@
 """Stage 9c, flashing: a built firmware ELF -> the board, through pyOCD (`trady flash`).
 
 The command is built here and run as a subprocess: `pyocd flash --target <part> [--uid ID] --format
-elf DIR/firmware-<board>[-stream]/firmware.elf` (`--app stream`: the streaming firmware). pyOCD is an optional dependency (`pip install
-'trady[flash]'`); its STM32F746 support comes from the device's CMSIS pack, installed once with
+elf DIR/firmware-<board>[-stream]/firmware.elf` (`--app stream`: the streaming firmware). pyOCD is an
+optional dependency (`pip install 'trady[flash]'`); its STM32F746 support comes from the device's CMSIS pack, installed once with
 `pyocd pack install stm32f746nghx`. `--dry-run` prints the command without running it (how the
 tests check it: no board is needed). pyOCD programs the ELF's load segments at their physical (load)
 addresses, i.e. the internal flash only: the STM32F746G-DISCO's QSPI flash (the flash weight home and the

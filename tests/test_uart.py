@@ -66,10 +66,12 @@ def test_a_baud_rate_the_host_does_not_use_is_caught(tmp_path):
 
 MUTATIONS = {
     "ORE never cleared": ("        TT_REG_WR(USART_ICR, ICR_ORECF | ICR_NCF | ICR_FECF);\n", "", "uart-model: stuck: "),
-    "no TXE wait before TDR": ("    while ((poll() & ISR_TXE) == 0u) { /* TDR still full: receive meanwhile */\n    }\n",
-                               "", "TDR written while TXE is clear"),
-    "no receive while transmitting": ("while ((poll() & ISR_TXE) == 0u)", "while ((TT_REG_RD(USART_ISR) & ISR_TXE) == 0u)",
-                                      "bytes lost while transmitting"),
+    "no TXE wait before TDR": (
+        "    while ((poll() & ISR_TXE) == 0u) { /* TDR still full: receive meanwhile */\n    }\n", "",
+        "TDR written while TXE is clear"),
+    "no receive while transmitting": (
+        "while ((poll() & ISR_TXE) == 0u)", "while ((TT_REG_RD(USART_ISR) & ISR_TXE) == 0u)",
+        "bytes lost while transmitting"),
     "no TC wait before the halt": (
         "    while ((TT_REG_RD(USART_ISR) & ISR_TC) == 0u) { /* the last byte is still being shifted out */\n    }\n",
         "", "halted before the last byte left"),

@@ -24,8 +24,9 @@
  * calls tt_fw_marker() before the forward pass, after each of its ops (the observer), after the head,
  * and before and after each step: an instruction counting plugin records its count at every call
  * (`trady bench-mcu`), so there are MODEL_NUM_OPS + 2 + 2 * FW_NUM_SAMPLES markers.
- * Text goes through tt_fw_output.h (semihosting or the CMSDK UART, chosen by the build);
- * main's return value is the emulator's exit status: 0 ok, 1 a kernel reported an error.
+ * Text goes through tt_fw_output.h (semihosting or the board's UART, chosen by the build);
+ * main's return value is the exit status: 0 ok, 1 a kernel reported an error (the emulator's; on the
+ * STM32F746G-DISCO's USART1 a last line "exit STATUS").
  */
 #include <stdint.h>
 #include <stdio.h>

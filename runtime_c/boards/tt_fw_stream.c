@@ -10,7 +10,8 @@
  *                 trained weights, head and selection, stack used); the next SAMPLE opens a new epoch
  *   DONE       -> ACK
  *   BYE        -> (after DONE, once its ACK arrived) no answer: main returns 0 and the emulator exits with
- *                 it; exiting only then keeps the ACK from being lost with a link that closes at exit
+ *                 it (the DISCO prints "exit 0" and stops); exiting only then keeps the ACK from being lost
+ *                 with a link that closes at exit
  *
  * A frame with a bad CRC, an impossible length, an unknown type, a wrong payload size, a label out of
  * range, CONFIG values out of range, or a SAMPLE before CONFIG or a BYE before DONE is answered with NAK (reason, type), counted, and never trained on.

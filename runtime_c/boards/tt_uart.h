@@ -1,6 +1,6 @@
 /*
- * Byte I/O on the board's UART (CMSDK APB UART0 on the MPS2 boards: tt_out_uart_cmsdk.c), for the
- * streaming firmware (tt_fw_stream.c). Polling, blocking.
+ * Byte I/O on the board's UART (CMSDK APB UART0 on the MPS2 boards: tt_out_uart_cmsdk.c; USART1 on the
+ * STM32F746G-DISCO: tt_out_uart_stm32f7.c), for the streaming firmware (tt_fw_stream.c). Polling, blocking.
  */
 #ifndef TT_UART_H
 #define TT_UART_H

@@ -1,10 +1,10 @@
 /*
  * The DISCO's USART1 driver (runtime_c/boards/tt_out_uart_stm32f7.c) on the host model (uart_model.h), for
- * tests/test_uart.py: the set-up after init, a string and raw bytes sent, bytes received, an overrun recovered from,
- * bytes received while sending, a framing error, then tt_out_exit(EXIT_CODE), whose halt line the model prints. Each stage prints one
- * "uart-check: ..." line; a failed expectation prints "uart-check: FAIL ..." and exits with 1. With
- * -DUART_CHECK_NO_INIT_VALUES the register values after init are not compared (a mutated driver's test: the
- * model's own checks must catch it).
+ * tests/test_uart.py: the set-up after init, a string and raw bytes sent, bytes received, an overrun recovered
+ * from, bytes received while sending, a framing error, then tt_out_exit(EXIT_CODE), whose halt line the model
+ * prints. Each stage prints one "uart-check: ..." line; a failed expectation prints "uart-check: FAIL ..." and
+ * exits with 1. With -DUART_CHECK_NO_INIT_VALUES the register values after init are not compared (a mutated
+ * driver's test: the model's own checks must catch it).
  */
 #include <stdio.h>
 #include <stdlib.h>
