@@ -100,8 +100,6 @@ def test_qemu_output_through_the_cmsdk_uart(tiny10):
     assert rc == 0, out[-500:] + err
     assert out.splitlines()[-1].startswith("qemu: OK qemu-m7 (mps2-an500, dsp kernels, uart)")
     assert "-serial stdio" in " ".join(emulate.qemu_command(firmware.BOARDS["qemu-m7"], Path("x.elf"), output="uart"))
-    rc, out, err = run_cli(["firmware", str(tiny10), "--board", "stm32f746g-disco", "--output", "uart"])
-    assert rc == 0 and "text through uart (tt_out_uart_stm32f7.c)" in out, err  # the board's USART1 (test_uart.py)
 
 
 @pytest.mark.qemu

@@ -150,13 +150,16 @@ def test_disco_firmware_links_the_usart_and_no_semihosting(tiny10, app):
 
 
 @pytest.mark.arm
-def test_disco_semihosting_stays_available(tiny10):
+def test_disco_semihosting_stays_available_and_uart_can_be_asked_for(tiny10):
     data_path()
     rc, out, err = run_cli(["firmware", str(tiny10), "--board", "stm32f746g-disco", "--output", "semihosting"])
     assert rc == 0, err
     assert "text through semihosting" in out.splitlines()[0]
     syms = _symbols(tiny10 / "firmware-stm32f746g-disco" / "firmware.elf")
     assert {"tt_sh_write0", "tt_sh_exit"} <= syms and "tt_uart_init" not in syms
+    rc, out, err = run_cli(["firmware", str(tiny10), "--board", "stm32f746g-disco", "--output", "uart"])
+    assert rc == 0 and "text through uart (tt_out_uart_stm32f7.c)" in out.splitlines()[0], err
+    assert "tt_uart_init" in _symbols(tiny10 / "firmware-stm32f746g-disco" / "firmware.elf")
 
 
 @pytest.mark.arm
