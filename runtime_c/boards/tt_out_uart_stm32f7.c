@@ -4,7 +4,8 @@
  *
  * 8N1 at TT_UART_BAUD (115200 unless the build defines it), 16x oversampling. The core runs on the 16 MHz HSI
  * (tt_startup.c sets no clock) and USART1's kernel clock after reset is PCLK2 = HCLK, so BRR = 16 MHz / baud,
- * rounded: 139 for 115200 (0.08 % fast). Register values follow RM0385 (USART, RCC, GPIO).
+ * rounded: 139 for 115200 (115,108 baud, 0.08 % slow). Register values follow RM0385 (USART, RCC, GPIO) and
+ * the pin-out of ST's BSP for the board (stm32746g_discovery.h, COM1).
  *
  * Polling, blocking, with one byte of hardware receive buffer (RDR): a byte that arrives while RDR still holds
  * the last one sets ORE and is lost. So the transmit loop keeps receiving while it waits for TXE: bytes that
@@ -12,9 +13,10 @@
  * RX_RING-byte ring that tt_uart_read empties first. Bytes that arrive while the firmware computes (a training
  * step) are lost past the first; the stream protocol's CRC and retransmission recover them (docs/STREAM.md).
  * Every look at the receiver clears ORE and the framing and noise flags (ICR), so an overrun never leaves the
- * receiver stuck. tt_out_exit: the board has no
- * host to exit to; it prints "exit STATUS", waits until the last bit has left (TC) and stops in a loop (the reset
- * button starts the firmware again).
+ * receiver stuck.
+ *
+ * tt_out_exit: the board has no host to exit to; it prints "exit STATUS", waits until the last bit has left
+ * (TC) and stops in a loop (the reset button starts the firmware again).
  *
  * Every register access goes through TT_REG_RD / TT_REG_WR and the final loop through TT_UART_HALT, so the same
  * driver compiles on the host against a register-level model of USART1, RCC and GPIOA/B (tests/c/uart_model.c,
@@ -42,7 +44,7 @@
 #define TT_UART_BAUD 115200u
 #endif
 #define UART_CLOCK 16000000u /* HSI = HCLK = PCLK2 after reset */
-#define RX_RING 64u            /* a power of two; more than arrives while the stream firmware sends an ACK or a NAK */
+#define RX_RING 64u /* a power of two; more than arrives while the stream firmware sends an ACK or a NAK */
 
 /* ---- registers ---- */
 #define RCC 0x40023800u
@@ -101,7 +103,7 @@ void tt_uart_init(void)
     (void)TT_REG_RD(RCC_APB2ENR); /* the clock is on before the peripheral is touched */
     gpio_af(GPIOA, 9, AF_USART1); /* TX */
     gpio_af(GPIOB, 7, AF_USART1); /* RX */
-    /* RM0385's order: the frame format and BRR while UE is clear (BRR is only writable then), UE, then TE and RE */
+    /* RM0385: the frame format and BRR while UE is clear (BRR is only writable then), UE, then TE and RE */
     TT_REG_WR(USART_CR1, 0u); /* 8 data bits, no parity, 16x oversampling */
     TT_REG_WR(USART_CR2, 0u); /* 1 stop bit */
     TT_REG_WR(USART_CR3, 0u); /* no flow control, overrun detection on */
