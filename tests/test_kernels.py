@@ -574,6 +574,54 @@ def test_dsp_add_kernel_bit_exact(case: AddCase, dsp_driver):
     assert_same(out.reshape(case.shape), ref.numpy().astype(np.int8), f"{case}: DSP add vs reference", "(h, w, c)")
 
 
+# Parameters beside the quantiser's (multiplier in [2^30, 2^31), shift <= -2 for an output scale below 1/4): the
+# DSP add's per-element tt_requantize_floor for the output (shift -1 or 0, a multiplier below 2^30 or INT32_MIN, an
+# output offset beyond the prepared form's), INT32_MIN input multipliers in its tables, and element counts that end in
+# each tail of its 4-element step.
+DSP_ADD_OVERRIDES = {
+    "quantiser": {},
+    # left shift 0 keeps the sums small enough that these outputs are mostly not clamped
+    "out_shift_-1": {"output_shift": -1, "left_shift": 0},
+    "out_shift_0": {"output_shift": 0, "left_shift": 0},
+    "out_shift_-2": {"output_shift": -2, "left_shift": 0},
+    "out_shift_-31": {"output_shift": -31},
+    "out_multiplier_below_2^30": {"output_multiplier": (1 << 30) - 1},
+    "out_multiplier_min": {"output_multiplier": -(1 << 31), "output_shift": -1, "left_shift": 0},
+    "in1_multiplier_min": {"input1_multiplier": -(1 << 31)},
+    "in2_multiplier_min_shift_-3": {"input2_multiplier": -(1 << 31), "input2_shift": -3},
+    "in_shifts_-31": {"input1_shift": -31, "input2_shift": -31, "left_shift": 0},
+    "out_offset_big": {"output_offset": 70000},
+    "out_offset_big_negative": {"output_offset": -70000},
+    "out_offset_2^16": {"output_offset": 1 << 16},
+    # all clamped; the prepared form's 1 + 2 * output_offset would overflow here
+    "out_offset_2^30-1": {"output_offset": (1 << 30) - 1},
+    "out_offset_-2^30+1": {"output_offset": 1 - (1 << 30)},
+    "size_1": {"size": 1},
+    "size_2": {"size": 2},
+    "size_3": {"size": 3},
+    "size_6": {"size": 6},
+    "size_0": {"size": 0},
+}
+
+
+@pytest.mark.parametrize("override", list(DSP_ADD_OVERRIDES.values()), ids=list(DSP_ADD_OVERRIDES))
+@pytest.mark.parametrize("seed", [21, 22])
+def test_dsp_add_paths_bit_exact(override, seed, driver, dsp_driver):
+    """Every path of the DSP add against the reference C kernel, on 1,023 elements (all 256 values of each input)."""
+    rng = np.random.default_rng(seed)
+    case = AddCase((11, 31, 3), (0.0575, 0), (0.1065, 12), (0.1065, 12), seed=seed) if seed == 21 else \
+        AddCase((11, 31, 3), (0.02, -128), (0.3, 127), (0.5, -3), seed=seed, in_place=1)
+    a, b, q = make_add(case)
+    a.ravel()[:256] = np.arange(-128, 128, dtype=np.int8)
+    b.ravel()[:256] = rng.permutation(np.arange(-128, 128)).astype(np.int8)
+    payload = add_payload(q, a, b, case.in_place, **override)
+    status, want = driver.run(payload, np.int8)
+    assert status == TT_OK
+    status, out = dsp_driver.run(payload, np.int8)
+    assert status == TT_OK
+    assert_same(out, want, f"{case} {override}: DSP add vs reference C", "(i,)")
+
+
 @pytest.mark.parametrize("bit", range(4), ids=["params", "in1", "in2", "out"])
 def test_add_rejects_null_pointers(bit, san_driver):
     a, b, q = make_add(ADD_CASES[0])
