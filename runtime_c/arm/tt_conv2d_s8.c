@@ -208,18 +208,23 @@ static void __attribute__((noinline)) general(const tt_conv_params *conv, const 
  * The first layer's shape: 3x3, stride 2, padding 1, 3 input channels (27 taps), input width <= TT_FC_WIDTH.
  * Each input row is widened once into an int16 row x + input_offset with a zero column on both sides (and zero rows
  * above and below the image): the 3 x 3 window of output column ox in such a row is 9 contiguous entries from 6 * ox,
- * an even index, so 5 aligned words hold its taps (the tenth entry belongs to the next window or the zero tail). The
- * working weights of each output channel (the home row with the slices of patched channels, so that no correction is
- * left) are widened once per call into the same order, 5 words per kernel row, the tenth lane 0. Three row slots, each input row widened once (row iy in slot (iy + 1) % 3; an output row's three rows fall
- * into distinct slots, and the next output row reuses its last). Then 2 output channels x 2 output pixels of a row per
- * step, 15 SMLAD each, and the prepared requantisation (tt_rq_prepare) of TT_FC_CHUNK channels at a time.
+ * an even index, so 5 aligned words hold its taps (the tenth entry belongs to the next window or the zero tail). Three
+ * row slots, each input row widened once (row iy in slot (iy + 1) % 3; an output row's three rows fall into distinct
+ * slots, and the next output row reuses its last). The working weights of each output channel (the home row with the
+ * slices of patched channels, so that no correction is left) are widened once per call into the same order, 5 words
+ * per kernel row, the tenth lane 0, the two channels of a pair interleaved word by word (one LDRD per tap pair).
+ * Then 2 output channels x 4 output pixels of a row per step: each weight pair is loaded once for the four pixels and
+ * each row word once for the two channels (15 LDRD, 60 LDR and 120 SMLAD for 8 outputs, the 8 accumulators, the
+ * pair's weights and one row word in registers). The accumulators start from the bias (SMLAD wraps as
+ * tt_add_wrap does), and the prepared requantisation (tt_rq_prepare, tt_rq_twice_biased) of TT_FC_CHUNK channels at a
+ * time finishes them.
  */
 #ifndef TT_FC_WIDTH
 #define TT_FC_WIDTH 128 /* 3 rows of 3 * 130 + 2 int16: 2,352 B of stack */
 #endif
 #define TT_FC_CHUNK 16  /* output channels whose weights are widened at a time: 960 B */
 #define TT_FC_ROW (3 * (TT_FC_WIDTH + 2) + 2)
-#define TT_FC_WORDS 15  /* 3 kernel rows x 5 words */
+#define TT_FC_WORDS 30  /* per channel pair: 3 kernel rows x 5 words x 2 channels */
 
 /* Input row iy of the image (or a zero row outside it) into `row`: entry 3 * (ix + 1) + c = x + offset, 0 around. */
 static void fc_widen_row(const tt_dims *in_dims, const int8_t *in, int32_t iy, int32_t offset, int16_t *row)
@@ -245,29 +250,128 @@ static inline int32_t fc_lanes(int32_t a, int32_t b)
     return (int32_t)(((uint32_t)(uint16_t)b << 16) | (uint16_t)a);
 }
 
-/* Channel pair sums at two windows: ww = the widened weights of 2 channels (15 words each), x0 / x1 the windows'
- * rows (3 pointers each, 5 words read from each). */
-static inline void fc_dot(const int32_t *w0, const int32_t *w1, const int16_t *const r[3], int32_t c0, int32_t c1,
-                          int32_t *a00, int32_t *a01, int32_t *a10, int32_t *a11)
+/* The sums of a channel pair (u, v) at four windows, from the biases: w = the pair's widened weights (u and v words
+ * alternating), p = the first window's three rows, window k at entry d[k] of each (d0 = 0). s[2k] is u's sum at
+ * window k, s[2k + 1] v's. */
+static inline void fc_dot4(const int32_t *w, const int16_t *const p[3], int32_t d1, int32_t d2, int32_t d3,
+                           int32_t bu, int32_t bv, int32_t s[8])
 {
-    int32_t s00 = 0, s01 = 0, s10 = 0, s11 = 0;
+    int32_t s0 = bu, s1 = bv, s2 = bu, s3 = bv, s4 = bu, s5 = bv, s6 = bu, s7 = bv;
 #pragma GCC unroll 3
     for (int32_t ky = 0; ky < 3; ky++) {
-        const int16_t *p0 = r[ky] + c0, *p1 = r[ky] + c1;
+        const int16_t *r = p[ky];
 #pragma GCC unroll 5
         for (int32_t j = 0; j < 5; j++) {
-            const int32_t x0 = load_pair(p0 + 2 * j), x1 = load_pair(p1 + 2 * j);
-            const int32_t u = w0[5 * ky + j], v = w1[5 * ky + j];
-            s00 = __smlad(u, x0, s00);
-            s01 = __smlad(v, x0, s01);
-            s10 = __smlad(u, x1, s10);
-            s11 = __smlad(v, x1, s11);
+            const int32_t u = w[10 * ky + 2 * j], v = w[10 * ky + 2 * j + 1];
+            int32_t x = load_pair(r + 2 * j);
+            s0 = __smlad(u, x, s0);
+            s1 = __smlad(v, x, s1);
+            x = load_pair(r + d1 + 2 * j);
+            s2 = __smlad(u, x, s2);
+            s3 = __smlad(v, x, s3);
+            x = load_pair(r + d2 + 2 * j);
+            s4 = __smlad(u, x, s4);
+            s5 = __smlad(v, x, s5);
+            x = load_pair(r + d3 + 2 * j);
+            s6 = __smlad(u, x, s6);
+            s7 = __smlad(v, x, s7);
         }
     }
-    *a00 = s00;
-    *a01 = s01;
-    *a10 = s10;
-    *a11 = s11;
+    s[0] = s0;
+    s[1] = s1;
+    s[2] = s2;
+    s[3] = s3;
+    s[4] = s4;
+    s[5] = s5;
+    s[6] = s6;
+    s[7] = s7;
+}
+
+#if defined(__arm__)
+/*
+ * fc_dot4 at four adjacent windows (d = 6, 12, 18) on the core: one LDRD per weight pair, one LDR per row word, the
+ * 8 accumulators, u, v, the row word and the two pointers in registers (13), all offsets immediate. GCC 12 compiles
+ * the C (below) with the row words or their addresses spilled across the channel loop: 2.3 instructions a MAC
+ * instead of 1.6.
+ */
+#define FC_TAP(KY, J)                                                                                                  \
+    "ldrd %[u], %[v], [%[w], #(40 * " #KY " + 8 * " #J ")]\n\t"                                                        \
+    "ldr %[x], [%[r], #(4 * " #J ")]\n\t"                                                                              \
+    "smlad %[s0], %[u], %[x], %[s0]\n\t"                                                                               \
+    "smlad %[s1], %[v], %[x], %[s1]\n\t"                                                                               \
+    "ldr %[x], [%[r], #(12 + 4 * " #J ")]\n\t"                                                                         \
+    "smlad %[s2], %[u], %[x], %[s2]\n\t"                                                                               \
+    "smlad %[s3], %[v], %[x], %[s3]\n\t"                                                                               \
+    "ldr %[x], [%[r], #(24 + 4 * " #J ")]\n\t"                                                                         \
+    "smlad %[s4], %[u], %[x], %[s4]\n\t"                                                                               \
+    "smlad %[s5], %[v], %[x], %[s5]\n\t"                                                                               \
+    "ldr %[x], [%[r], #(36 + 4 * " #J ")]\n\t"                                                                         \
+    "smlad %[s6], %[u], %[x], %[s6]\n\t"                                                                               \
+    "smlad %[s7], %[v], %[x], %[s7]\n\t"
+
+/* Kernel row KY: its 5 weight pairs (40 bytes from w + 40 KY) against the 14 row words from r (the four windows). */
+#define FC_ROW_ASM(KY, R)                                                                                              \
+    do {                                                                                                               \
+        int32_t u, v, x;                                                                                               \
+        const int16_t *r = (R);                                                                                        \
+        __asm__(FC_TAP(KY, 0) FC_TAP(KY, 1) FC_TAP(KY, 2) FC_TAP(KY, 3) FC_TAP(KY, 4)                                  \
+                : [s0] "+r"(s0), [s1] "+r"(s1), [s2] "+r"(s2), [s3] "+r"(s3), [s4] "+r"(s4), [s5] "+r"(s5),            \
+                  [s6] "+r"(s6), [s7] "+r"(s7), [u] "=&r"(u), [v] "=&r"(v), [x] "=&r"(x)                               \
+                : [w] "r"(w), [r] "r"(r), "m"(*(const int32_t(*)[TT_FC_WORDS])w), "m"(*(const int16_t(*)[28])r));      \
+    } while (0)
+
+static inline void fc_dot4_adjacent(const int32_t *w, const int16_t *const p[3], int32_t bu, int32_t bv, int32_t s[8])
+{
+    int32_t s0 = bu, s1 = bv, s2 = bu, s3 = bv, s4 = bu, s5 = bv, s6 = bu, s7 = bv;
+    FC_ROW_ASM(0, p[0]);
+    FC_ROW_ASM(1, p[1]);
+    FC_ROW_ASM(2, p[2]);
+    s[0] = s0;
+    s[1] = s1;
+    s[2] = s2;
+    s[3] = s3;
+    s[4] = s4;
+    s[5] = s5;
+    s[6] = s6;
+    s[7] = s7;
+}
+#else /* the host build of the tests */
+static inline void fc_dot4_adjacent(const int32_t *w, const int16_t *const p[3], int32_t bu, int32_t bv, int32_t s[8])
+{
+    fc_dot4(w, p, 6, 12, 18, bu, bv, s);
+}
+#endif
+
+/* A channel pair of a chunk: what a step reads, together (the weights from one pointer, the rest with LDRD). */
+typedef struct {
+    int32_t w[TT_FC_WORDS];              /* widened weights, u and v words alternating */
+    int32_t bias[2], m2[2], right[2];    /* u's and v's tt_rq */
+    int32_t fast;                        /* both channels take the prepared form */
+    int32_t dv;                          /* v's output index after u's: 1, or 0 for a chunk's lone last channel */
+} fc_pair;
+
+/* Outputs u (at po[k * c_out]) and v (at po[k * c_out + dv]) of the first `count` windows of a fc_dot4 step (the sums
+ * include the bias); v first: for a lone channel dv == 0 and both values are the same. o: u's output channel. */
+static inline void fc_store4(const int32_t s[8], int32_t count, int8_t *po, int32_t c_out, const fc_pair *c,
+                             int32_t kk, tt_out_quant q, int32_t o)
+{
+    const int32_t dv = c->dv;
+    if (c->fast) {
+        const tt_rq cu = {.bias = 0, .m2 = c->m2[0], .right = c->right[0]};
+        const tt_rq cv = {.bias = 0, .m2 = c->m2[1], .right = c->right[1]};
+#pragma GCC unroll 4
+        for (int32_t k = 0; k < count; k++) {
+            po[k * c_out + dv] = tt_ssat8_half(tt_rq_twice_biased(s[2 * k + 1], cv, kk));
+            po[k * c_out] = tt_ssat8_half(tt_rq_twice_biased(s[2 * k], cu, kk));
+        }
+        return;
+    }
+    const int32_t mu = q.multiplier[o], su = q.shift[o], mv = q.multiplier[o + dv], sv = q.shift[o + dv];
+#pragma GCC unroll 4
+    for (int32_t k = 0; k < count; k++) {
+        po[k * c_out + dv] = tt_ssat8(tt_requantize_floor(s[2 * k + 1], mv, sv) + q.output_offset);
+        po[k * c_out] = tt_ssat8(tt_requantize_floor(s[2 * k], mu, su) + q.output_offset);
+    }
 }
 
 static void __attribute__((noinline)) first_conv(const tt_conv_params *conv, const tt_dims *in_dims, const int8_t *in,
@@ -277,28 +381,37 @@ static void __attribute__((noinline)) first_conv(const tt_conv_params *conv, con
     const int32_t offset = conv->input_offset, ho = out_dims->h, wo = out_dims->w;
     const int32_t kk = 1 + 2 * q.output_offset;
     int16_t rows[3][TT_FC_ROW];
-    int32_t wide[TT_FC_CHUNK][TT_FC_WORDS];
-    tt_rq rq[TT_FC_CHUNK];
+    fc_pair pairs[TT_FC_CHUNK / 2];
     for (int32_t o0 = 0; o0 < c_out; o0 += TT_FC_CHUNK) {
-        const int32_t n = c_out - o0 < TT_FC_CHUNK ? c_out - o0 : TT_FC_CHUNK;
-        for (int32_t i = 0; i < n; i++) {
-            int8_t pw[27]; /* the working weights of output o0 + i: the home row with the patched channels' slices */
-            memcpy(pw, filter + (size_t)(o0 + i) * 27, sizeof pw);
+        const int32_t n = c_out - o0 < TT_FC_CHUNK ? c_out - o0 : TT_FC_CHUNK, np = (n + 1) / 2;
+        for (int32_t i = 0; i < 2 * np; i++) { /* an odd chunk ends with its last channel twice, as a pair */
+            const int32_t o = o0 + (i < n ? i : n - 1);
+            int8_t pw[27]; /* the working weights of output o: the home row with the patched channels' slices */
+            memcpy(pw, filter + (size_t)o * 27, sizeof pw);
             for (int32_t j = 0; conv->patch != NULL && j < conv->patch->count; j++) {
                 const int32_t c = conv->patch->channel[j];
-                const int8_t *sl = tt_patch_slice(conv->patch, j) + (size_t)(o0 + i) * 9;
+                const int8_t *sl = tt_patch_slice(conv->patch, j) + (size_t)o * 9;
                 for (int32_t t = 0; t < 9; t++) {
                     pw[3 * t + c] = sl[t];
                 }
             }
+            fc_pair *pr = &pairs[i / 2];
+            int32_t *wi = pr->w + (i & 1);
             for (int32_t ky = 0; ky < 3; ky++) {
                 const int8_t *t = pw + 9 * ky;
                 for (int32_t j = 0; j < 4; j++) {
-                    wide[i][5 * ky + j] = fc_lanes(t[2 * j], t[2 * j + 1]);
+                    wi[10 * ky + 2 * j] = fc_lanes(t[2 * j], t[2 * j + 1]);
                 }
-                wide[i][5 * ky + 4] = fc_lanes(t[8], 0);
+                wi[10 * ky + 8] = fc_lanes(t[8], 0);
             }
-            rq[i] = tt_rq_prepare(q.bias[o0 + i], q.multiplier[o0 + i], q.shift[o0 + i]);
+            const tt_rq c = tt_rq_prepare(q.bias[o], q.multiplier[o], q.shift[o]);
+            pr->bias[i & 1] = c.bias;
+            pr->m2[i & 1] = c.m2;
+            pr->right[i & 1] = c.right;
+            if (i & 1) {
+                pr->fast = pr->right[0] != 0 && pr->right[1] != 0;
+                pr->dv = i < n ? 1 : 0;
+            }
         }
         int32_t held[3] = {-2, -2, -2}; /* the input row in each slot (-2: none; -1 is the zero row above) */
         for (int32_t oy = 0; oy < ho; oy++) {
@@ -311,25 +424,24 @@ static void __attribute__((noinline)) first_conv(const tt_conv_params *conv, con
                 }
                 r[ky] = rows[slot];
             }
-            for (int32_t ox = 0; ox < wo; ox += 2) {
-                const int32_t ox1 = ox + 1 < wo ? ox + 1 : ox; /* an odd width ends with one pixel, as a pair */
-                int8_t *po0 = out + ((size_t)oy * wo + ox) * c_out, *po1 = out + ((size_t)oy * wo + ox1) * c_out;
-                for (int32_t i = 0; i < n; i += 2) {
-                    const int32_t i1 = i + 1 < n ? i + 1 : i; /* an odd chunk ends with one channel, as a pair */
-                    const int32_t o = o0 + i, o1 = o0 + i1;
-                    int32_t a00, a01, a10, a11;
-                    fc_dot(wide[i], wide[i1], r, 6 * ox, 6 * ox1, &a00, &a01, &a10, &a11);
-                    if (rq[i].right != 0 && rq[i1].right != 0) {
-                        const int32_t t00 = tt_rq_twice(a00, rq[i], kk), t10 = tt_rq_twice(a10, rq[i], kk);
-                        const int32_t t01 = tt_rq_twice(a01, rq[i1], kk), t11 = tt_rq_twice(a11, rq[i1], kk);
-                        po0[o1] = tt_ssat8_half(t01); /* o1 first: for a lone channel o1 == o, the same value */
-                        po1[o1] = tt_ssat8_half(t11);
-                        po0[o] = tt_ssat8_half(t00);
-                        po1[o] = tt_ssat8_half(t10);
-                    } else {
-                        tt_finish2_s8(a01, a11, o1, q, po0 + o1, po1 + o1);
-                        tt_finish2_s8(a00, a10, o, q, po0 + o, po1 + o);
-                    }
+            int8_t *po = out + (size_t)oy * wo * c_out + o0;
+            int32_t ox = 0;
+            for (; ox + 4 <= wo; ox += 4, po += 4 * c_out) {
+                const int16_t *const p[3] = {r[0] + 6 * ox, r[1] + 6 * ox, r[2] + 6 * ox};
+                for (int32_t i = 0; i < np; i++) {
+                    int32_t s[8];
+                    fc_dot4_adjacent(pairs[i].w, p, pairs[i].bias[0], pairs[i].bias[1], s);
+                    fc_store4(s, 4, po + 2 * i, c_out, &pairs[i], kk, q, o0 + 2 * i);
+                }
+            }
+            if (ox < wo) { /* the last pixels of a row: the missing windows repeat the last one */
+                const int16_t *const p[3] = {r[0] + 6 * ox, r[1] + 6 * ox, r[2] + 6 * ox};
+                const int32_t count = wo - ox;
+                for (int32_t i = 0; i < np; i++) {
+                    int32_t s[8];
+                    fc_dot4(pairs[i].w, p, 6 * (count > 1), 6 * (count > 2 ? 2 : count - 1), 6 * (count - 1),
+                            pairs[i].bias[0], pairs[i].bias[1], s);
+                    fc_store4(s, count, po + 2 * i, c_out, &pairs[i], kk, q, o0 + 2 * i);
                 }
             }
         }
