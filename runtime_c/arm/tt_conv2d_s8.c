@@ -287,61 +287,6 @@ static inline void fc_dot4(const int32_t *w, const int16_t *const p[3], int32_t 
     s[7] = s7;
 }
 
-#if defined(__arm__)
-/*
- * fc_dot4 at four adjacent windows (d = 6, 12, 18) on the core: one LDRD per weight pair, one LDR per row word, the
- * 8 accumulators, u, v, the row word and the two pointers in registers (13), all offsets immediate. GCC 12 compiles
- * the C (below) with the row words or their addresses spilled across the channel loop: 2.3 instructions a MAC
- * instead of 1.6.
- */
-#define FC_TAP(KY, J)                                                                                                  \
-    "ldrd %[u], %[v], [%[w], #(40 * " #KY " + 8 * " #J ")]\n\t"                                                        \
-    "ldr %[x], [%[r], #(4 * " #J ")]\n\t"                                                                              \
-    "smlad %[s0], %[u], %[x], %[s0]\n\t"                                                                               \
-    "smlad %[s1], %[v], %[x], %[s1]\n\t"                                                                               \
-    "ldr %[x], [%[r], #(12 + 4 * " #J ")]\n\t"                                                                         \
-    "smlad %[s2], %[u], %[x], %[s2]\n\t"                                                                               \
-    "smlad %[s3], %[v], %[x], %[s3]\n\t"                                                                               \
-    "ldr %[x], [%[r], #(24 + 4 * " #J ")]\n\t"                                                                         \
-    "smlad %[s4], %[u], %[x], %[s4]\n\t"                                                                               \
-    "smlad %[s5], %[v], %[x], %[s5]\n\t"                                                                               \
-    "ldr %[x], [%[r], #(36 + 4 * " #J ")]\n\t"                                                                         \
-    "smlad %[s6], %[u], %[x], %[s6]\n\t"                                                                               \
-    "smlad %[s7], %[v], %[x], %[s7]\n\t"
-
-/* Kernel row KY: its 5 weight pairs (40 bytes from w + 40 KY) against the 14 row words from r (the four windows). */
-#define FC_ROW_ASM(KY, R)                                                                                              \
-    do {                                                                                                               \
-        int32_t u, v, x;                                                                                               \
-        const int16_t *r = (R);                                                                                        \
-        __asm__(FC_TAP(KY, 0) FC_TAP(KY, 1) FC_TAP(KY, 2) FC_TAP(KY, 3) FC_TAP(KY, 4)                                  \
-                : [s0] "+r"(s0), [s1] "+r"(s1), [s2] "+r"(s2), [s3] "+r"(s3), [s4] "+r"(s4), [s5] "+r"(s5),            \
-                  [s6] "+r"(s6), [s7] "+r"(s7), [u] "=&r"(u), [v] "=&r"(v), [x] "=&r"(x)                               \
-                : [w] "r"(w), [r] "r"(r), "m"(*(const int32_t(*)[TT_FC_WORDS])w), "m"(*(const int16_t(*)[28])r));      \
-    } while (0)
-
-static inline void fc_dot4_adjacent(const int32_t *w, const int16_t *const p[3], int32_t bu, int32_t bv, int32_t s[8])
-{
-    int32_t s0 = bu, s1 = bv, s2 = bu, s3 = bv, s4 = bu, s5 = bv, s6 = bu, s7 = bv;
-    FC_ROW_ASM(0, p[0]);
-    FC_ROW_ASM(1, p[1]);
-    FC_ROW_ASM(2, p[2]);
-    s[0] = s0;
-    s[1] = s1;
-    s[2] = s2;
-    s[3] = s3;
-    s[4] = s4;
-    s[5] = s5;
-    s[6] = s6;
-    s[7] = s7;
-}
-#else /* the host build of the tests */
-static inline void fc_dot4_adjacent(const int32_t *w, const int16_t *const p[3], int32_t bu, int32_t bv, int32_t s[8])
-{
-    fc_dot4(w, p, 6, 12, 18, bu, bv, s);
-}
-#endif
-
 /* A channel pair of a chunk: what a step reads, together (the weights from one pointer, the rest with LDRD). */
 typedef struct {
     int32_t w[TT_FC_WORDS];              /* widened weights, u and v words alternating */
@@ -349,6 +294,68 @@ typedef struct {
     int32_t fast;                        /* both channels take the prepared form */
     int32_t dv;                          /* v's output index after u's: 1, or 0 for a chunk's lone last channel */
 } fc_pair;
+
+/* One step of fc_dot4_adjacent: its inputs (w: a fc_pair's weights, p: the first window's three rows) and sums. */
+typedef struct {
+    int32_t s[8];
+    const int32_t *w;
+    const int16_t *p[3];
+} fc_step;
+
+#if defined(__arm__)
+/*
+ * fc_dot4 at four adjacent windows (d = 6, 12, 18) on the core: one LDRD per weight pair and one LDR per row word,
+ * all offsets immediate, the 8 sums (r1-r8), u, v (r9, r10), the row word (r11) and the two pointers (r12, lr) in
+ * registers. In C, GCC 12 spills the row words or their addresses across the channel loop (2.3 instructions a MAC
+ * instead of 1.6), and an asm with 13 register operands has no allocation at some -O levels; so fixed registers,
+ * declared clobbered, and the step in memory at r0.
+ */
+#define FC_X(D, S0, S1)                                                                                                \
+    "ldr r11, [lr, #(" D ")]\n\t"                                                                                      \
+    "smlad " S0 ", r9, r11, " S0 "\n\t"                                                                                \
+    "smlad " S1 ", r10, r11, " S1 "\n\t"
+/* Tap pair J of kernel row KY: weights at w + 40 KY + 8 J, row word J of each window (window k 12 k bytes on). */
+#define FC_TAP(KY, J)                                                                                                  \
+    "ldrd r9, r10, [r12, #(40 * " #KY " + 8 * " #J ")]\n\t"                                                            \
+    FC_X("4 * " #J, "r1", "r2") FC_X("12 + 4 * " #J, "r3", "r4") FC_X("24 + 4 * " #J, "r5", "r6")                      \
+    FC_X("36 + 4 * " #J, "r7", "r8")
+/* Tap pair 0 of kernel row 0 starts the sums from the biases: r7 and r8 hold bu and bv, read by the other six sums
+ * before they take their own products. */
+#define FC_X_FIRST(D, S0, S1)                                                                                          \
+    "ldr r11, [lr, #(" D ")]\n\t"                                                                                      \
+    "smlad " S0 ", r9, r11, r7\n\t"                                                                                    \
+    "smlad " S1 ", r10, r11, r8\n\t"
+#define FC_TAP_FIRST                                                                                                   \
+    "ldrd r9, r10, [r12]\n\t"                                                                                          \
+    FC_X_FIRST("0", "r1", "r2") FC_X_FIRST("12", "r3", "r4") FC_X_FIRST("24", "r5", "r6") FC_X("36", "r7", "r8")
+#define FC_ROW(KY) FC_TAP(KY, 0) FC_TAP(KY, 1) FC_TAP(KY, 2) FC_TAP(KY, 3) FC_TAP(KY, 4)
+
+static inline void fc_dot4_adjacent(fc_step *st)
+{
+    register fc_step *a __asm__("r0") = st;
+    __asm__ volatile("ldr r12, [r0, %[w]]\n\t"
+                     "ldrd r7, r8, [r12, %[bias]]\n\t"
+                     "ldr lr, [r0, %[p0]]\n\t"
+                     FC_TAP_FIRST FC_TAP(0, 1) FC_TAP(0, 2) FC_TAP(0, 3) FC_TAP(0, 4)
+                     "ldr lr, [r0, %[p1]]\n\t"
+                     FC_ROW(1)
+                     "ldr lr, [r0, %[p2]]\n\t"
+                     FC_ROW(2)
+                     "stmia r0, {r1-r8}"
+                     :
+                     : "r"(a), [w] "i"(offsetof(fc_step, w)), [bias] "i"(offsetof(fc_pair, bias)),
+                       [p0] "i"(offsetof(fc_step, p)), [p1] "i"(offsetof(fc_step, p) + sizeof(st->p[0])),
+                       [p2] "i"(offsetof(fc_step, p) + 2 * sizeof(st->p[0]))
+                     : "r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "r12", "lr", "memory");
+}
+#else /* the host build of the tests */
+static inline void fc_dot4_adjacent(fc_step *st)
+{
+    const fc_pair *c = (const fc_pair *)(const void *)st->w; /* w is the first member */
+    fc_dot4(st->w, st->p, 6, 12, 18, c->bias[0], c->bias[1], st->s);
+}
+#endif
+
 
 /* Outputs u (at po[k * c_out]) and v (at po[k * c_out + dv]) of the first `count` windows of a fc_dot4 step (the sums
  * include the bias); v first: for a lone channel dv == 0 and both values are the same. o: u's output channel. */
@@ -427,11 +434,11 @@ static void __attribute__((noinline)) first_conv(const tt_conv_params *conv, con
             int8_t *po = out + (size_t)oy * wo * c_out + o0;
             int32_t ox = 0;
             for (; ox + 4 <= wo; ox += 4, po += 4 * c_out) {
-                const int16_t *const p[3] = {r[0] + 6 * ox, r[1] + 6 * ox, r[2] + 6 * ox};
+                fc_step st = {.p = {r[0] + 6 * ox, r[1] + 6 * ox, r[2] + 6 * ox}};
                 for (int32_t i = 0; i < np; i++) {
-                    int32_t s[8];
-                    fc_dot4_adjacent(pairs[i].w, p, pairs[i].bias[0], pairs[i].bias[1], s);
-                    fc_store4(s, 4, po + 2 * i, c_out, &pairs[i], kk, q, o0 + 2 * i);
+                    st.w = pairs[i].w;
+                    fc_dot4_adjacent(&st);
+                    fc_store4(st.s, 4, po + 2 * i, c_out, &pairs[i], kk, q, o0 + 2 * i);
                 }
             }
             if (ox < wo) { /* the last pixels of a row: the missing windows repeat the last one */
