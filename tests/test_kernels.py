@@ -31,6 +31,7 @@ from tt_support import (
     build_driver,
     build_dsp_driver,
     first_mismatch,
+    require_tool,
 )
 from tt_support import Payload as _Payload
 
@@ -163,6 +164,9 @@ CONV_CASES = [
     # chunks of 16; an input wider than its row buffer (TT_FC_WIDTH = 128; 8 in the short build) takes the general path
     ConvCase("conv", 11, 9, 3, 19, 3, 2, -128, 127, seed=33),
     ConvCase("conv", 3, 131, 3, 4, 3, 2, 77, -7, seed=34),
+    # first_conv's last pixels of a row: an output width of 3 (no 4-pixel step; within the short build's row) and 7
+    ConvCase("conv", 6, 5, 3, 7, 3, 2, -3, 100, seed=35),
+    ConvCase("conv", 5, 13, 3, 4, 3, 2, 90, -90, seed=36),
     ConvCase("depthwise", 7, 9, 5, 5, 3, 1, -17, 9, seed=11, san=True),
     ConvCase("depthwise", 7, 9, 6, 6, 3, 2, 100, -100, seed=12, san=True),
     ConvCase("depthwise", 9, 7, 4, 4, 5, 1, -128, 127, seed=13),
@@ -327,6 +331,46 @@ def test_dsp_conv_kernel_bit_exact(case: ConvCase, dsp_driver):
     assert status == TT_OK, f"{case}: status {status} from {dsp_driver.exe.name}"
     assert_same(out.reshape(ho, wo, case.c_out), reference_conv(case, d),
                 f"{case}: DSP kernel ({dsp_driver.exe.name}) vs reference", "(h, w, c)")
+
+
+@pytest.mark.arm
+@pytest.mark.qemu
+@pytest.mark.parametrize("board", ["qemu-m7", "qemu-m4"])
+def test_qemu_dsp_conv_bit_exact(board, tmp_path):
+    """The dense DSP kernel (runtime_c/arm/tt_conv2d_s8.c) on the Cortex-M cores, its inline asm included: every
+    dense case against the reference (tests/c/dw_qemu.c built for tt_conv2d_s8)."""
+    from test_dw_kernels import QEMU_MAIN, c_array
+
+    from compiler import emulate, firmware
+
+    require_tool(firmware.CC)
+    require_tool("qemu-system-arm")
+    cases = [c for c in CONV_CASES if c.kind == "conv"]
+    text, rows = [], []
+    for i, case in enumerate(cases):
+        d = make_conv(case)
+        filt, fdims = c_filter(case.kind, d["w"])
+        ho, wo = case.out_hw
+        text += [c_array(f"in{i}", "const int8_t", d["x"]), c_array(f"filter{i}", "const int8_t", filt),
+                 c_array(f"bias{i}", "const int32_t", d["bias"]), c_array(f"mult{i}", "const int32_t", d["mult"]),
+                 c_array(f"shift{i}", "const int32_t", d["shift"]),
+                 c_array(f"want{i}", "const int8_t", reference_conv(case, d))]
+        rows.append(f'    {{"{case}", {{1, {case.h}, {case.w}, {case.c_in}}}, {{{", ".join(map(str, fdims))}}}, '
+                    f"{{1, {ho}, {wo}, {case.c_out}}}, {-case.x_zero}, {case.y_zero}, {case.stride}, {case.pad}, "
+                    f"in{i}, filter{i}, bias{i}, mult{i}, shift{i}, want{i}, 0, NULL, NULL, NULL}},\n")
+    (tmp_path / "dw_cases.h").write_text("".join(text) + "static const dw_case cases[] = {\n" + "".join(rows) + "};\n")
+    brd = firmware.BOARDS[board]
+    elf = tmp_path / "conv_qemu.elf"
+    boards = ROOT / "runtime_c" / "boards"
+    cmd = [firmware.CC, *brd.cpu, "-O2", *firmware.CFLAGS, "-DTT_QEMU_KERNEL=tt_conv2d_s8", f"-I{tmp_path}",
+           f"-I{RUNTIME}", f"-I{boards}", str(QEMU_MAIN), str(RUNTIME / "arm" / "tt_conv2d_s8.c"),
+           str(boards / "tt_startup.c"), str(boards / "tt_semihost.c"), f"-L{boards}", f"-T{brd.linker_script}",
+           "-Wl,--defsym=TT_STACK_SIZE=16384", "-Wl,--defsym=TT_PERSIST_BYTES=0",
+           "-Wl,--defsym=TT_PERSIST_ALIGN=2048", *firmware.LDFLAGS, "-o", str(elf)]
+    r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    run = emulate.run(brd, elf, 120)
+    assert run.lines and run.lines[-1] == f"dw: OK {len(cases)} cases", "\n".join(run.lines[-20:]) + run.stderr
 
 
 # Weight patches (tt_weight_patch, the flash weight home): the filter array holds home weights that differ from the

@@ -226,7 +226,14 @@ static void __attribute__((noinline)) general(const tt_conv_params *conv, const 
 #define TT_FC_ROW (3 * (TT_FC_WIDTH + 2) + 2)
 #define TT_FC_WORDS 30  /* per channel pair: 3 kernel rows x 5 words x 2 channels */
 
-/* Input row iy of the image (or a zero row outside it) into `row`: entry 3 * (ix + 1) + c = x + offset, 0 around. */
+/* Two int16 lanes as one word: a in the low half. */
+static inline int32_t fc_lanes(int32_t a, int32_t b)
+{
+    return (int32_t)(((uint32_t)(uint16_t)b << 16) | (uint16_t)a);
+}
+
+/* Input row iy of the image (or a zero row outside it) into `row`: entry 3 * (ix + 1) + c = x + offset, 0 around.
+ * Four bytes per step: SXTB16 widens bytes 0, 2 and 1, 3, repacked in order (lanes x + offset in [-255, 255]). */
 static void fc_widen_row(const tt_dims *in_dims, const int8_t *in, int32_t iy, int32_t offset, int16_t *row)
 {
     const int32_t w = in_dims->w, len = 3 * (w + 2) + 2;
@@ -235,19 +242,21 @@ static void fc_widen_row(const tt_dims *in_dims, const int8_t *in, int32_t iy, i
         return;
     }
     const int8_t *px = in + (size_t)iy * w * 3;
+    const int32_t offset2 = fc_lanes(offset, offset);
     row[0] = row[1] = row[2] = 0;
-    for (int32_t i = 0; i < 3 * w; i++) {
+    int32_t i = 0;
+    for (; i + 4 <= 3 * w; i += 4) {
+        const int32_t xw = tt_load4(px + i);
+        const uint32_t e = (uint32_t)__sxtb16(xw), o = (uint32_t)tt_sxtb16_ror8(xw); /* bytes 0, 2 and 1, 3 */
+        store_pair(row + 3 + i, __sadd16((e & 0xffffu) | (o << 16), offset2));
+        store_pair(row + 5 + i, __sadd16((e >> 16) | (o & 0xffff0000u), offset2));
+    }
+    for (; i < 3 * w; i++) {
         row[3 + i] = (int16_t)((int32_t)px[i] + offset);
     }
     for (int32_t i = 3 * w + 3; i < len; i++) {
         row[i] = 0;
     }
-}
-
-/* Two int16 lanes as one word: a in the low half. */
-static inline int32_t fc_lanes(int32_t a, int32_t b)
-{
-    return (int32_t)(((uint32_t)(uint16_t)b << 16) | (uint16_t)a);
 }
 
 /* The sums of a channel pair (u, v) at four windows, from the biases: w = the pair's widened weights (u and v words
@@ -293,13 +302,18 @@ typedef struct {
     int32_t bias[2], m2[2], right[2];    /* u's and v's tt_rq */
     int32_t fast;                        /* both channels take the prepared form */
     int32_t dv;                          /* v's output index after u's: 1, or 0 for a chunk's lone last channel */
+    int32_t fused;                       /* fast and dv == 1: fc_step4_fast */
 } fc_pair;
 
-/* One step of fc_dot4_adjacent: its inputs (w: a fc_pair's weights, p: the first window's three rows) and sums. */
+/* One step of fc_dot4_adjacent: its inputs (w: a fc_pair's weights, p: the first window's three rows) and sums; for
+ * fc_step4_fast also u's output at the first window (po, v's at po + 1, window k's c_out * k further) and
+ * 1 + 2 * output_offset (kk). */
 typedef struct {
     int32_t s[8];
     const int32_t *w;
     const int16_t *p[3];
+    int8_t *po;
+    int32_t c_out, kk;
 } fc_step;
 
 #if defined(__arm__)
@@ -330,29 +344,81 @@ typedef struct {
     FC_X_FIRST("0", "r1", "r2") FC_X_FIRST("12", "r3", "r4") FC_X_FIRST("24", "r5", "r6") FC_X("36", "r7", "r8")
 #define FC_ROW(KY) FC_TAP(KY, 0) FC_TAP(KY, 1) FC_TAP(KY, 2) FC_TAP(KY, 3) FC_TAP(KY, 4)
 
+#define FC_DOT_ASM                                                                                                     \
+    "ldr r12, [r0, %[w]]\n\t"                                                                                          \
+    "ldrd r7, r8, [r12, %[bias]]\n\t"                                                                                  \
+    "ldr lr, [r0, %[p0]]\n\t"                                                                                          \
+    FC_TAP_FIRST FC_TAP(0, 1) FC_TAP(0, 2) FC_TAP(0, 3) FC_TAP(0, 4)                                                   \
+    "ldr lr, [r0, %[p1]]\n\t"                                                                                          \
+    FC_ROW(1)                                                                                                          \
+    "ldr lr, [r0, %[p2]]\n\t"                                                                                          \
+    FC_ROW(2)
+#define FC_OFFSETS                                                                                                     \
+    [w] "i"(offsetof(fc_step, w)), [bias] "i"(offsetof(fc_pair, bias)), [p0] "i"(offsetof(fc_step, p)),               \
+        [p1] "i"(offsetof(fc_step, p) + sizeof(const int16_t *)),                                                      \
+        [p2] "i"(offsetof(fc_step, p) + 2 * sizeof(const int16_t *))
+#define FC_CLOBBERS "r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "r12", "lr", "memory"
+
 static inline void fc_dot4_adjacent(fc_step *st)
 {
     register fc_step *a __asm__("r0") = st;
-    __asm__ volatile("ldr r12, [r0, %[w]]\n\t"
-                     "ldrd r7, r8, [r12, %[bias]]\n\t"
-                     "ldr lr, [r0, %[p0]]\n\t"
-                     FC_TAP_FIRST FC_TAP(0, 1) FC_TAP(0, 2) FC_TAP(0, 3) FC_TAP(0, 4)
-                     "ldr lr, [r0, %[p1]]\n\t"
-                     FC_ROW(1)
-                     "ldr lr, [r0, %[p2]]\n\t"
-                     FC_ROW(2)
-                     "stmia r0, {r1-r8}"
+    __asm__ volatile(FC_DOT_ASM "stmia r0, {r1-r8}" : : "r"(a), FC_OFFSETS : FC_CLOBBERS);
+}
+
+/* tt_rq_twice_biased and tt_ssat8_half of sum S by (m2, right) = (M, R), k in r12. */
+#define FC_RQ(S, M, R)                                                                                                 \
+    "smmlar " S ", " S ", " M ", " S "\n\t"                                                                            \
+    "add " S ", " S ", " S ", asr #31\n\t"                                                                             \
+    "asr " S ", " S ", " R "\n\t"                                                                                      \
+    "add " S ", " S ", r12\n\t"                                                                                        \
+    "ssat " S ", #8, " S ", asr #1\n\t"
+
+/* fc_dot4_adjacent and the outputs of a fused pair (fc_store4's prepared form, dv = 1): u's m2 and right in r9 and
+ * r11, v's in r10 and lr; then po and c_out in r9 and r10 for the stores. */
+static inline void fc_step4_fast(fc_step *st)
+{
+    register fc_step *a __asm__("r0") = st;
+    __asm__ volatile(FC_DOT_ASM
+                     "ldrd r9, r10, [r12, %[m2]]\n\t"
+                     "ldrd r11, lr, [r12, %[right]]\n\t"
+                     "ldr r12, [r0, %[kk]]\n\t"
+                     FC_RQ("r1", "r9", "r11") FC_RQ("r2", "r10", "lr") FC_RQ("r3", "r9", "r11")
+                     FC_RQ("r4", "r10", "lr") FC_RQ("r5", "r9", "r11") FC_RQ("r6", "r10", "lr")
+                     FC_RQ("r7", "r9", "r11") FC_RQ("r8", "r10", "lr")
+                     "ldrd r9, r10, [r0, %[po]]\n\t"
+                     "strb r1, [r9]\n\t"
+                     "strb r2, [r9, #1]\n\t"
+                     "add r9, r9, r10\n\t"
+                     "strb r3, [r9]\n\t"
+                     "strb r4, [r9, #1]\n\t"
+                     "add r9, r9, r10\n\t"
+                     "strb r5, [r9]\n\t"
+                     "strb r6, [r9, #1]\n\t"
+                     "add r9, r9, r10\n\t"
+                     "strb r7, [r9]\n\t"
+                     "strb r8, [r9, #1]"
                      :
-                     : "r"(a), [w] "i"(offsetof(fc_step, w)), [bias] "i"(offsetof(fc_pair, bias)),
-                       [p0] "i"(offsetof(fc_step, p)), [p1] "i"(offsetof(fc_step, p) + sizeof(st->p[0])),
-                       [p2] "i"(offsetof(fc_step, p) + 2 * sizeof(st->p[0]))
-                     : "r1", "r2", "r3", "r4", "r5", "r6", "r7", "r8", "r9", "r10", "r11", "r12", "lr", "memory");
+                     : "r"(a), FC_OFFSETS, [m2] "i"(offsetof(fc_pair, m2)), [right] "i"(offsetof(fc_pair, right)),
+                       [kk] "i"(offsetof(fc_step, kk)), [po] "i"(offsetof(fc_step, po))
+                     : FC_CLOBBERS);
 }
 #else /* the host build of the tests */
 static inline void fc_dot4_adjacent(fc_step *st)
 {
     const fc_pair *c = (const fc_pair *)(const void *)st->w; /* w is the first member */
     fc_dot4(st->w, st->p, 6, 12, 18, c->bias[0], c->bias[1], st->s);
+}
+
+static inline void fc_step4_fast(fc_step *st)
+{
+    const fc_pair *c = (const fc_pair *)(const void *)st->w;
+    const tt_rq cu = {.bias = 0, .m2 = c->m2[0], .right = c->right[0]};
+    const tt_rq cv = {.bias = 0, .m2 = c->m2[1], .right = c->right[1]};
+    fc_dot4_adjacent(st);
+    for (int32_t k = 0; k < 4; k++) {
+        st->po[k * st->c_out] = tt_ssat8_half(tt_rq_twice_biased(st->s[2 * k], cu, st->kk));
+        st->po[k * st->c_out + 1] = tt_ssat8_half(tt_rq_twice_biased(st->s[2 * k + 1], cv, st->kk));
+    }
 }
 #endif
 
@@ -418,6 +484,7 @@ static void __attribute__((noinline)) first_conv(const tt_conv_params *conv, con
             if (i & 1) {
                 pr->fast = pr->right[0] != 0 && pr->right[1] != 0;
                 pr->dv = i < n ? 1 : 0;
+                pr->fused = pr->fast && pr->dv;
             }
         }
         int32_t held[3] = {-2, -2, -2}; /* the input row in each slot (-2: none; -1 is the zero row above) */
@@ -434,11 +501,16 @@ static void __attribute__((noinline)) first_conv(const tt_conv_params *conv, con
             int8_t *po = out + (size_t)oy * wo * c_out + o0;
             int32_t ox = 0;
             for (; ox + 4 <= wo; ox += 4, po += 4 * c_out) {
-                fc_step st = {.p = {r[0] + 6 * ox, r[1] + 6 * ox, r[2] + 6 * ox}};
+                fc_step st = {.p = {r[0] + 6 * ox, r[1] + 6 * ox, r[2] + 6 * ox}, .c_out = c_out, .kk = kk};
                 for (int32_t i = 0; i < np; i++) {
                     st.w = pairs[i].w;
-                    fc_dot4_adjacent(&st);
-                    fc_store4(st.s, 4, po + 2 * i, c_out, &pairs[i], kk, q, o0 + 2 * i);
+                    st.po = po + 2 * i;
+                    if (pairs[i].fused) {
+                        fc_step4_fast(&st);
+                    } else {
+                        fc_dot4_adjacent(&st);
+                        fc_store4(st.s, 4, st.po, c_out, &pairs[i], kk, q, o0 + 2 * i);
+                    }
                 }
             }
             if (ox < wo) { /* the last pixels of a row: the missing windows repeat the last one */
