@@ -302,18 +302,18 @@ typedef struct {
     int32_t bias[2], m2[2], right[2];    /* u's and v's tt_rq */
     int32_t fast;                        /* both channels take the prepared form */
     int32_t dv;                          /* v's output index after u's: 1, or 0 for a chunk's lone last channel */
-    int32_t fused;                       /* fast and dv == 1: fc_step4_fast */
+    int32_t run;                         /* fused pairs (fast, dv = 1) from this one on, for fc_steps4_fast */
 } fc_pair;
 
 /* One step of fc_dot4_adjacent: its inputs (w: a fc_pair's weights, p: the first window's three rows) and sums; for
- * fc_step4_fast also u's output at the first window (po, v's at po + 1, window k's c_out * k further) and
- * 1 + 2 * output_offset (kk). */
+ * fc_steps4_fast also u's output at the first window (po, v's at po + 1, window k's c_out * k further),
+ * 1 + 2 * output_offset (kk) and the number of pairs (n). */
 typedef struct {
     int32_t s[8];
     const int32_t *w;
     const int16_t *p[3];
     int8_t *po;
-    int32_t c_out, kk;
+    int32_t c_out, kk, n;
 } fc_step;
 
 #if defined(__arm__)
@@ -373,12 +373,15 @@ static inline void fc_dot4_adjacent(fc_step *st)
     "add " S ", " S ", r12\n\t"                                                                                        \
     "ssat " S ", #8, " S ", asr #1\n\t"
 
-/* fc_dot4_adjacent and the outputs of a fused pair (fc_store4's prepared form, dv = 1): u's m2 and right in r9 and
- * r11, v's in r10 and lr; then po and c_out in r9 and r10 for the stores. */
-static inline void fc_step4_fast(fc_step *st)
+/* fc_dot4_adjacent and the outputs of n >= 1 fused pairs, one after the other in the chunk (fc_store4's prepared
+ * form, dv = 1): u's m2 and right in r9 and r11, v's in r10 and lr; then po and c_out in r9 and r10 for the stores.
+ * The loop is in the asm, since the compiler keeps nothing in registers across it: w moves on by a fc_pair, po by
+ * the pair's 2 outputs, and n counts down to 0. */
+static inline void fc_steps4_fast(fc_step *st)
 {
     register fc_step *a __asm__("r0") = st;
-    __asm__ volatile(FC_DOT_ASM
+    __asm__ volatile("1:\n\t"
+                     FC_DOT_ASM
                      "ldrd r9, r10, [r12, %[m2]]\n\t"
                      "ldrd r11, lr, [r12, %[right]]\n\t"
                      "ldr r12, [r0, %[kk]]\n\t"
@@ -396,11 +399,22 @@ static inline void fc_step4_fast(fc_step *st)
                      "strb r6, [r9, #1]\n\t"
                      "add r9, r9, r10\n\t"
                      "strb r7, [r9]\n\t"
-                     "strb r8, [r9, #1]"
+                     "strb r8, [r9, #1]\n\t"
+                     "ldr r12, [r0, %[w]]\n\t"
+                     "add r12, r12, %[pair]\n\t"
+                     "str r12, [r0, %[w]]\n\t"
+                     "ldr r9, [r0, %[po]]\n\t"
+                     "add r9, r9, #2\n\t"
+                     "str r9, [r0, %[po]]\n\t"
+                     "ldr r1, [r0, %[n]]\n\t"
+                     "subs r1, r1, #1\n\t"
+                     "str r1, [r0, %[n]]\n\t"
+                     "bne 1b"
                      :
                      : "r"(a), FC_OFFSETS, [m2] "i"(offsetof(fc_pair, m2)), [right] "i"(offsetof(fc_pair, right)),
-                       [kk] "i"(offsetof(fc_step, kk)), [po] "i"(offsetof(fc_step, po))
-                     : FC_CLOBBERS);
+                       [kk] "i"(offsetof(fc_step, kk)), [po] "i"(offsetof(fc_step, po)),
+                       [n] "i"(offsetof(fc_step, n)), [pair] "i"(sizeof(fc_pair))
+                     : FC_CLOBBERS, "cc");
 }
 #else /* the host build of the tests */
 static inline void fc_dot4_adjacent(fc_step *st)
@@ -409,15 +423,17 @@ static inline void fc_dot4_adjacent(fc_step *st)
     fc_dot4(st->w, st->p, 6, 12, 18, c->bias[0], c->bias[1], st->s);
 }
 
-static inline void fc_step4_fast(fc_step *st)
+static inline void fc_steps4_fast(fc_step *st)
 {
-    const fc_pair *c = (const fc_pair *)(const void *)st->w;
-    const tt_rq cu = {.bias = 0, .m2 = c->m2[0], .right = c->right[0]};
-    const tt_rq cv = {.bias = 0, .m2 = c->m2[1], .right = c->right[1]};
-    fc_dot4_adjacent(st);
-    for (int32_t k = 0; k < 4; k++) {
-        st->po[k * st->c_out] = tt_ssat8_half(tt_rq_twice_biased(st->s[2 * k], cu, st->kk));
-        st->po[k * st->c_out + 1] = tt_ssat8_half(tt_rq_twice_biased(st->s[2 * k + 1], cv, st->kk));
+    for (; st->n > 0; st->n--, st->w += sizeof(fc_pair) / sizeof(st->w[0]), st->po += 2) {
+        const fc_pair *c = (const fc_pair *)(const void *)st->w;
+        const tt_rq cu = {.bias = 0, .m2 = c->m2[0], .right = c->right[0]};
+        const tt_rq cv = {.bias = 0, .m2 = c->m2[1], .right = c->right[1]};
+        fc_dot4_adjacent(st);
+        for (int32_t k = 0; k < 4; k++) {
+            st->po[k * st->c_out] = tt_ssat8_half(tt_rq_twice_biased(st->s[2 * k], cu, st->kk));
+            st->po[k * st->c_out + 1] = tt_ssat8_half(tt_rq_twice_biased(st->s[2 * k + 1], cv, st->kk));
+        }
     }
 }
 #endif
@@ -484,8 +500,10 @@ static void __attribute__((noinline)) first_conv(const tt_conv_params *conv, con
             if (i & 1) {
                 pr->fast = pr->right[0] != 0 && pr->right[1] != 0;
                 pr->dv = i < n ? 1 : 0;
-                pr->fused = pr->fast && pr->dv;
             }
+        }
+        for (int32_t i = np - 1; i >= 0; i--) {
+            pairs[i].run = pairs[i].fast && pairs[i].dv ? 1 + (i + 1 < np ? pairs[i + 1].run : 0) : 0;
         }
         int32_t held[3] = {-2, -2, -2}; /* the input row in each slot (-2: none; -1 is the zero row above) */
         for (int32_t oy = 0; oy < ho; oy++) {
@@ -502,14 +520,17 @@ static void __attribute__((noinline)) first_conv(const tt_conv_params *conv, con
             int32_t ox = 0;
             for (; ox + 4 <= wo; ox += 4, po += 4 * c_out) {
                 fc_step st = {.p = {r[0] + 6 * ox, r[1] + 6 * ox, r[2] + 6 * ox}, .c_out = c_out, .kk = kk};
-                for (int32_t i = 0; i < np; i++) {
+                for (int32_t i = 0; i < np;) {
                     st.w = pairs[i].w;
                     st.po = po + 2 * i;
-                    if (pairs[i].fused) {
-                        fc_step4_fast(&st);
+                    if (pairs[i].run > 0) {
+                        st.n = pairs[i].run;
+                        fc_steps4_fast(&st);
+                        i += pairs[i].run;
                     } else {
                         fc_dot4_adjacent(&st);
                         fc_store4(st.s, 4, st.po, c_out, &pairs[i], kk, q, o0 + 2 * i);
+                        i++;
                     }
                 }
             }
