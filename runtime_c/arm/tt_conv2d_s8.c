@@ -214,15 +214,17 @@ static void __attribute__((noinline)) general(const tt_conv_params *conv, const 
  * slices of patched channels, so that no correction is left) are widened once per call into the same order, 5 words
  * per kernel row, the tenth lane 0, the two channels of a pair interleaved word by word (one LDRD per tap pair).
  * Then 2 output channels x 4 output pixels of a row per step: each weight pair is loaded once for the four pixels and
- * each row word once for the two channels (15 LDRD, 60 LDR and 120 SMLAD for 8 outputs, the 8 accumulators, the
- * pair's weights and one row word in registers). The accumulators start from the bias (SMLAD wraps as
- * tt_add_wrap does), and the prepared requantisation (tt_rq_prepare, tt_rq_twice_biased) of TT_FC_CHUNK channels at a
- * time finishes them.
+ * each row word once for the two channels (15 LDRD, 60 LDR and 120 SMLAD for 8 outputs, the 8 sums, the pair's
+ * weights and one row word in registers: inline asm with fixed registers on the core, fc_dot4 in C elsewhere). The
+ * sums start from the bias (SMLAD wraps as tt_add_wrap does). A pair of two channels that both take the prepared
+ * requantisation (tt_rq_prepare: tt_rq_twice_biased, tt_ssat8_half) is finished in the same asm step, and a run of
+ * such pairs is one asm loop; other pairs take tt_requantize_floor (fc_store4). The last 1-3 pixels of a row repeat
+ * the last window (fc_dot4 in C). TT_FC_CHUNK channels are prepared at a time.
  */
 #ifndef TT_FC_WIDTH
 #define TT_FC_WIDTH 128 /* 3 rows of 3 * 130 + 2 int16: 2,352 B of stack */
 #endif
-#define TT_FC_CHUNK 16  /* output channels whose weights are widened at a time: 960 B */
+#define TT_FC_CHUNK 16  /* output channels prepared at a time: 8 fc_pair, 1,248 B */
 #define TT_FC_ROW (3 * (TT_FC_WIDTH + 2) + 2)
 #define TT_FC_WORDS 30  /* per channel pair: 3 kernel rows x 5 words x 2 channels */
 
