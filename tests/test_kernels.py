@@ -31,6 +31,7 @@ from tt_support import (
     build_driver,
     build_dsp_driver,
     first_mismatch,
+    require_tool,
 )
 from tt_support import Payload as _Payload
 
@@ -163,6 +164,9 @@ CONV_CASES = [
     # chunks of 16; an input wider than its row buffer (TT_FC_WIDTH = 128; 8 in the short build) takes the general path
     ConvCase("conv", 11, 9, 3, 19, 3, 2, -128, 127, seed=33),
     ConvCase("conv", 3, 131, 3, 4, 3, 2, 77, -7, seed=34),
+    # first_conv's last pixels of a row: an output width of 3 (no 4-pixel step; within the short build's row) and 7
+    ConvCase("conv", 6, 5, 3, 7, 3, 2, -3, 100, seed=35),
+    ConvCase("conv", 5, 13, 3, 4, 3, 2, 90, -90, seed=36),
     ConvCase("depthwise", 7, 9, 5, 5, 3, 1, -17, 9, seed=11, san=True),
     ConvCase("depthwise", 7, 9, 6, 6, 3, 2, 100, -100, seed=12, san=True),
     ConvCase("depthwise", 9, 7, 4, 4, 5, 1, -128, 127, seed=13),
@@ -327,6 +331,46 @@ def test_dsp_conv_kernel_bit_exact(case: ConvCase, dsp_driver):
     assert status == TT_OK, f"{case}: status {status} from {dsp_driver.exe.name}"
     assert_same(out.reshape(ho, wo, case.c_out), reference_conv(case, d),
                 f"{case}: DSP kernel ({dsp_driver.exe.name}) vs reference", "(h, w, c)")
+
+
+@pytest.mark.arm
+@pytest.mark.qemu
+@pytest.mark.parametrize("board", ["qemu-m7", "qemu-m4"])
+def test_qemu_dsp_conv_bit_exact(board, tmp_path):
+    """The dense DSP kernel (runtime_c/arm/tt_conv2d_s8.c) on the Cortex-M cores, its inline asm included: every
+    dense case against the reference (tests/c/dw_qemu.c built for tt_conv2d_s8)."""
+    from test_dw_kernels import QEMU_MAIN, c_array
+
+    from compiler import emulate, firmware
+
+    require_tool(firmware.CC)
+    require_tool("qemu-system-arm")
+    cases = [c for c in CONV_CASES if c.kind == "conv"]
+    text, rows = [], []
+    for i, case in enumerate(cases):
+        d = make_conv(case)
+        filt, fdims = c_filter(case.kind, d["w"])
+        ho, wo = case.out_hw
+        text += [c_array(f"in{i}", "const int8_t", d["x"]), c_array(f"filter{i}", "const int8_t", filt),
+                 c_array(f"bias{i}", "const int32_t", d["bias"]), c_array(f"mult{i}", "const int32_t", d["mult"]),
+                 c_array(f"shift{i}", "const int32_t", d["shift"]),
+                 c_array(f"want{i}", "const int8_t", reference_conv(case, d))]
+        rows.append(f'    {{"{case}", {{1, {case.h}, {case.w}, {case.c_in}}}, {{{", ".join(map(str, fdims))}}}, '
+                    f"{{1, {ho}, {wo}, {case.c_out}}}, {-case.x_zero}, {case.y_zero}, {case.stride}, {case.pad}, "
+                    f"in{i}, filter{i}, bias{i}, mult{i}, shift{i}, want{i}, 0, NULL, NULL, NULL}},\n")
+    (tmp_path / "dw_cases.h").write_text("".join(text) + "static const dw_case cases[] = {\n" + "".join(rows) + "};\n")
+    brd = firmware.BOARDS[board]
+    elf = tmp_path / "conv_qemu.elf"
+    boards = ROOT / "runtime_c" / "boards"
+    cmd = [firmware.CC, *brd.cpu, "-O2", *firmware.CFLAGS, "-DTT_QEMU_KERNEL=tt_conv2d_s8", f"-I{tmp_path}",
+           f"-I{RUNTIME}", f"-I{boards}", str(QEMU_MAIN), str(RUNTIME / "arm" / "tt_conv2d_s8.c"),
+           str(boards / "tt_startup.c"), str(boards / "tt_semihost.c"), f"-L{boards}", f"-T{brd.linker_script}",
+           "-Wl,--defsym=TT_STACK_SIZE=16384", "-Wl,--defsym=TT_PERSIST_BYTES=0",
+           "-Wl,--defsym=TT_PERSIST_ALIGN=2048", *firmware.LDFLAGS, "-o", str(elf)]
+    r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    run = emulate.run(brd, elf, 120)
+    assert run.lines and run.lines[-1] == f"dw: OK {len(cases)} cases", "\n".join(run.lines[-20:]) + run.stderr
 
 
 # Weight patches (tt_weight_patch, the flash weight home): the filter array holds home weights that differ from the
@@ -572,6 +616,54 @@ def test_dsp_add_kernel_bit_exact(case: AddCase, dsp_driver):
     status, out = dsp_driver.run(add_payload(q, a, b, case.in_place), np.int8)
     assert status == TT_OK
     assert_same(out.reshape(case.shape), ref.numpy().astype(np.int8), f"{case}: DSP add vs reference", "(h, w, c)")
+
+
+# Parameters beside the quantiser's (multiplier in [2^30, 2^31), shift <= -2 for an output scale below 1/4): the
+# DSP add's per-element tt_requantize_floor for the output (shift -1 or 0, a multiplier below 2^30 or INT32_MIN, an
+# output offset beyond the prepared form's), INT32_MIN input multipliers in its tables, and element counts that end in
+# each tail of its 4-element step.
+DSP_ADD_OVERRIDES = {
+    "quantiser": {},
+    # left shift 0 keeps the sums small enough that these outputs are mostly not clamped
+    "out_shift_-1": {"output_shift": -1, "left_shift": 0},
+    "out_shift_0": {"output_shift": 0, "left_shift": 0},
+    "out_shift_-2": {"output_shift": -2, "left_shift": 0},
+    "out_shift_-31": {"output_shift": -31},
+    "out_multiplier_below_2^30": {"output_multiplier": (1 << 30) - 1},
+    "out_multiplier_min": {"output_multiplier": -(1 << 31), "output_shift": -1, "left_shift": 0},
+    "in1_multiplier_min": {"input1_multiplier": -(1 << 31)},
+    "in2_multiplier_min_shift_-3": {"input2_multiplier": -(1 << 31), "input2_shift": -3},
+    "in_shifts_-31": {"input1_shift": -31, "input2_shift": -31, "left_shift": 0},
+    "out_offset_big": {"output_offset": 70000},
+    "out_offset_big_negative": {"output_offset": -70000},
+    "out_offset_2^16": {"output_offset": 1 << 16},
+    # all clamped; the prepared form's 1 + 2 * output_offset would overflow here
+    "out_offset_2^30-1": {"output_offset": (1 << 30) - 1},
+    "out_offset_-2^30+1": {"output_offset": 1 - (1 << 30)},
+    "size_1": {"size": 1},
+    "size_2": {"size": 2},
+    "size_3": {"size": 3},
+    "size_6": {"size": 6},
+    "size_0": {"size": 0},
+}
+
+
+@pytest.mark.parametrize("override", list(DSP_ADD_OVERRIDES.values()), ids=list(DSP_ADD_OVERRIDES))
+@pytest.mark.parametrize("seed", [21, 22])
+def test_dsp_add_paths_bit_exact(override, seed, driver, dsp_driver):
+    """Every path of the DSP add against the reference C kernel, on 1,023 elements (all 256 values of each input)."""
+    rng = np.random.default_rng(seed)
+    case = AddCase((11, 31, 3), (0.0575, 0), (0.1065, 12), (0.1065, 12), seed=seed) if seed == 21 else \
+        AddCase((11, 31, 3), (0.02, -128), (0.3, 127), (0.5, -3), seed=seed, in_place=1)
+    a, b, q = make_add(case)
+    a.ravel()[:256] = np.arange(-128, 128, dtype=np.int8)
+    b.ravel()[:256] = rng.permutation(np.arange(-128, 128)).astype(np.int8)
+    payload = add_payload(q, a, b, case.in_place, **override)
+    status, want = driver.run(payload, np.int8)
+    assert status == TT_OK
+    status, out = dsp_driver.run(payload, np.int8)
+    assert status == TT_OK
+    assert_same(out, want, f"{case} {override}: DSP add vs reference C", "(i,)")
 
 
 @pytest.mark.parametrize("bit", range(4), ids=["params", "in1", "in2", "out"])

@@ -3,7 +3,8 @@
  * with the generated dw_cases.h: each case's input, filter, quantisation, optional weight patch and the output the
  * reference executor computed). Runs every case, compares every output byte and prints, through semihosting,
  * "dw: FAIL <case> status <s>" or "dw: FAIL <case> at <index>: got <g>, expected <e>" for the first difference of
- * a case, then "dw: OK <n> cases" if none differed. Exit status 0 when all match.
+ * a case, then "dw: OK <n> cases" if none differed. Exit status 0 when all match. Built with
+ * -DTT_QEMU_KERNEL=tt_conv2d_s8 it runs the dense DSP kernel on its cases the same way (tests/test_kernels.py).
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -26,6 +27,10 @@ typedef struct {
 } dw_case;
 
 #include "dw_cases.h"
+
+#ifndef TT_QEMU_KERNEL
+#define TT_QEMU_KERNEL tt_depthwise_conv2d_s8
+#endif
 
 static int8_t out[16384];
 
@@ -76,8 +81,8 @@ int main(void)
             continue;
         }
         memset(out, 0x5A, sizeof out);
-        const tt_status st = tt_depthwise_conv2d_s8(&ctx, &conv, &quant, &t->in_dims, t->in, &t->filter_dims,
-                                                    t->filter, t->bias, &t->out_dims, out);
+        const tt_status st = TT_QEMU_KERNEL(&ctx, &conv, &quant, &t->in_dims, t->in, &t->filter_dims, t->filter,
+                                            t->bias, &t->out_dims, out);
         if (st != TT_OK) {
             say("dw: FAIL ", t->name, " status ", dec((int32_t)st, b1), "\n");
             failed = 1;
