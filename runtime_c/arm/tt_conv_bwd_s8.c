@@ -24,6 +24,7 @@
  */
 #include <arm_acle.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "tt_arm_math.h"
@@ -35,7 +36,7 @@
 #endif
 
 #ifndef TT_BWD_COLUMN /* a test builds with a short column to run the reference path */
-#define TT_BWD_COLUMN 1024 /* output channels of a pointwise input gradient: 2 columns of int16, 4 KB of stack */
+#define TT_BWD_COLUMN 1152 /* words of pointwise columns (4 channels x C_out <= 576 int16), 4.5 KB of stack */
 #endif
 #define TT_BWD_CHUNK 512 /* products per int32 partial sum (see above) */
 #ifndef TT_DW_TAPS /* a test builds with a short list to run the reference path */
@@ -94,72 +95,289 @@ static inline void dot_2x2(const int16_t *g0, const int16_t *g1, const int32_t *
 }
 
 /*
+ * Pointwise, stride 1, one pixel: the sums over outputs [0, 2 * pairs) of four input channels whose columns `cw` are
+ * interleaved per output pair o as cw[2o + j] = (w[o, c + j], w[o + 1, c + j]), added into a[0..3]: each word of G
+ * (G[o], G[o + 1]) serves four SMLADs. On the core, four output pairs per step in inline assembly where G is
+ * word-aligned: one LDRD of G and two LDMs of four column words per eight SMLADs (16 MACs in 11 instructions;
+ * GCC's own loop takes 18, short of registers for the four sums, three pointers and the loaded words). The output
+ * pairs past them (and a pixel with an unaligned row: an odd C_out) take the plain C loop, which is all of the host
+ * build.
+ */
+typedef struct {
+    int32_t a0, a1, a2, a3;
+} pw4_sums;
+
+#if defined(__arm__)
+/* One quad: G[o..o + 3] into r12 (o, o + 1) and lr (o + 2, o + 3); the column words of pair o, then of o + 2. */
+#define TT_PW4_QUAD                                                                                             \
+    "ldrd r12, lr, [%[g]], #8\n\t"                                                                              \
+    "ldmia %[cw]!, {r8, r9, r10, r11}\n\t"                                                                      \
+    "smlad %[a0], r12, r8, %[a0]\n\t"                                                                           \
+    "smlad %[a1], r12, r9, %[a1]\n\t"                                                                           \
+    "smlad %[a2], r12, r10, %[a2]\n\t"                                                                          \
+    "smlad %[a3], r12, r11, %[a3]\n\t"                                                                          \
+    "ldmia %[cw]!, {r8, r9, r10, r11}\n\t"                                                                      \
+    "smlad %[a0], lr, r8, %[a0]\n\t"                                                                            \
+    "smlad %[a1], lr, r9, %[a1]\n\t"                                                                            \
+    "smlad %[a2], lr, r10, %[a2]\n\t"                                                                           \
+    "smlad %[a3], lr, r11, %[a3]\n\t"
+#endif
+
+static inline __attribute__((always_inline)) pw4_sums pw4_dot(const int16_t *g, const int32_t *cw, int32_t pairs)
+{
+    int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+#if defined(__arm__)
+    if (((uintptr_t)g & 3u) == 0 && pairs >= 2) {
+        const int32_t quads = pairs >> 1; /* two output pairs: one LDRD of G */
+        const int16_t *const end4 = g + 16 * (quads >> 2), *const end1 = g + 4 * quads;
+        if (g != end4) { /* four quads per step */
+            __asm__ volatile("1:\n\t" TT_PW4_QUAD TT_PW4_QUAD TT_PW4_QUAD TT_PW4_QUAD
+                             "cmp %[g], %[end]\n\t"
+                             "bne 1b\n\t"
+                             : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [g] "+r"(g), [cw] "+r"(cw)
+                             : [end] "r"(end4)
+                             : "r8", "r9", "r10", "r11", "r12", "lr", "cc", "memory");
+        }
+        if (g != end1) { /* the last one to three */
+            __asm__ volatile("1:\n\t" TT_PW4_QUAD
+                             "cmp %[g], %[end]\n\t"
+                             "bne 1b\n\t"
+                             : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [g] "+r"(g), [cw] "+r"(cw)
+                             : [end] "r"(end1)
+                             : "r8", "r9", "r10", "r11", "r12", "lr", "cc", "memory");
+        }
+        pairs &= 1;
+    }
+#endif
+    for (int32_t i = 0; i < pairs; i++, g += 2, cw += 4) {
+        const int32_t gw = load_word(g);
+        a0 = __smlad(gw, cw[0], a0);
+        a1 = __smlad(gw, cw[1], a1);
+        a2 = __smlad(gw, cw[2], a2);
+        a3 = __smlad(gw, cw[3], a3);
+    }
+    const pw4_sums s = {a0, a1, a2, a3};
+    return s;
+}
+
+#if defined(__arm__)
+/* pw4_rows' state in memory: its loop needs every register but one for the sums, G, the columns and the pointers. */
+typedef struct {
+    const int32_t *cols;
+    int32_t quad4_bytes, quad1_bytes; /* G bytes of a row in steps of four quads, then single quads */
+    float *dst;                       /* g_in of the pixel's channel c */
+    int32_t dst_step;                 /* bytes from one pixel's g_in to the next */
+    int32_t left;                     /* pixels still to do (>= 1) */
+} pw4_rows_state;
+
+/* The tail of pw4_rows' step: the four int32 sums to fp32 (VCVT), times sigma, into s0..s3. */
+#define TT_PW4_SCALE                                                                                            \
+    "vmov s0, s1, %[a0], %[a1]\n\t"                                                                             \
+    "vmov s2, s3, %[a2], %[a3]\n\t"                                                                             \
+    "vcvt.f32.s32 s0, s0\n\t"                                                                                   \
+    "vcvt.f32.s32 s1, s1\n\t"                                                                                   \
+    "vcvt.f32.s32 s2, s2\n\t"                                                                                   \
+    "vcvt.f32.s32 s3, s3\n\t"                                                                                   \
+    "vmul.f32 s0, s0, %[sigma]\n\t"                                                                             \
+    "vmul.f32 s1, s1, %[sigma]\n\t"                                                                             \
+    "vmul.f32 s2, s2, %[sigma]\n\t"                                                                             \
+    "vmul.f32 s3, s3, %[sigma]\n\t"                                                                             \
+    "ldr %[end], [%[st], #12]\n\t"
+
+/* The sums of one pixel (pw4_dot's loops, the sums starting at zero), then its four g_in; per pixel: */
+#define TT_PW4_ROW                                                                                              \
+    "0:\n\t"                                                                                                    \
+    "ldr %[cw], [%[st]]\n\t"                                                                                    \
+    "ldr %[end], [%[st], #4]\n\t"                                                                               \
+    "mov %[a0], #0\n\t"                                                                                         \
+    "mov %[a1], #0\n\t"                                                                                         \
+    "mov %[a2], #0\n\t"                                                                                         \
+    "mov %[a3], #0\n\t"                                                                                         \
+    "add %[end], %[end], %[g]\n\t"                                                                              \
+    "cmp %[g], %[end]\n\t"                                                                                      \
+    "beq 2f\n\t"                                                                                                \
+    "1:\n\t" TT_PW4_QUAD TT_PW4_QUAD TT_PW4_QUAD TT_PW4_QUAD                                                    \
+    "cmp %[g], %[end]\n\t"                                                                                      \
+    "bne 1b\n\t"                                                                                                \
+    "2:\n\t"                                                                                                    \
+    "ldr %[end], [%[st], #8]\n\t"                                                                               \
+    "add %[end], %[end], %[g]\n\t"                                                                              \
+    "cmp %[g], %[end]\n\t"                                                                                      \
+    "beq 4f\n\t"                                                                                                \
+    "3:\n\t" TT_PW4_QUAD                                                                                        \
+    "cmp %[g], %[end]\n\t"                                                                                      \
+    "bne 3b\n\t"                                                                                                \
+    "4:\n\t" TT_PW4_SCALE
+
+/* ... and the next pixel: dst += dst_step, --left. */
+#define TT_PW4_NEXT                                                                                             \
+    "vstmia %[end], {s0-s3}\n\t"                                                                                \
+    "ldr %[a0], [%[st], #16]\n\t"                                                                               \
+    "add %[end], %[end], %[a0]\n\t"                                                                             \
+    "str %[end], [%[st], #12]\n\t"                                                                              \
+    "ldr %[a0], [%[st], #20]\n\t"                                                                               \
+    "subs %[a0], %[a0], #1\n\t"                                                                                 \
+    "str %[a0], [%[st], #20]\n\t"                                                                               \
+    "bne 0b\n\t"
+
+/*
+ * Every pixel of a group of four channels in one assembly loop (pw4_dot's sums, then (float)sum * sigma written or
+ * added as tt_bwd_store does: the same VCVT, VMUL and VADD as the C): C_out % 4 == 0, C_out <= TT_BWD_CHUNK, G
+ * word-aligned. Saves the C loop's per-pixel spills around pw4_dot's assembly (which leaves GCC eight registers).
+ */
+static void pw4_rows(const int16_t *g, pw4_rows_state *st, float sigma, int32_t accumulate)
+{
+    int32_t a0, a1, a2, a3;
+    const int32_t *cw;
+    const void *end;
+    if (accumulate) {
+        __asm__ volatile(TT_PW4_ROW
+                         "vldmia %[end], {s4-s7}\n\t"
+                         "vadd.f32 s0, s4, s0\n\t"
+                         "vadd.f32 s1, s5, s1\n\t"
+                         "vadd.f32 s2, s6, s2\n\t"
+                         "vadd.f32 s3, s7, s3\n\t" TT_PW4_NEXT
+                         : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [cw] "=&r"(cw),
+                           [end] "=&r"(end), [g] "+r"(g)
+                         : [st] "r"(st), [sigma] "t"(sigma)
+                         : "r8", "r9", "r10", "r11", "r12", "lr", "s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "cc",
+                           "memory");
+    } else {
+        __asm__ volatile(TT_PW4_ROW TT_PW4_NEXT
+                         : [a0] "=&r"(a0), [a1] "=&r"(a1), [a2] "=&r"(a2), [a3] "=&r"(a3), [cw] "=&r"(cw),
+                           [end] "=&r"(end), [g] "+r"(g)
+                         : [st] "r"(st), [sigma] "t"(sigma)
+                         : "r8", "r9", "r10", "r11", "r12", "lr", "s0", "s1", "s2", "s3", "cc", "memory");
+    }
+}
+#undef TT_PW4_SCALE
+#undef TT_PW4_ROW
+#undef TT_PW4_NEXT
+#endif
+
+/* Bytes 0, 1 of x and 0, 1 of y (PKHBT), and bytes 2, 3 of each (PKHTB): one instruction each on the core. */
+static inline uint32_t pw4_pack_lo(uint32_t x, uint32_t y)
+{
+#if defined(__arm__)
+    uint32_t r;
+    __asm__("pkhbt %0, %1, %2, lsl #16" : "=r"(r) : "r"(x), "r"(y));
+    return r;
+#else
+    return (x & 0xffffu) | (y << 16);
+#endif
+}
+
+static inline uint32_t pw4_pack_hi(uint32_t x, uint32_t y)
+{
+#if defined(__arm__)
+    uint32_t r;
+    __asm__("pkhtb %0, %1, %2, asr #16" : "=r"(r) : "r"(y), "r"(x));
+    return r;
+#else
+    return (x >> 16) | (y & 0xffff0000u);
+#endif
+}
+
+/*
  * Pointwise, stride 1, C_out <= TT_BWD_CHUNK and 2 * C_out <= TT_BWD_COLUMN: four input channels at a time, their
- * columns interleaved per output pair o as (w[o, c + j], w[o + 1, c + j]) for j = 0..3, so that each word of G serves
- * four SMLADs: 2 pixels x 4 channels, 16 MACs per 6 loads and 8 SMLADs, int32 sums in registers (one VCVT each).
+ * columns gathered once into `cols` (pw4_dot's layout), then every pixel (pw4_dot; int32 sums, one VCVT each). A
+ * group of four home channels gathers a word of w[o, c..c + 3] and of w[o + 1, c..c + 3] per output pair: two
+ * halfword packs and four SXTB16 give its four column words. A group with a working slice (or short of four
+ * channels: zero columns beside it) gathers channel by channel.
  */
 static void __attribute__((noinline)) pointwise4(const tt_conv_params *conv, const int8_t *filter,
                                                  const tt_dims *out_dims, const int16_t *grad_q, float sigma,
                                                  const tt_dims *in_dims, int32_t accumulate, float *g_in)
 {
     const int32_t c_in = in_dims->c, c_out = out_dims->c;
-    const int32_t c_out2 = c_out & ~1;
+    const int32_t c_out2 = c_out & ~1, pairs = c_out / 2;
     const int32_t pixels = in_dims->h * in_dims->w;
+    const tt_weight_patch *patch = conv->patch;
     int32_t cols[TT_BWD_COLUMN];
     int32_t next = 0;
     for (int32_t c = 0; c < c_in; c += 4) {
-        const int32_t nch = c_in - c < 4 ? c_in - c : 4; /* the last group may be short: zero columns beside it */
-        int16_t last[4] = {0, 0, 0, 0};                /* w[c_out - 1, c + j] for an odd c_out */
-        for (int32_t j = 0; j < nch; j++) {
-            size_t ws;
-            const int8_t *w = tt_patched_weights(conv->patch, &next, filter, c + j, c_in, &ws);
-            for (int32_t o = 0; o < c_out2; o += 2) {
-                const uint32_t lo = (uint16_t)(int16_t)w[(size_t)o * ws], hi = (uint16_t)(int16_t)w[(size_t)(o + 1) * ws];
-                cols[2 * o + j] = (int32_t)(lo | (hi << 16));
+        const int32_t nch = c_in - c < 4 ? c_in - c : 4;
+        int16_t last[4] = {0, 0, 0, 0}; /* w[c_out - 1, c + j] for an odd c_out */
+        if (nch == 4 && (patch == NULL || next >= patch->count || patch->channel[next] >= c + 4)) {
+            const int8_t *w = filter + c;
+            int32_t *cw = cols;
+            for (int32_t o = 0; o < c_out2; o += 2, w += 2 * (size_t)c_in, cw += 4) {
+                const uint32_t x = (uint32_t)tt_load4(w), y = (uint32_t)tt_load4(w + c_in); /* rows o, o + 1 */
+                const int32_t lo = (int32_t)pw4_pack_lo(x, y); /* w[o, c], w[o, c + 1], w[o + 1, c], ... */
+                const int32_t hi = (int32_t)pw4_pack_hi(x, y); /* the same of c + 2, c + 3 */
+                cw[0] = (int32_t)__sxtb16(lo);
+                cw[1] = tt_sxtb16_ror8(lo);
+                cw[2] = (int32_t)__sxtb16(hi);
+                cw[3] = tt_sxtb16_ror8(hi);
             }
             if (c_out2 < c_out) {
-                last[j] = w[(size_t)c_out2 * ws];
+                for (int32_t j = 0; j < 4; j++) {
+                    last[j] = w[j];
+                }
+            }
+        } else {
+            for (int32_t j = 0; j < 4; j++) {
+                size_t ws = 0;
+                const int8_t *w = j < nch ? tt_patched_weights(patch, &next, filter, c + j, c_in, &ws) : NULL;
+                for (int32_t o = 0; o < c_out2; o += 2) {
+                    const uint32_t lo = w != NULL ? (uint16_t)(int16_t)w[(size_t)o * ws] : 0u;
+                    const uint32_t hi = w != NULL ? (uint16_t)(int16_t)w[(size_t)(o + 1) * ws] : 0u;
+                    cols[2 * o + j] = (int32_t)(lo | (hi << 16));
+                }
+                if (c_out2 < c_out && w != NULL) {
+                    last[j] = w[(size_t)c_out2 * ws];
+                }
             }
         }
-        for (int32_t j = nch; j < 4; j++) {
-            for (int32_t o = 0; o < c_out2; o += 2) {
-                cols[2 * o + j] = 0;
-            }
+        float *dst = g_in + c;
+        const int16_t *g = grad_q;
+#if defined(__arm__)
+        if (nch == 4 && c_out % 4 == 0 && c_out <= TT_BWD_CHUNK && ((uintptr_t)grad_q & 3u) == 0 && pixels > 0) {
+            pw4_rows_state st = {.cols = cols, .quad4_bytes = 32 * (c_out / 16), .quad1_bytes = 8 * (c_out / 4 % 4),
+                                 .dst = dst, .dst_step = 4 * c_in, .left = pixels};
+            pw4_rows(g, &st, sigma, accumulate);
+            continue;
         }
-        for (int32_t p = 0; p < pixels; p += 2) {
-            const int32_t both = p + 1 < pixels; /* an odd pixel count ends with one pixel: computed twice */
-            const int16_t *g0 = grad_q + (size_t)p * c_out, *g1 = both ? g0 + c_out : g0;
-            int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, b0 = 0, b1 = 0, b2 = 0, b3 = 0;
-            const int32_t *cw = cols;
-            for (int32_t o = 0; o < c_out2; o += 2, cw += 4) {
-                const int32_t ga = load_word(g0 + o), gb = load_word(g1 + o);
-                a0 = __smlad(ga, cw[0], a0);
-                a1 = __smlad(ga, cw[1], a1);
-                a2 = __smlad(ga, cw[2], a2);
-                a3 = __smlad(ga, cw[3], a3);
-                b0 = __smlad(gb, cw[0], b0);
-                b1 = __smlad(gb, cw[1], b1);
-                b2 = __smlad(gb, cw[2], b2);
-                b3 = __smlad(gb, cw[3], b3);
+#endif
+        if (c_out > TT_BWD_CHUNK) { /* int32 sums over chunks of TT_BWD_CHUNK outputs, added into int64 */
+            for (int32_t p = 0; p < pixels; p++, g += c_out, dst += c_in) {
+                int64_t sum[4] = {0, 0, 0, 0};
+                for (int32_t o = 0; o < pairs; o += TT_BWD_CHUNK / 2) {
+                    const int32_t n = pairs - o < TT_BWD_CHUNK / 2 ? pairs - o : TT_BWD_CHUNK / 2;
+                    const pw4_sums s = pw4_dot(g + 2 * o, cols + 4 * o, n);
+                    sum[0] += s.a0;
+                    sum[1] += s.a1;
+                    sum[2] += s.a2;
+                    sum[3] += s.a3;
+                }
+                for (int32_t j = 0; j < nch; j++) {
+                    if (c_out2 < c_out) {
+                        sum[j] += last[j] * g[c_out2];
+                    }
+                    tt_bwd_store(dst + j, tt_sum_to_f32(sum[j]) * sigma, accumulate);
+                }
             }
+            continue;
+        }
+        for (int32_t p = 0; p < pixels; p++, g += c_out, dst += c_in) {
+            pw4_sums s = pw4_dot(g, cols, pairs);
             if (c_out2 < c_out) {
-                const int32_t ha = g0[c_out2], hb = g1[c_out2];
-                a0 += last[0] * ha;
-                a1 += last[1] * ha;
-                a2 += last[2] * ha;
-                a3 += last[3] * ha;
-                b0 += last[0] * hb;
-                b1 += last[1] * hb;
-                b2 += last[2] * hb;
-                b3 += last[3] * hb;
+                const int32_t gl = g[c_out2];
+                s.a0 += last[0] * gl;
+                s.a1 += last[1] * gl;
+                s.a2 += last[2] * gl;
+                s.a3 += last[3] * gl;
             }
-            const int32_t sum[8] = {a0, a1, a2, a3, b0, b1, b2, b3};
-            float *d0 = g_in + (size_t)p * c_in + c;
-            for (int32_t j = 0; j < nch; j++) {
-                tt_bwd_store(d0 + j, (float)sum[j] * sigma, accumulate);
-            }
-            for (int32_t j = 0; j < nch && both; j++) {
-                tt_bwd_store(d0 + c_in + j, (float)sum[4 + j] * sigma, accumulate);
+            if (nch == 4 && !accumulate) {
+                dst[0] = (float)s.a0 * sigma;
+                dst[1] = (float)s.a1 * sigma;
+                dst[2] = (float)s.a2 * sigma;
+                dst[3] = (float)s.a3 * sigma;
+            } else {
+                const int32_t sum[4] = {s.a0, s.a1, s.a2, s.a3};
+                for (int32_t j = 0; j < nch; j++) {
+                    tt_bwd_store(dst + j, (float)sum[j] * sigma, accumulate);
+                }
             }
         }
     }
@@ -226,8 +444,7 @@ tt_status tt_conv2d_s8_bwd_input(const tt_conv_params *conv, const tt_dims *filt
         return st;
     }
     if (filter_dims->h == 1 && filter_dims->w == 1 && conv->stride == 1 && conv->padding == 0 &&
-        out_dims->h == in_dims->h && out_dims->w == in_dims->w && out_dims->c <= TT_BWD_CHUNK &&
-        2 * out_dims->c <= TT_BWD_COLUMN) {
+        out_dims->h == in_dims->h && out_dims->w == in_dims->w && 2 * out_dims->c <= TT_BWD_COLUMN) {
         pointwise4(conv, filter, out_dims, grad_q, sigma, in_dims, accumulate, g_in);
     } else if (filter_dims->h == 1 && filter_dims->w == 1 && conv->stride == 1 && conv->padding == 0 &&
                out_dims->h == in_dims->h && out_dims->w == in_dims->w && out_dims->c <= TT_BWD_COLUMN) {
