@@ -239,6 +239,8 @@ CONV_CASES = [
     # the DSP kernel's int32 sums (C_out <= 512) at their longest, and the first length past them
     BwdConvCase("pointwise", 3, 3, 5, 512, 1, 1, -128, seed=47, weights="saturated", accumulate=True),
     BwdConvCase("pointwise", 1, 3, 4, 513, 1, 1, 127, seed=48, weights="saturated"),
+    # the 1x1 weight-gradient sums over more than one chunk of 256 pixels, an odd pixel count, 4 + 2 outputs
+    BwdConvCase("pointwise", 17, 17, 2, 6, 1, 1, -3, seed=49),
 ]
 
 

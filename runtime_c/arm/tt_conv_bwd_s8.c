@@ -566,6 +566,16 @@ static inline __attribute__((always_inline)) void dwb_widen_group(const tt_weigh
                                                                   int32_t ch, int32_t c, int32_t taps, int flip,
                                                                   int32_t *next, int32_t *wb)
 {
+    if (patch == NULL || *next >= patch->count || patch->channel[*next] >= c + 4) {
+        /* four home channels: one word of the KKC filter per tap */
+        for (int32_t t = 0; t < taps; t++) {
+            const int32_t src = flip ? taps - 1 - t : t;
+            const int32_t u = tt_load4(filter + (size_t)src * ch + c);
+            wb[2 * t] = (int32_t)__sxtb16(u);
+            wb[2 * t + 1] = tt_sxtb16_ror8(u);
+        }
+        return;
+    }
     const int8_t *wc[4];
     size_t ws[4];
     for (int j = 0; j < 4; j++) {
@@ -669,6 +679,86 @@ static int dwb2_fits(const tt_conv_params *conv, int32_t k, const tt_dims *out_d
     return 13 * in_x * in_y >= 8 * all_x * all_y;
 }
 
+/* One input row of dw_bwd_band2: the band rows of its class (rows[j] = G row m - j), the widened weights. */
+typedef struct {
+    const uint32_t *const *rows;
+    const int32_t *wb;
+    int32_t in_w, p, ch;
+    float sigma;
+    int32_t accumulate;
+} dwb2_line;
+
+/* The sums of input pixel (row class py, column class px, G column n) over its class taps, written or added to dst:
+ * K and the classes constant in dwb2_row's copies, so that both loops unroll (immediate offsets, no tests). */
+static inline __attribute__((always_inline)) void dwb2_sum(const uint32_t *const rows[4], const int32_t *wb,
+                                                           int32_t k, int32_t py, int32_t px, int32_t n, float sigma,
+                                                           int32_t accumulate, float *dst)
+{
+    const int32_t rows_n = (k - py + 1) >> 1, cols_n = (k - px + 1) >> 1;
+    int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+#pragma GCC unroll 4
+    for (int32_t j = 0; j < rows_n; j++) {
+        const uint32_t *r = rows[j] + 2 * (n + TT_DWB2_PL);
+        const int32_t *wt = wb + 2 * ((2 * j + py) * k + px);
+#pragma GCC unroll 4
+        for (int32_t i = 0; i < cols_n; i++) {
+            const int32_t g01 = (int32_t)r[-2 * i], g23 = (int32_t)r[-2 * i + 1];
+            a0 = __smlabb(wt[4 * i], g01, a0);
+            a1 = __smlabt(wt[4 * i + 1], g01, a1);
+            a2 = __smlatb(wt[4 * i], g23, a2);
+            a3 = __smlatt(wt[4 * i + 1], g23, a3);
+        }
+    }
+    tt_bwd_store(dst, (float)a0 * sigma, accumulate);
+    tt_bwd_store(dst + 1, (float)a1 * sigma, accumulate);
+    tt_bwd_store(dst + 2, (float)a2 * sigma, accumulate);
+    tt_bwd_store(dst + 3, (float)a3 * sigma, accumulate);
+}
+
+/* Every pixel of an input row of row class py; dst = g_in of its pixel 0, channel c. The line's values are read
+ * into locals once: the fp32 stores may alias anything, so the compiler would reload them per pixel. */
+static inline __attribute__((always_inline)) void dwb2_row(const dwb2_line *l, int32_t k, int32_t py, float *dst)
+{
+    const uint32_t *rows[4];
+    for (int32_t j = 0; j < 4 && j < TT_DWB_MAX_K; j++) {
+        rows[j] = j < (k - py + 1) >> 1 ? l->rows[j] : NULL;
+    }
+    const int32_t *wb = l->wb;
+    const int32_t in_w = l->in_w, p = l->p, ch = l->ch, accumulate = l->accumulate;
+    const float sigma = l->sigma;
+    for (int32_t ix = 0; ix < in_w; ix++, dst += ch) {
+        const int32_t n = (ix + p) >> 1;
+        if (((ix + p) & 1) == 0) {
+            dwb2_sum(rows, wb, k, py, 0, n, sigma, accumulate, dst);
+        } else {
+            dwb2_sum(rows, wb, k, py, 1, n, sigma, accumulate, dst);
+        }
+    }
+}
+
+static __attribute__((noinline)) void dwb2_row_any(const dwb2_line *l, int32_t k, int32_t py, float *dst)
+{
+    if (py == 0) {
+        dwb2_row(l, k, 0, dst);
+    } else {
+        dwb2_row(l, k, 1, dst);
+    }
+}
+
+#define TT_DWB2_ROW(K)                                                                                          \
+    static __attribute__((noinline)) void dwb2_row##K(const dwb2_line *l, int32_t py, float *dst)              \
+    {                                                                                                           \
+        if (py == 0) {                                                                                          \
+            dwb2_row(l, K, 0, dst);                                                                             \
+        } else {                                                                                                \
+            dwb2_row(l, K, 1, dst);                                                                             \
+        }                                                                                                       \
+    }
+TT_DWB2_ROW(3)
+TT_DWB2_ROW(5)
+TT_DWB2_ROW(7)
+#undef TT_DWB2_ROW
+
 static void dw_bwd_band2(const tt_conv_params *conv, int32_t k, const int8_t *filter, const tt_dims *out_dims,
                          const int16_t *grad_q, float sigma, const tt_dims *in_dims, int32_t accumulate, float *g_in)
 {
@@ -677,6 +767,8 @@ static void dw_bwd_band2(const tt_conv_params *conv, int32_t k, const int8_t *fi
     uint32_t band[TT_DWB_BAND_WORDS];
     int32_t wb[2 * TT_DWB_MAX_K * TT_DWB_MAX_K]; /* tap ky K + kx: (w0, w2), (w1, w3) */
     const uint32_t *rows[TT_DWB_MAX_K];
+    void (*row)(const dwb2_line *, int32_t, float *) = k == 3 ? dwb2_row3 : k == 5 ? dwb2_row5 : k == 7 ? dwb2_row7
+                                                                                                  : NULL;
     int32_t next = 0;
     int32_t c = 0;
     for (; c + 4 <= ch; c += 4) {
@@ -693,26 +785,13 @@ static void dw_bwd_band2(const tt_conv_params *conv, int32_t k, const int8_t *fi
                 const int32_t oy = m - j;
                 rows[j] = band + (size_t)(oy >= 0 && oy < out_dims->h ? oy % k : k) * span * 2;
             }
-            float *row_out = g_in + (size_t)iy * in_dims->w * ch + c;
-            for (int32_t ix = 0; ix < in_dims->w; ix++) {
-                const int32_t n = (ix + p) >> 1, px = (ix + p) & 1, cols_n = (k - px + 1) >> 1;
-                int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-                for (int32_t j = 0; j < rows_n; j++) {
-                    const uint32_t *r = rows[j] + 2 * (n + TT_DWB2_PL);
-                    const int32_t *wt = wb + 2 * ((2 * j + py) * k + px);
-                    for (int32_t i = 0; i < cols_n; i++, r -= 2, wt += 4) {
-                        const int32_t g01 = (int32_t)r[0], g23 = (int32_t)r[1];
-                        a0 = __smlabb(wt[0], g01, a0);
-                        a1 = __smlabt(wt[1], g01, a1);
-                        a2 = __smlatb(wt[0], g23, a2);
-                        a3 = __smlatt(wt[1], g23, a3);
-                    }
-                }
-                float *dst = row_out + (size_t)ix * ch;
-                tt_bwd_store(dst, (float)a0 * sigma, accumulate);
-                tt_bwd_store(dst + 1, (float)a1 * sigma, accumulate);
-                tt_bwd_store(dst + 2, (float)a2 * sigma, accumulate);
-                tt_bwd_store(dst + 3, (float)a3 * sigma, accumulate);
+            const dwb2_line line = {.rows = rows, .wb = wb, .in_w = in_dims->w, .p = p, .ch = ch, .sigma = sigma,
+                                    .accumulate = accumulate};
+            float *dst = g_in + (size_t)iy * in_dims->w * ch + c;
+            if (row != NULL) {
+                row(&line, py, dst);
+            } else {
+                dwb2_row_any(&line, k, py, dst);
             }
         }
     }
@@ -849,62 +928,73 @@ int64_t tt_conv_s8_weight_grad_sum(const tt_conv_params *conv, const tt_dims *in
 }
 
 /*
- * 1x1, stride 1 (input and output pixels coincide): per pair of pixels (p, p + 1) the activations are packed once
- * into the lanes (A[p] + offset, A[p + 1] + offset); per pair of outputs (o, o + 1) the words G[p, o..o + 1] and
- * G[p + 1, o..o + 1] are repacked into (G[p, o], G[p + 1, o]) and (G[p, o + 1], G[p + 1, o + 1]) and SMLAD adds both
- * products of each. int32 partial sums stay exact over TT_WG_CHUNK pixels (see above) and are added into int64.
+ * 1x1, stride 1 (input and output pixels coincide): per chunk of TT_WG_CHUNK pixels the activations are packed once
+ * into one word per pixel pair p, p + 1 (A[p] + offset, A[p + 1] + offset). Then four outputs o..o + 3 at a time over
+ * the chunk, their sums in registers: per pixel pair the words G[p, o..o + 1], G[p, o + 2..o + 3] and those of p + 1,
+ * and SMLABB / SMLATB / SMLABT / SMLATT multiply each lane of G with the activation of its pixel (8 MACs per 13
+ * instructions, where repacking G for SMLAD would cost as many). int32 partial sums stay exact over TT_WG_CHUNK pixels
+ * (see above) and are added into int64.
  */
 void tt_conv_s8_weight_grad_sums_1x1(const tt_conv_params *conv, const tt_dims *in_dims, const int8_t *saved,
                                      const tt_dims *out_dims, const int16_t *grad_q, int32_t o0, int32_t count,
                                      int64_t *sums)
 {
-    if (conv->stride != 1 || conv->padding != 0 || in_dims->h != out_dims->h || in_dims->w != out_dims->w ||
-        count > TT_WG_CHUNK) {
+    if (conv->stride != 1 || conv->padding != 0 || in_dims->h != out_dims->h || in_dims->w != out_dims->w) {
         for (int32_t j = 0; j < count; j++) {
             sums[j] = tt_conv_s8_weight_grad_sum(conv, in_dims, saved, out_dims, grad_q, o0 + j, 0, 0);
         }
         return;
     }
     const int32_t offset = conv->input_offset, cs = out_dims->c, pixels = out_dims->h * out_dims->w;
-    const int32_t pairs = count & ~1;
-    int32_t part[TT_WG_CHUNK];
+    int32_t pairs[TT_WG_CHUNK / 2];
     for (int32_t j = 0; j < count; j++) {
         sums[j] = 0;
-        part[j] = 0;
     }
-    int32_t p = 0;
-    for (int32_t chunk = 0; p + 2 <= pixels; p += 2) {
-        const uint32_t a0 = (uint16_t)((int32_t)saved[p] + offset), a1 = (uint16_t)((int32_t)saved[p + 1] + offset);
-        const int32_t a = (int32_t)(a0 | (a1 << 16));
-        const int16_t *g0 = grad_q + (size_t)p * cs + o0, *g1 = g0 + cs;
-        for (int32_t j = 0; j < pairs; j += 2) {
-            int32_t u, v;
-            memcpy(&u, g0 + j, sizeof u); /* G[p, o], G[p, o + 1] */
-            memcpy(&v, g1 + j, sizeof v); /* G[p + 1, o], G[p + 1, o + 1] */
-            const int32_t lo = (int32_t)(((uint32_t)u & 0xffffu) | ((uint32_t)v << 16));
-            const int32_t hi = (int32_t)(((uint32_t)v & 0xffff0000u) | ((uint32_t)u >> 16));
-            part[j] = __smlad(a, lo, part[j]);
-            part[j + 1] = __smlad(a, hi, part[j + 1]);
+    for (int32_t p0 = 0; p0 + 2 <= pixels; p0 += TT_WG_CHUNK) {
+        const int32_t np = (pixels - p0 < TT_WG_CHUNK ? pixels - p0 : TT_WG_CHUNK) / 2; /* pixel pairs */
+        for (int32_t k = 0; k < np; k++) {
+            const uint32_t a0 = (uint16_t)((int32_t)saved[p0 + 2 * k] + offset);
+            const uint32_t a1 = (uint16_t)((int32_t)saved[p0 + 2 * k + 1] + offset);
+            pairs[k] = (int32_t)(a0 | (a1 << 16));
         }
-        if (pairs < count) {
-            part[pairs] = __smlad(a, (int32_t)(((uint32_t)(uint16_t)g0[pairs]) | ((uint32_t)g1[pairs] << 16)),
-                                  part[pairs]);
-        }
-        if (++chunk == TT_WG_CHUNK / 2) { /* 256 products per partial sum */
-            for (int32_t j = 0; j < count; j++) {
-                sums[j] += part[j];
-                part[j] = 0;
+        const int16_t *g = grad_q + (size_t)p0 * cs + o0;
+        int32_t j = 0;
+        for (; j + 4 <= count; j += 4) {
+            int32_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+            const int16_t *gp = g + j;
+            for (int32_t k = 0; k < np; k++, gp += 2 * (size_t)cs) {
+                const int32_t a = pairs[k];
+                const int32_t u0 = load_word(gp), u1 = load_word(gp + 2);           /* G[p, o..o + 3] */
+                const int32_t v0 = load_word(gp + cs), v1 = load_word(gp + cs + 2); /* G[p + 1, o..o + 3] */
+                s0 = __smlabb(a, u0, s0);
+                s0 = __smlatb(a, v0, s0);
+                s1 = __smlabt(a, u0, s1);
+                s1 = __smlatt(a, v0, s1);
+                s2 = __smlabb(a, u1, s2);
+                s2 = __smlatb(a, v1, s2);
+                s3 = __smlabt(a, u1, s3);
+                s3 = __smlatt(a, v1, s3);
             }
-            chunk = 0;
+            sums[j] += s0;
+            sums[j + 1] += s1;
+            sums[j + 2] += s2;
+            sums[j + 3] += s3;
+        }
+        for (; j < count; j++) { /* the last one to three outputs */
+            int32_t s = 0;
+            const int16_t *gp = g + j;
+            for (int32_t k = 0; k < np; k++, gp += 2 * (size_t)cs) {
+                s = __smlabb(pairs[k], gp[0], s);
+                s = __smlatb(pairs[k], gp[cs], s);
+            }
+            sums[j] += s;
         }
     }
-    for (; p < pixels; p++) { /* an odd pixel count: the last pixel */
-        const int32_t a = (int32_t)saved[p] + offset;
+    if (pixels % 2 != 0) { /* the last pixel */
+        const int32_t a = (int32_t)saved[pixels - 1] + offset;
+        const int16_t *g = grad_q + (size_t)(pixels - 1) * cs + o0;
         for (int32_t j = 0; j < count; j++) {
-            part[j] += a * (int32_t)grad_q[(size_t)p * cs + o0 + j];
+            sums[j] += a * (int32_t)g[j];
         }
-    }
-    for (int32_t j = 0; j < count; j++) {
-        sums[j] += part[j];
     }
 }
