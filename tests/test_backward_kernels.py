@@ -502,34 +502,45 @@ def test_reference_pointwise_bwd_input_with_patch(case: PwBwdCase, bwd_san_drive
 QEMU_BWD_MAIN = Path(__file__).resolve().parent / "c" / "bwd_qemu.c"
 
 
-def render_pw_bwd_cases(cases: list[PwBwdCase]) -> str:
-    """bwd_cases.h for tests/c/bwd_qemu.c: each case's arrays and a bwd_case table (see that file)."""
+def render_bwd_cases() -> tuple[str, int]:
+    """bwd_cases.h for tests/c/bwd_qemu.c (each case's arrays and a bwd_case table, see that file): PW_BWD_CASES and
+    test_dw_kernels.BWD_CASES (the depthwise bands and tap lists); and the number of cases."""
+    from test_dw_kernels import BWD_CASES, dw_bwd_data
+
     def arr(name: str, ctype: str, a: np.ndarray) -> str:
         vals = ", ".join(str(int(v)) for v in np.asarray(a).ravel())
         return f"static {ctype} {name}[{max(a.size, 1)}] = {{{vals or '0'}}};\n"
 
-    text, rows = [], []
-    for i, case in enumerate(cases):
-        c = case.conv
+    entries = []
+    for case in PW_BWD_CASES:
         _, want, d, slices = pw_bwd_data(case)
-        filt, fdims = c_filter("pointwise", d["w"])
+        entries.append((case, case.conv, want, d, slices, case.unaligned))
+    for case in BWD_CASES:
+        want, d, slices = dw_bwd_data(case)
+        entries.append((case, case.conv, want, d, slices, False))
+    text, rows = [], []
+    for i, (case, c, want, d, slices, unaligned) in enumerate(entries):
+        filt, fdims = c_filter(c.kind, d["w"])
+        ho, wo = c.out_hw
+        per_slice = int(np.prod(slices.shape[1:]))
         text += [arr(f"filter{i}", "const int8_t", filt), arr(f"grad{i}", "const int16_t", d["G"].astype(np.int16)),
                  arr(f"gin{i}", "const uint32_t", d["g_in0"].view(np.uint32)),
                  arr(f"want{i}", "const uint32_t", want.view(np.uint32)),
                  arr(f"pch{i}", "const uint16_t", np.asarray(case.patch, np.int64)),
                  arr(f"pslices{i}", "int8_t", slices),
-                 arr(f"poff{i}", "const uint32_t", np.arange(len(case.patch)) * c.c_out)]
-        rows.append(f'    {{"{case}", {{{", ".join(map(str, fdims))}}}, {{1, {c.h}, {c.w}, {c.c_out}}}, '
-                    f"{{1, {c.h}, {c.w}, {c.c_in}}}, {float(d['sigma'])!r}f, {int(c.accumulate)}, "
-                    f"{int(case.unaligned)}, filter{i}, grad{i}, gin{i}, want{i}, {len(case.patch)}, pch{i}, "
-                    f"pslices{i}, poff{i}}},\n")
-    return "".join(text) + "static const bwd_case cases[] = {\n" + "".join(rows) + "};\n"
+                 arr(f"poff{i}", "const uint32_t", np.arange(len(case.patch)) * per_slice)]
+        rows.append(f'    {{"{case}", {int(c.depthwise)}, {c.stride}, {c.pad}, {{{", ".join(map(str, fdims))}}}, '
+                    f"{{1, {ho}, {wo}, {c.c_out}}}, {{1, {c.h}, {c.w}, {c.c_in}}}, {float(d['sigma'])!r}f, "
+                    f"{int(c.accumulate)}, {int(unaligned)}, filter{i}, grad{i}, gin{i}, want{i}, {len(case.patch)}, "
+                    f"pch{i}, pslices{i}, poff{i}}},\n")
+    return "".join(text) + "static const bwd_case cases[] = {\n" + "".join(rows) + "};\n", len(entries)
 
 
 @pytest.mark.arm
 @pytest.mark.qemu
 @pytest.mark.parametrize("board", ["qemu-m7", "qemu-m4"])
-def test_qemu_dsp_pointwise_bwd_input_bit_exact(board, tmp_path):
+def test_qemu_dsp_bwd_input_bit_exact(board, tmp_path):
+    """The DSP input gradients on the Cortex-M cores, where their assembly runs: pointwise and depthwise cases."""
     from tt_support import require_tool
 
     from compiler import emulate, firmware
@@ -537,7 +548,8 @@ def test_qemu_dsp_pointwise_bwd_input_bit_exact(board, tmp_path):
     require_tool(firmware.CC)
     require_tool("qemu-system-arm")
     brd = firmware.BOARDS[board]
-    (tmp_path / "bwd_cases.h").write_text(render_pw_bwd_cases(PW_BWD_CASES))
+    header, n = render_bwd_cases()
+    (tmp_path / "bwd_cases.h").write_text(header)
     elf = tmp_path / "bwd_qemu.elf"
     boards = RUNTIME / "boards"
     cmd = [firmware.CC, *brd.cpu, "-O2", *firmware.CFLAGS, f"-I{tmp_path}", f"-I{RUNTIME}", f"-I{boards}",
@@ -548,7 +560,7 @@ def test_qemu_dsp_pointwise_bwd_input_bit_exact(board, tmp_path):
     r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, check=False)
     assert r.returncode == 0, r.stdout + r.stderr
     run = emulate.run(brd, elf, 120)
-    assert run.lines and run.lines[-1] == f"bwd: OK {len(PW_BWD_CASES)} cases", \
+    assert run.lines and run.lines[-1] == f"bwd: OK {n} cases", \
         "\n".join(run.lines[-20:]) + run.stderr
 
 

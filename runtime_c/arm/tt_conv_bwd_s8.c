@@ -488,30 +488,93 @@ typedef struct {
     int32_t accumulate;
 } dwb_group;
 
-/* Input pixels 0..in_w-1 of one row: rows[a] = the band row of G row iy - p' + a; dst = g_in of pixel 0. */
+/*
+ * Input pixels 0..in_w-1 of one row: rows[a] = the band row of G row iy - p' + a; dst = g_in of pixel 0. The
+ * group's values are read into locals (the fp32 stores may alias anything). On the core the K x K taps of a pixel for
+ * K = 3, 5, 7 are one assembly block (dwb_taps): per tap one LDRD of G, one LDRD of the weights (immediate offsets)
+ * and the four SMLAxy, 6 instructions where GCC's code reloads and spills to 8 or 9.
+ */
+#if defined(__arm__)
+/* Band row a of the pixel: rows[a] + the pixel's byte offset. */
+#define TT_DWB_ROWP(A)                                                                                          \
+    "ldr %[r], [%[rows], #" #A "]\n\t"                                                                          \
+    "add %[r], %[r], %[off]\n\t"
+/* Tap (a, b): G column words at byte G of the row, weight words at byte W of wb. */
+#define TT_DWB_TAP(G, W)                                                                                        \
+    "ldrd %[g0], %[g1], [%[r], #" #G "]\n\t"                                                                    \
+    "ldrd %[w0], %[w1], [%[wb], #" #W "]\n\t"                                                                   \
+    "smlabb %[a0], %[w0], %[g0], %[a0]\n\t"                                                                     \
+    "smlabt %[a1], %[w1], %[g0], %[a1]\n\t"                                                                     \
+    "smlatb %[a2], %[w0], %[g1], %[a2]\n\t"                                                                     \
+    "smlatt %[a3], %[w1], %[g1], %[a3]\n\t"
+#define TT_DWB_TAPS3 \
+    TT_DWB_ROWP(0) TT_DWB_TAP(0, 0) TT_DWB_TAP(8, 8) TT_DWB_TAP(16, 16) TT_DWB_ROWP(4) TT_DWB_TAP(0, 24) \
+    TT_DWB_TAP(8, 32) TT_DWB_TAP(16, 40) TT_DWB_ROWP(8) TT_DWB_TAP(0, 48) TT_DWB_TAP(8, 56) TT_DWB_TAP(16, 64)
+#define TT_DWB_TAPS5 \
+    TT_DWB_ROWP(0) TT_DWB_TAP(0, 0) TT_DWB_TAP(8, 8) TT_DWB_TAP(16, 16) TT_DWB_TAP(24, 24) TT_DWB_TAP(32, 32) \
+    TT_DWB_ROWP(4) TT_DWB_TAP(0, 40) TT_DWB_TAP(8, 48) TT_DWB_TAP(16, 56) TT_DWB_TAP(24, 64) TT_DWB_TAP(32, 72) \
+    TT_DWB_ROWP(8) TT_DWB_TAP(0, 80) TT_DWB_TAP(8, 88) TT_DWB_TAP(16, 96) TT_DWB_TAP(24, 104) \
+    TT_DWB_TAP(32, 112) TT_DWB_ROWP(12) TT_DWB_TAP(0, 120) TT_DWB_TAP(8, 128) TT_DWB_TAP(16, 136) \
+    TT_DWB_TAP(24, 144) TT_DWB_TAP(32, 152) TT_DWB_ROWP(16) TT_DWB_TAP(0, 160) TT_DWB_TAP(8, 168) \
+    TT_DWB_TAP(16, 176) TT_DWB_TAP(24, 184) TT_DWB_TAP(32, 192)
+#define TT_DWB_TAPS7 \
+    TT_DWB_ROWP(0) TT_DWB_TAP(0, 0) TT_DWB_TAP(8, 8) TT_DWB_TAP(16, 16) TT_DWB_TAP(24, 24) TT_DWB_TAP(32, 32) \
+    TT_DWB_TAP(40, 40) TT_DWB_TAP(48, 48) TT_DWB_ROWP(4) TT_DWB_TAP(0, 56) TT_DWB_TAP(8, 64) TT_DWB_TAP(16, 72) \
+    TT_DWB_TAP(24, 80) TT_DWB_TAP(32, 88) TT_DWB_TAP(40, 96) TT_DWB_TAP(48, 104) TT_DWB_ROWP(8) \
+    TT_DWB_TAP(0, 112) TT_DWB_TAP(8, 120) TT_DWB_TAP(16, 128) TT_DWB_TAP(24, 136) TT_DWB_TAP(32, 144) \
+    TT_DWB_TAP(40, 152) TT_DWB_TAP(48, 160) TT_DWB_ROWP(12) TT_DWB_TAP(0, 168) TT_DWB_TAP(8, 176) \
+    TT_DWB_TAP(16, 184) TT_DWB_TAP(24, 192) TT_DWB_TAP(32, 200) TT_DWB_TAP(40, 208) TT_DWB_TAP(48, 216) \
+    TT_DWB_ROWP(16) TT_DWB_TAP(0, 224) TT_DWB_TAP(8, 232) TT_DWB_TAP(16, 240) TT_DWB_TAP(24, 248) \
+    TT_DWB_TAP(32, 256) TT_DWB_TAP(40, 264) TT_DWB_TAP(48, 272) TT_DWB_ROWP(20) TT_DWB_TAP(0, 280) \
+    TT_DWB_TAP(8, 288) TT_DWB_TAP(16, 296) TT_DWB_TAP(24, 304) TT_DWB_TAP(32, 312) TT_DWB_TAP(40, 320) \
+    TT_DWB_TAP(48, 328) TT_DWB_ROWP(24) TT_DWB_TAP(0, 336) TT_DWB_TAP(8, 344) TT_DWB_TAP(16, 352) \
+    TT_DWB_TAP(24, 360) TT_DWB_TAP(32, 368) TT_DWB_TAP(40, 376) TT_DWB_TAP(48, 384)
+#define TT_DWB_ASM(TAPS)                                                                                        \
+    __asm__(TAPS                                                                                                \
+            : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [g0] "=&r"(g0), [g1] "=&r"(g1),      \
+              [w0] "=&r"(w0), [w1] "=&r"(w1), [r] "=&r"(r)                                                      \
+            : [rows] "r"(rows), [wb] "r"(wb), [off] "r"(8 * ix)                                                 \
+            : "memory")
+#endif
+
 static inline __attribute__((always_inline)) void dwb_row(const dwb_group *g, const uint32_t *const rows[],
                                                           float *dst, int32_t k)
 {
-    for (int32_t ix = 0; ix < g->in_w; ix++, dst += g->ch) {
+    const int32_t *wb = g->wb;
+    const int32_t in_w = g->in_w, ch = g->ch, accumulate = g->accumulate;
+    const float sigma = g->sigma;
+    for (int32_t ix = 0; ix < in_w; ix++, dst += ch) {
         int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+#if defined(__arm__)
+        int32_t g0, g1, w0, w1;
+        const uint32_t *r;
+        if (k == 3) {
+            TT_DWB_ASM(TT_DWB_TAPS3);
+        } else if (k == 5) {
+            TT_DWB_ASM(TT_DWB_TAPS5);
+        } else if (k == 7) {
+            TT_DWB_ASM(TT_DWB_TAPS7);
+        } else
+#endif
+        {
+            for (int32_t a = 0; a < k; a++) {
+                const uint32_t *rr = rows[a] + 2 * ix;
+                const int32_t *wt = wb + 2 * a * k;
 #pragma GCC unroll 7
-        for (int32_t a = 0; a < k; a++) {
-            const uint32_t *r = rows[a] + 2 * ix;
-            const int32_t *wt = g->wb + 2 * a * k;
-#pragma GCC unroll 7
-            for (int32_t b = 0; b < k; b++) {
-                const int32_t g01 = (int32_t)r[2 * b], g23 = (int32_t)r[2 * b + 1];
-                const int32_t we = wt[2 * b], wo = wt[2 * b + 1];
-                a0 = __smlabb(we, g01, a0);
-                a1 = __smlabt(wo, g01, a1);
-                a2 = __smlatb(we, g23, a2);
-                a3 = __smlatt(wo, g23, a3);
+                for (int32_t b = 0; b < k; b++) {
+                    const int32_t g01 = (int32_t)rr[2 * b], g23 = (int32_t)rr[2 * b + 1];
+                    const int32_t we = wt[2 * b], wo = wt[2 * b + 1];
+                    a0 = __smlabb(we, g01, a0);
+                    a1 = __smlabt(wo, g01, a1);
+                    a2 = __smlatb(we, g23, a2);
+                    a3 = __smlatt(wo, g23, a3);
+                }
             }
         }
-        tt_bwd_store(dst, (float)a0 * g->sigma, g->accumulate);
-        tt_bwd_store(dst + 1, (float)a1 * g->sigma, g->accumulate);
-        tt_bwd_store(dst + 2, (float)a2 * g->sigma, g->accumulate);
-        tt_bwd_store(dst + 3, (float)a3 * g->sigma, g->accumulate);
+        tt_bwd_store(dst, (float)a0 * sigma, accumulate);
+        tt_bwd_store(dst + 1, (float)a1 * sigma, accumulate);
+        tt_bwd_store(dst + 2, (float)a2 * sigma, accumulate);
+        tt_bwd_store(dst + 3, (float)a3 * sigma, accumulate);
     }
 }
 
@@ -689,24 +752,92 @@ typedef struct {
 } dwb2_line;
 
 /* The sums of input pixel (row class py, column class px, G column n) over its class taps, written or added to dst:
- * K and the classes constant in dwb2_row's copies, so that both loops unroll (immediate offsets, no tests). */
+ * K and the classes constant in dwb2_row's copies, so that both loops unroll (immediate offsets, no tests); on the
+ * core for K = 3, 5, 7 one assembly block of dwb_row's taps (G walks left: tap i at column n - i). */
+#if defined(__arm__)
+#define TT_DWB2_TAPS3_00 \
+    TT_DWB_ROWP(0) TT_DWB_TAP(0, 0) TT_DWB_TAP(-8, 16) TT_DWB_ROWP(4) TT_DWB_TAP(0, 48) TT_DWB_TAP(-8, 64)
+#define TT_DWB2_TAPS3_01 \
+    TT_DWB_ROWP(0) TT_DWB_TAP(0, 8) TT_DWB_ROWP(4) TT_DWB_TAP(0, 56)
+#define TT_DWB2_TAPS3_10 \
+    TT_DWB_ROWP(0) TT_DWB_TAP(0, 24) TT_DWB_TAP(-8, 40)
+#define TT_DWB2_TAPS3_11 \
+    TT_DWB_ROWP(0) TT_DWB_TAP(0, 32)
+#define TT_DWB2_TAPS5_00 \
+    TT_DWB_ROWP(0) TT_DWB_TAP(0, 0) TT_DWB_TAP(-8, 16) TT_DWB_TAP(-16, 32) TT_DWB_ROWP(4) TT_DWB_TAP(0, 80) \
+    TT_DWB_TAP(-8, 96) TT_DWB_TAP(-16, 112) TT_DWB_ROWP(8) TT_DWB_TAP(0, 160) TT_DWB_TAP(-8, 176) \
+    TT_DWB_TAP(-16, 192)
+#define TT_DWB2_TAPS5_01 \
+    TT_DWB_ROWP(0) TT_DWB_TAP(0, 8) TT_DWB_TAP(-8, 24) TT_DWB_ROWP(4) TT_DWB_TAP(0, 88) TT_DWB_TAP(-8, 104) \
+    TT_DWB_ROWP(8) TT_DWB_TAP(0, 168) TT_DWB_TAP(-8, 184)
+#define TT_DWB2_TAPS5_10 \
+    TT_DWB_ROWP(0) TT_DWB_TAP(0, 40) TT_DWB_TAP(-8, 56) TT_DWB_TAP(-16, 72) TT_DWB_ROWP(4) TT_DWB_TAP(0, 120) \
+    TT_DWB_TAP(-8, 136) TT_DWB_TAP(-16, 152)
+#define TT_DWB2_TAPS5_11 \
+    TT_DWB_ROWP(0) TT_DWB_TAP(0, 48) TT_DWB_TAP(-8, 64) TT_DWB_ROWP(4) TT_DWB_TAP(0, 128) TT_DWB_TAP(-8, 144)
+#define TT_DWB2_TAPS7_00 \
+    TT_DWB_ROWP(0) TT_DWB_TAP(0, 0) TT_DWB_TAP(-8, 16) TT_DWB_TAP(-16, 32) TT_DWB_TAP(-24, 48) TT_DWB_ROWP(4) \
+    TT_DWB_TAP(0, 112) TT_DWB_TAP(-8, 128) TT_DWB_TAP(-16, 144) TT_DWB_TAP(-24, 160) TT_DWB_ROWP(8) \
+    TT_DWB_TAP(0, 224) TT_DWB_TAP(-8, 240) TT_DWB_TAP(-16, 256) TT_DWB_TAP(-24, 272) TT_DWB_ROWP(12) \
+    TT_DWB_TAP(0, 336) TT_DWB_TAP(-8, 352) TT_DWB_TAP(-16, 368) TT_DWB_TAP(-24, 384)
+#define TT_DWB2_TAPS7_01 \
+    TT_DWB_ROWP(0) TT_DWB_TAP(0, 8) TT_DWB_TAP(-8, 24) TT_DWB_TAP(-16, 40) TT_DWB_ROWP(4) TT_DWB_TAP(0, 120) \
+    TT_DWB_TAP(-8, 136) TT_DWB_TAP(-16, 152) TT_DWB_ROWP(8) TT_DWB_TAP(0, 232) TT_DWB_TAP(-8, 248) \
+    TT_DWB_TAP(-16, 264) TT_DWB_ROWP(12) TT_DWB_TAP(0, 344) TT_DWB_TAP(-8, 360) TT_DWB_TAP(-16, 376)
+#define TT_DWB2_TAPS7_10 \
+    TT_DWB_ROWP(0) TT_DWB_TAP(0, 56) TT_DWB_TAP(-8, 72) TT_DWB_TAP(-16, 88) TT_DWB_TAP(-24, 104) TT_DWB_ROWP(4) \
+    TT_DWB_TAP(0, 168) TT_DWB_TAP(-8, 184) TT_DWB_TAP(-16, 200) TT_DWB_TAP(-24, 216) TT_DWB_ROWP(8) \
+    TT_DWB_TAP(0, 280) TT_DWB_TAP(-8, 296) TT_DWB_TAP(-16, 312) TT_DWB_TAP(-24, 328)
+#define TT_DWB2_TAPS7_11 \
+    TT_DWB_ROWP(0) TT_DWB_TAP(0, 64) TT_DWB_TAP(-8, 80) TT_DWB_TAP(-16, 96) TT_DWB_ROWP(4) TT_DWB_TAP(0, 176) \
+    TT_DWB_TAP(-8, 192) TT_DWB_TAP(-16, 208) TT_DWB_ROWP(8) TT_DWB_TAP(0, 288) TT_DWB_TAP(-8, 304) \
+    TT_DWB_TAP(-16, 320)
+#define TT_DWB2_CASE(K, PY, PX)                                                                                 \
+    if (k == K && py == PY && px == PX) {                                                                       \
+        TT_DWB_ASM(TT_DWB2_TAPS##K##_##PY##PX);                                                                 \
+        done = 1;                                                                                               \
+    }
+#endif
+
 static inline __attribute__((always_inline)) void dwb2_sum(const uint32_t *const rows[4], const int32_t *wb,
                                                            int32_t k, int32_t py, int32_t px, int32_t n, float sigma,
                                                            int32_t accumulate, float *dst)
 {
     const int32_t rows_n = (k - py + 1) >> 1, cols_n = (k - px + 1) >> 1;
     int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+    int done = 0;
+#if defined(__arm__)
+    {
+        const int32_t ix = n + TT_DWB2_PL; /* TT_DWB_ASM's byte offset 8 * ix */
+        int32_t g0, g1, w0, w1;
+        const uint32_t *r;
+        TT_DWB2_CASE(3, 0, 0)
+        TT_DWB2_CASE(3, 0, 1)
+        TT_DWB2_CASE(3, 1, 0)
+        TT_DWB2_CASE(3, 1, 1)
+        TT_DWB2_CASE(5, 0, 0)
+        TT_DWB2_CASE(5, 0, 1)
+        TT_DWB2_CASE(5, 1, 0)
+        TT_DWB2_CASE(5, 1, 1)
+        TT_DWB2_CASE(7, 0, 0)
+        TT_DWB2_CASE(7, 0, 1)
+        TT_DWB2_CASE(7, 1, 0)
+        TT_DWB2_CASE(7, 1, 1)
+    }
+#endif
+    if (!done) {
 #pragma GCC unroll 4
-    for (int32_t j = 0; j < rows_n; j++) {
-        const uint32_t *r = rows[j] + 2 * (n + TT_DWB2_PL);
-        const int32_t *wt = wb + 2 * ((2 * j + py) * k + px);
+        for (int32_t j = 0; j < rows_n; j++) {
+            const uint32_t *r = rows[j] + 2 * (n + TT_DWB2_PL);
+            const int32_t *wt = wb + 2 * ((2 * j + py) * k + px);
 #pragma GCC unroll 4
-        for (int32_t i = 0; i < cols_n; i++) {
-            const int32_t g01 = (int32_t)r[-2 * i], g23 = (int32_t)r[-2 * i + 1];
-            a0 = __smlabb(wt[4 * i], g01, a0);
-            a1 = __smlabt(wt[4 * i + 1], g01, a1);
-            a2 = __smlatb(wt[4 * i], g23, a2);
-            a3 = __smlatt(wt[4 * i + 1], g23, a3);
+            for (int32_t i = 0; i < cols_n; i++) {
+                const int32_t g01 = (int32_t)r[-2 * i], g23 = (int32_t)r[-2 * i + 1];
+                a0 = __smlabb(wt[4 * i], g01, a0);
+                a1 = __smlabt(wt[4 * i + 1], g01, a1);
+                a2 = __smlatb(wt[4 * i], g23, a2);
+                a3 = __smlatt(wt[4 * i + 1], g23, a3);
+            }
         }
     }
     tt_bwd_store(dst, (float)a0 * sigma, accumulate);

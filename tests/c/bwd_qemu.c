@@ -1,8 +1,9 @@
 /*
- * Bare-metal test of the DSP pointwise input gradient on the Cortex-M cores (tests/test_backward_kernels.py builds
- * it for QEMU with the generated bwd_cases.h: each case's filter, G, sigma, starting g_in, optional weight patch and
- * the g_in the reference computed, as fp32 bit patterns). The inline-assembly loops of runtime_c/arm/tt_conv_bwd_s8.c
- * run only here and in the firmware. One case passes G at an odd halfword (the unaligned path). Prints, through
+ * Bare-metal test of the DSP input gradients (pointwise and depthwise) on the Cortex-M cores
+ * (tests/test_backward_kernels.py builds it for QEMU with the generated bwd_cases.h: each case's filter, G, sigma,
+ * starting g_in, optional weight patch and the g_in the reference computed, as fp32 bit patterns). The inline-assembly
+ * loops of runtime_c/arm/tt_conv_bwd_s8.c run only here and in the firmware. A case may pass G at an odd halfword
+ * (the unaligned path). Prints, through
  * semihosting, "bwd: FAIL <case> status <s>" or "bwd: FAIL <case> at <index>: got <g>, expected <e>" for the first
  * difference of a case, then "bwd: OK <n> cases" if none differed. Exit status 0 when all match.
  */
@@ -15,6 +16,7 @@
 
 typedef struct {
     const char *name;
+    int32_t depthwise, stride, padding;
     tt_dims filter_dims, out_dims, in_dims;
     float sigma;
     int32_t accumulate, unaligned;
@@ -67,7 +69,7 @@ int main(void)
         const bwd_case *t = &cases[i];
         const tt_weight_patch patch = {.count = t->patch_count, .channel = t->patch_channel, .base = t->patch_base,
                                        .offset = t->patch_offset, .skip = 0};
-        const tt_conv_params conv = {.input_offset = 0, .output_offset = 0, .stride = 1, .padding = 0,
+        const tt_conv_params conv = {.input_offset = 0, .output_offset = 0, .stride = t->stride, .padding = t->padding,
                                      .patch = t->patch_count > 0 ? &patch : NULL};
         const size_t size = (size_t)t->in_dims.h * t->in_dims.w * t->in_dims.c;
         const size_t g_size = (size_t)t->out_dims.h * t->out_dims.w * t->out_dims.c;
@@ -79,8 +81,11 @@ int main(void)
         memcpy(g_in, t->g_in0, size * sizeof g_in[0]);
         int16_t *g = grad_copy + (t->unaligned ? 1 : 0);
         memcpy(g, t->grad_q, g_size * sizeof g[0]);
-        const tt_status st = tt_conv2d_s8_bwd_input(&conv, &t->filter_dims, t->filter, &t->out_dims, g, t->sigma,
-                                                    &t->in_dims, t->accumulate, g_in);
+        const tt_status st =
+            t->depthwise ? tt_depthwise_conv2d_s8_bwd_input(&conv, &t->filter_dims, t->filter, &t->out_dims, g,
+                                                            t->sigma, &t->in_dims, t->accumulate, g_in)
+                         : tt_conv2d_s8_bwd_input(&conv, &t->filter_dims, t->filter, &t->out_dims, g, t->sigma,
+                                                  &t->in_dims, t->accumulate, g_in);
         if (st != TT_OK) {
             say("bwd: FAIL ", t->name, " status ", dec(st, b1), "\n");
             failed = 1;
