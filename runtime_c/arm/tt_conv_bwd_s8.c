@@ -6,21 +6,26 @@
  * that fits int32 is converted from int32 (one VCVT) rather than from int64 (a library call): both conversions
  * round the same integer to nearest.
  *
- * Pointwise, stride 1, C_out <= TT_BWD_CHUNK: pointwise4 (four input channels x two pixels, int32 sums). Larger
- * C_out: per pair of input channels (c, c + 1) their weight columns w[:, c] are gathered once into int16 (the
- * patched slice where the channel has one), interleaved so that one word holds w[o, c], w[o + 1, c] and the next
- * w[o, c + 1], w[o + 1, c + 1]. Per pair of pixels, SMLAD multiplies a word of
- * G[pixel, o..o + 1] with a column word and adds both products: 2 pixels x 2 channels, 8 MACs per 4 loads and
- * 4 SMLADs. |w * G| <= 128 * 32767 = 4,194,176, so an int32 accumulator is exact over TT_BWD_CHUNK = 512 products
- * (512 * 4,194,176 < 2^31); longer sums add chunks into int64. Columns longer than TT_BWD_COLUMN (stack) and all
- * other dense convs take the reference sums.
+ * Pointwise, stride 1, 2 * C_out <= TT_BWD_COLUMN (C_out <= 576): pointwise4, one pixel x four input channels. The
+ * four weight columns w[:, c..c + 3] are gathered once into int16 words (w[o, c + j], w[o + 1, c + j]) interleaved
+ * per output pair (the patched slice where a channel has one); per pixel, SMLAD multiplies a word of
+ * G[pixel, o..o + 1] with each of the four column words of o. On the core the loop is inline assembly: one LDRD of
+ * G and two LDMs of column words per eight SMLADs, the whole pixel loop and the fp32 stores in one block where
+ * C_out % 4 == 0. |w * G| <= 128 * 32767 = 4,194,176, so an int32 accumulator is exact over TT_BWD_CHUNK = 512
+ * products (512 * 4,194,176 < 2^31); longer sums add chunks into int64. Longer columns (C_out <= TT_BWD_COLUMN):
+ * pointwise, two channels x two pixels in C with the same column words. Other dense convs take the reference sums.
  *
  * Depthwise (K * K <= 511 taps: the sum fits int32 as above): per input pixel the taps that reach it (the stride /
  * padding geometry) are listed once; four channels at a time, SXTB16 widens weight bytes 0 and 2 (and, after a
  * rotate by 8, bytes 1 and 3) into int16 lanes, and SMLABB / SMLABT / SMLATB / SMLATT multiply them with the lanes
  * of G[pixel, c..c + 1] and G[pixel, c + 2..c + 3]. A group of four with a patched channel takes the reference
- * sums. Stride 1 takes a band of G rows instead where it pays and fits (dw_bwd_band, below): one group of four
- * channels over the whole plane, the patched slices widened with the rest.
+ * sums. Stride 1 and 2 take a band of G rows instead where it pays and fits (dw_bwd_band, dw_bwd_band2, below):
+ * one group of four channels over the whole plane, the patched slices widened with the rest; for K = 3, 5, 7 the
+ * taps of a pixel are one inline-assembly block (one LDRD of G and one of the weights per tap).
+ *
+ * Weight-gradient sums, stride 1: runs of A and G four pixels at a time (SXTB16, SMLABB / SMLATB); 1x1: four
+ * outputs at a time over packed activation pairs. Every inline-assembly block (`#if defined(__arm__)`) has the
+ * plain C beside it for the host build of the tests; tests/c/bwd_qemu.c runs the blocks on the cores.
  */
 #include <arm_acle.h>
 #include <stddef.h>
@@ -35,7 +40,7 @@
 #error "runtime_c/arm/ needs the DSP extension (Cortex-M4/M7); build the reference kernels instead"
 #endif
 
-#ifndef TT_BWD_COLUMN /* a test builds with a short column to run the reference path */
+#ifndef TT_BWD_COLUMN /* a test builds with a short column to run the other paths */
 #define TT_BWD_COLUMN 1152 /* words of pointwise columns (4 channels x C_out <= 576 int16), 4.5 KB of stack */
 #endif
 #define TT_BWD_CHUNK 512 /* products per int32 partial sum (see above) */
@@ -142,12 +147,12 @@ static inline void dot_2x2(const int16_t *g0, const int16_t *g1, const int32_t *
 
 /*
  * Pointwise, stride 1, one pixel: the sums over outputs [0, 2 * pairs) of four input channels whose columns `cw` are
- * interleaved per output pair o as cw[2o + j] = (w[o, c + j], w[o + 1, c + j]), added into a[0..3]: each word of G
- * (G[o], G[o + 1]) serves four SMLADs. On the core, four output pairs per step in inline assembly where G is
- * word-aligned: one LDRD of G and two LDMs of four column words per eight SMLADs (16 MACs in 11 instructions;
- * GCC's own loop takes 18, short of registers for the four sums, three pointers and the loaded words). The output
- * pairs past them (and a pixel with an unaligned row: an odd C_out) take the plain C loop, which is all of the host
- * build.
+ * interleaved per output pair o as cw[2o + j] = (w[o, c + j], w[o + 1, c + j]): each word of G (G[o], G[o + 1])
+ * serves four SMLADs. On the core, where G is word-aligned, inline assembly takes a quad of outputs (two pairs) per
+ * LDRD of G and two LDMs of four column words per eight SMLADs (16 MACs in 11 instructions; GCC's own loop takes 18,
+ * short of registers for the four sums, three pointers and the loaded words), four quads per loop step, then single
+ * quads. A last odd pair (and a pixel with an unaligned row: an odd C_out) takes the plain C loop, which is all of
+ * the host build.
  */
 typedef struct {
     int32_t a0, a1, a2, a3;
@@ -206,7 +211,7 @@ static inline __attribute__((always_inline)) pw4_sums pw4_dot(const int16_t *g, 
     return s;
 }
 
-#if defined(__arm__)
+#if defined(__arm__) && defined(__OPTIMIZE__) /* -O0 keeps a frame pointer: one register short */
 /* pw4_rows' state in memory: its loop needs every register but one for the sums, G, the columns and the pointers. */
 typedef struct {
     const int32_t *cols;
@@ -315,11 +320,11 @@ static inline uint32_t pw4_pack_hi(uint32_t x, uint32_t y)
 #endif
 
 /*
- * Pointwise, stride 1, C_out <= TT_BWD_CHUNK and 2 * C_out <= TT_BWD_COLUMN: four input channels at a time, their
- * columns gathered once into `cols` (pw4_dot's layout), then every pixel (pw4_dot; int32 sums, one VCVT each). A
- * group of four home channels gathers a word of w[o, c..c + 3] and of w[o + 1, c..c + 3] per output pair: two
- * halfword packs and four SXTB16 give its four column words. A group with a working slice (or short of four
- * channels: zero columns beside it) gathers channel by channel.
+ * Pointwise, stride 1, 2 * C_out <= TT_BWD_COLUMN: four input channels at a time, their columns gathered once into
+ * `cols` (pw4_dot's layout), then every pixel: pw4_rows where it applies, else pw4_dot (int32 sums, one VCVT each;
+ * C_out > TT_BWD_CHUNK: int32 chunks added into int64). A group of four home channels gathers a word of
+ * w[o, c..c + 3] and of w[o + 1, c..c + 3] per output pair: two halfword packs and four SXTB16 give its four column
+ * words. A group with a working slice (or short of four channels: zero columns beside it) gathers channel by channel.
  */
 static void __attribute__((noinline)) pointwise4(const tt_conv_params *conv, const int8_t *filter,
                                                  const tt_dims *out_dims, const int16_t *grad_q, float sigma,
@@ -392,7 +397,7 @@ static void __attribute__((noinline)) pointwise4(const tt_conv_params *conv, con
         }
         float *dst = g_in + c;
         const int16_t *g = grad_q;
-#if defined(__arm__)
+#if defined(__arm__) && defined(__OPTIMIZE__) /* -O0 keeps a frame pointer: one register short */
         if (nch == 4 && c_out % 4 == 0 && c_out <= TT_BWD_CHUNK && ((uintptr_t)grad_q & 3u) == 0 && pixels > 0) {
             pw4_rows_state st = {.cols = cols, .quad4_bytes = 32 * (c_out / 16), .quad1_bytes = 8 * (c_out / 4 % 4),
                                  .dst = dst, .dst_step = 4 * c_in, .left = pixels};
