@@ -239,6 +239,8 @@ CONV_CASES = [
     # the DSP kernel's int32 sums (C_out <= 512) at their longest, and the first length past them
     BwdConvCase("pointwise", 3, 3, 5, 512, 1, 1, -128, seed=47, weights="saturated", accumulate=True),
     BwdConvCase("pointwise", 1, 3, 4, 513, 1, 1, 127, seed=48, weights="saturated"),
+    # the 1x1 weight-gradient sums over more than one chunk of 256 pixels, an odd pixel count, 4 + 2 outputs
+    BwdConvCase("pointwise", 17, 17, 2, 6, 1, 1, -3, seed=49),
 ]
 
 
@@ -423,6 +425,143 @@ def bwd_dsp_driver(request, tmp_path_factory) -> Driver:
 def test_dsp_backward_kernels_bit_exact(case: BwdConvCase, bwd_dsp_driver):
     """The same checks with the DSP variants of the input-gradient kernels: bit-identical to the reference."""
     conv_case_checks(case, make_bwd(case), bwd_dsp_driver)
+
+
+# The pointwise DSP input gradient with weight patches, and every path of its column-gather and assembly loops
+# (pointwise4: four-quad steps, single quads, a C output pair, odd C_out, short and patched groups, int64 chunks
+# past 512 outputs; past its 4-channel column the 2-channel `pointwise`). The assembly runs in QEMU (below).
+
+
+@dataclass(frozen=True)
+class PwBwdCase:
+    conv: BwdConvCase
+    patch: tuple[int, ...] = ()  # input channels with a working slice
+    unaligned: bool = False  # QEMU only: G at an odd halfword address
+
+    def __str__(self) -> str:
+        return (f"{self.conv}{'-patch' + '.'.join(map(str, self.patch)) if self.patch else ''}"
+                f"{'-unaligned' if self.unaligned else ''}")
+
+
+def pwb(h: int, w: int, c_in: int, c_out: int, seed: int, patch: tuple[int, ...] = (), unaligned: bool = False,
+        **kw) -> PwBwdCase:
+    return PwBwdCase(BwdConvCase("pointwise", h, w, c_in, c_out, 1, 1, 5, seed=seed, **kw), patch, unaligned)
+
+
+PW_BWD_CASES = [
+    pwb(4, 4, 8, 16, 301, patch=(1,)),  # C_out % 16 == 0: four-quad steps only; a patched group
+    pwb(3, 5, 12, 20, 302, accumulate=True),  # four-quad steps and a single quad
+    pwb(2, 3, 6, 12, 303, patch=(4, 5)),  # single quads only; a short last group, patched
+    pwb(3, 3, 8, 4, 304, accumulate=True, patch=(0, 1, 2, 3)),  # one quad; a whole group patched
+    pwb(2, 2, 4, 18, 305),  # C_out % 4 == 2: the quads, then one pair in C
+    pwb(3, 1, 7, 35, 306, accumulate=True, patch=(6,)),  # odd C_out: every other row of G unaligned
+    pwb(2, 3, 8, 48, 307, unaligned=True),  # every row unaligned (QEMU; on the host an aligned copy)
+    pwb(2, 2, 8, 576, 308, weights="saturated"),  # int64 over two int32 chunks, the longest 4-channel column
+    pwb(1, 3, 5, 577, 309, patch=(2,)),  # past the 4-channel column: two channels at a time
+    pwb(2, 2, 4, 512, 310, weights="saturated", accumulate=True),  # the longest int32 sums
+]
+
+
+def pw_bwd_data(case: PwBwdCase) -> tuple[bytes, np.ndarray, dict, np.ndarray]:
+    """The backward_driver payload of a case, the g_in it must produce, make_bwd's data and the patch slices."""
+    c = case.conv
+    d = make_bwd(c)
+    slices = np.random.default_rng(c.seed + 1000).integers(-128, 128, (len(case.patch), c.c_out)).astype(np.int8)
+    w = d["w"].copy()
+    for j, ch in enumerate(case.patch):
+        w[:, ch, 0, 0] = slices[j]
+    want = training.conv_bwd_input(d["G"], d["sigma"], w, 1, 0, False, (c.h, c.w))
+    if c.accumulate:
+        want = training.accumulate_grad(d["g_in0"], want)
+    filt, fdims = c_filter("pointwise", d["w"])  # the home filter: the patch carries the working weights
+    p = (Payload(13 if case.patch else OP_CONV_BWD_IN).ints(1, 0, *fdims, 1, c.h, c.w, c.c_out, 1, c.h, c.w, c.c_in)
+         .floats(d["sigma"]).ints(int(c.accumulate)).array(filt, np.int8).array(d["G"].astype(np.int16), np.int16)
+         .array(d["g_in0"], F32))
+    if case.patch:
+        p = p.array(np.asarray(case.patch), np.int32).array(slices, np.int8)
+    return p.bytes(), np.asarray(want, F32), d, slices
+
+
+def check_pw_bwd_input(case: PwBwdCase, drv: Driver) -> None:
+    payload, want, _, _ = pw_bwd_data(case)
+    status, (g_in,) = drv.run(payload, F32)
+    assert status == TT_OK, f"{case}: status {status}"
+    assert_f32_bits(g_in.reshape(want.shape), want, f"{case} ({drv.exe.name}): input gradient", "(iy, ix, c)")
+
+
+@pytest.mark.parametrize("case", PW_BWD_CASES, ids=str)
+def test_dsp_pointwise_bwd_input_bit_exact(case: PwBwdCase, bwd_dsp_driver):
+    check_pw_bwd_input(case, bwd_dsp_driver)
+
+
+@pytest.mark.parametrize("case", [c for c in PW_BWD_CASES if c.patch], ids=str)
+def test_reference_pointwise_bwd_input_with_patch(case: PwBwdCase, bwd_san_driver):
+    check_pw_bwd_input(case, bwd_san_driver)
+
+
+QEMU_BWD_MAIN = Path(__file__).resolve().parent / "c" / "bwd_qemu.c"
+
+
+def render_bwd_cases() -> tuple[str, int]:
+    """bwd_cases.h for tests/c/bwd_qemu.c (each case's arrays and a bwd_case table, see that file): PW_BWD_CASES and
+    test_dw_kernels.BWD_CASES (the depthwise bands and tap lists); and the number of cases."""
+    from test_dw_kernels import BWD_CASES, dw_bwd_data
+
+    def arr(name: str, ctype: str, a: np.ndarray) -> str:
+        vals = ", ".join(str(int(v)) for v in np.asarray(a).ravel())
+        return f"static {ctype} {name}[{max(a.size, 1)}] = {{{vals or '0'}}};\n"
+
+    entries = []
+    for case in PW_BWD_CASES:
+        _, want, d, slices = pw_bwd_data(case)
+        entries.append((case, case.conv, want, d, slices, case.unaligned))
+    for case in BWD_CASES:
+        want, d, slices = dw_bwd_data(case)
+        entries.append((case, case.conv, want, d, slices, False))
+    text, rows = [], []
+    for i, (case, c, want, d, slices, unaligned) in enumerate(entries):
+        filt, fdims = c_filter(c.kind, d["w"])
+        ho, wo = c.out_hw
+        per_slice = int(np.prod(slices.shape[1:]))
+        text += [arr(f"filter{i}", "const int8_t", filt), arr(f"grad{i}", "const int16_t", d["G"].astype(np.int16)),
+                 arr(f"gin{i}", "const uint32_t", d["g_in0"].view(np.uint32)),
+                 arr(f"want{i}", "const uint32_t", want.view(np.uint32)),
+                 arr(f"pch{i}", "const uint16_t", np.asarray(case.patch, np.int64)),
+                 arr(f"pslices{i}", "int8_t", slices),
+                 arr(f"poff{i}", "const uint32_t", np.arange(len(case.patch)) * per_slice)]
+        rows.append(f'    {{"{case}", {int(c.depthwise)}, {c.stride}, {c.pad}, {{{", ".join(map(str, fdims))}}}, '
+                    f"{{1, {ho}, {wo}, {c.c_out}}}, {{1, {c.h}, {c.w}, {c.c_in}}}, {float(d['sigma'])!r}f, "
+                    f"{int(c.accumulate)}, {int(unaligned)}, filter{i}, grad{i}, gin{i}, want{i}, {len(case.patch)}, "
+                    f"pch{i}, pslices{i}, poff{i}}},\n")
+    return "".join(text) + "static const bwd_case cases[] = {\n" + "".join(rows) + "};\n", len(entries)
+
+
+@pytest.mark.arm
+@pytest.mark.qemu
+@pytest.mark.parametrize("board", ["qemu-m7", "qemu-m4"])
+def test_qemu_dsp_bwd_input_bit_exact(board, tmp_path):
+    """The DSP input gradients on the Cortex-M cores, where their assembly runs: pointwise and depthwise cases."""
+    from tt_support import require_tool
+
+    from compiler import emulate, firmware
+
+    require_tool(firmware.CC)
+    require_tool("qemu-system-arm")
+    brd = firmware.BOARDS[board]
+    header, n = render_bwd_cases()
+    (tmp_path / "bwd_cases.h").write_text(header)
+    elf = tmp_path / "bwd_qemu.elf"
+    boards = RUNTIME / "boards"
+    cmd = [firmware.CC, *brd.cpu, "-O2", *firmware.CFLAGS, f"-I{tmp_path}", f"-I{RUNTIME}", f"-I{boards}",
+           str(QEMU_BWD_MAIN), str(RUNTIME / "arm" / "tt_conv_bwd_s8.c"), str(boards / "tt_startup.c"),
+           str(boards / "tt_semihost.c"), f"-L{boards}", f"-T{brd.linker_script}",
+           "-Wl,--defsym=TT_STACK_SIZE=16384", "-Wl,--defsym=TT_PERSIST_BYTES=0",
+           "-Wl,--defsym=TT_PERSIST_ALIGN=2048", *firmware.LDFLAGS, "-o", str(elf)]
+    r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    run = emulate.run(brd, elf, 120)
+    assert run.lines and run.lines[-1] == f"bwd: OK {n} cases", \
+        "\n".join(run.lines[-20:]) + run.stderr
 
 
 def test_conv_weight_grad_batched_equals_per_channel():

@@ -286,8 +286,9 @@ def dwb_ref_driver(tmp_path_factory):
     return BwdDriver(build_driver(tmp, "backward_driver_ref", SAN_FLAGS, BWD_SOURCES), tmp)
 
 
-def check_dw_bwd_input(case: DwBwdCase, drv) -> None:
-    from test_backward_kernels import F32, OP_DW_BWD_IN, Payload, assert_f32_bits, c_filter, make_bwd
+def dw_bwd_data(case: DwBwdCase) -> tuple[np.ndarray, dict, np.ndarray]:
+    """The g_in a case must produce (fp32), make_bwd's data and the patch's working slices [n, K, K]."""
+    from test_backward_kernels import F32, make_bwd
 
     from compiler import training
 
@@ -302,6 +303,14 @@ def check_dw_bwd_input(case: DwBwdCase, drv) -> None:
     want = training.conv_bwd_input(d["G"], d["sigma"], w, c.stride, c.pad, True, (c.h, c.w))
     if c.accumulate:
         want = training.accumulate_grad(d["g_in0"], want)
+    return np.asarray(want, F32), d, slices
+
+
+def check_dw_bwd_input(case: DwBwdCase, drv) -> None:
+    from test_backward_kernels import F32, OP_DW_BWD_IN, Payload, assert_f32_bits, c_filter
+
+    c = case.conv
+    want, d, slices = dw_bwd_data(case)
     filt, fdims = c_filter("depthwise", d["w"])  # the home filter: the patch carries the working weights
     ho, wo = c.out_hw
     grad_q = d["G"].astype(np.int16)

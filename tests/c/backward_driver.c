@@ -34,6 +34,8 @@
  *      bias:f32 g_in_count; weight:f32 bias:f32 g_in:f32; in grad weight bias g_in
  *   12 tt_depthwise_conv2d_s8_bwd_input with a weight patch: op 4's fields and arrays, then arrays channel:i32
  *      (ascending) and slices:i8 (the working K x K slices of those channels, one after another)
+ *   13 tt_conv2d_s8_bwd_input with a weight patch: op 3's fields and arrays, then channel:i32 and slices:i8 as op 12
+ *      (the working C_out x K x K slices)
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -140,12 +142,12 @@ static void run_bwd_input(FILE *f, int op, uint32_t mask, const char *out_path)
     uint32_t *offset = NULL;
     tt_weight_patch patch;
     conv.patch = NULL;
-    if (op == 12) {
+    if (op == 12 || op == 13) {
         channel32 = read_array(f, 4, &n_channel);
         slices = read_array(f, 1, &n_slices);
         offset = alloc_exact(4, n_channel);
         channel = alloc_exact(2, n_channel);
-        const int32_t taps = filter_dims.h * filter_dims.w;
+        const int32_t taps = filter_dims.n * filter_dims.h * filter_dims.w; /* depthwise: n = 1 */
         if (n_slices != n_channel * taps) {
             die("patch slices do not match the channels");
         }
@@ -160,7 +162,7 @@ static void run_bwd_input(FILE *f, int op, uint32_t mask, const char *out_path)
     const tt_conv_params *pc = nul(mask, 0, &conv);
     const tt_dims *pfd = nul(mask, 1, &filter_dims), *pod = nul(mask, 3, &out_dims), *pid = nul(mask, 5, &in_dims);
     tt_status st;
-    if (op == 3) {
+    if (op == 3 || op == 13) {
         st = tt_conv2d_s8_bwd_input(pc, pfd, nul(mask, 2, filter), pod, nul(mask, 4, grad_q), sigma, pid,
                                     accumulate, nul(mask, 6, g_in));
     } else {
@@ -345,6 +347,7 @@ int main(int argc, char **argv)
     case 3:
     case 4:
     case 12:
+    case 13:
         run_bwd_input(f, op, mask, argv[2]);
         break;
     case 5:
