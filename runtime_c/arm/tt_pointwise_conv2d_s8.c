@@ -111,26 +111,45 @@ static void pixel_long(const int8_t *px, int8_t *po, const int8_t *filter, int32
     }
 }
 
-/* tt_finish2_s8 out of line, for the channels without the prepared form (kept out of the loops' registers). */
+/* tt_finish2_s8 out of line without its bias (the accumulators a, b start from it), for the channels without the
+ * prepared form (kept out of the loops' registers). */
 static void __attribute__((noinline)) finish_pair_other(int32_t a, int32_t b, int32_t o, const tt_out_quant *q,
                                                         int8_t *pa, int8_t *pb)
 {
-    tt_finish2_s8(a, b, o, *q, pa, pb);
+    tt_requantize_floor2(&a, &b, q->multiplier[o], q->shift[o], q->output_offset);
+    *pa = tt_ssat8(a);
+    *pb = tt_ssat8(b);
 }
 
-/* Output channel o of two pixels from their accumulators: the prepared form of a common channel (rq->right != 0,
- * tt_arm_math.h), tt_finish2_s8 otherwise. k = 1 + 2 * output_offset. Both values are computed before the stores
- * (an int8 store may alias *rq). */
+/* Output channel o of two pixels from their accumulators (bias included): the prepared form of a common channel
+ * (rq->right != 0, tt_arm_math.h), tt_finish2_s8's requantisation otherwise. k = 1 + 2 * output_offset. Both values
+ * are computed before the stores (an int8 store may alias *rq). */
 static inline void finish_pair(int32_t a, int32_t b, const tt_rq *rq, int32_t k, int32_t o, const tt_out_quant *q,
                                int8_t *pa, int8_t *pb)
 {
     const tt_rq c = *rq;
     if (c.right != 0) {
-        const int32_t ta = tt_rq_twice(a, c, k), tb = tt_rq_twice(b, c, k);
+        const int32_t ta = tt_rq_twice_biased(a, c, k), tb = tt_rq_twice_biased(b, c, k);
         *pa = tt_ssat8_half(ta);
         *pb = tt_ssat8_half(tb);
     } else {
         finish_pair_other(a, b, o, q, pa, pb);
+    }
+}
+
+/* finish_pair of output channel o0 + (rq - rq0) into *po and po[step], the channel found from rq only when it has no
+ * prepared form. */
+static inline __attribute__((always_inline)) void finish_plain(int32_t a, int32_t b, const tt_rq *rq, int32_t k,
+                                                               const tt_out_quant *q, int8_t *po, ptrdiff_t step,
+                                                               const tt_rq *rq0, int32_t o0)
+{
+    const tt_rq c = *rq;
+    if (c.right != 0) {
+        const int32_t ta = tt_rq_twice_biased(a, c, k), tb = tt_rq_twice_biased(b, c, k);
+        po[0] = tt_ssat8_half(ta);
+        po[step] = tt_ssat8_half(tb);
+    } else {
+        finish_pair_other(a, b, o0 + (int32_t)(rq - rq0), q, po, po + step);
     }
 }
 
@@ -162,10 +181,81 @@ static inline void dot_group(const int8_t *u0, const int8_t *u1, const int32_t *
 }
 
 /*
+ * dot_group over the groups of two output channels (weights u0, u1) at two pixels (widened x), added to the four
+ * accumulators. On the core two groups per iteration in inline asm: one LDM takes a group's four widened words (both
+ * pixels), LDR with post-increment the two weight words, 4 SXTB16 and 8 SMLAD: 16 instructions per 16 MACs with the
+ * loop's CMP and BNE (GCC's loop: 20, four single loads and the pointer updates). An odd group count starts with
+ * one group in C. The host build (tests/c/acle_host) runs the same sums in C.
+ */
+static inline __attribute__((always_inline)) void dot_rows(const int8_t *u0, const int8_t *u1, const int32_t *x,
+                                                           int32_t groups, int32_t *a00, int32_t *a01, int32_t *a10,
+                                                           int32_t *a11)
+{
+    if (groups & 1) {
+        dot_group(u0, u1, x, a00, a01, a10, a11);
+        u0 += 4;
+        u1 += 4;
+        x += 4;
+    }
+#if defined(__arm__)
+    if (groups >= 2) {
+        const int32_t *end = x + 4 * (groups & ~1);
+        int32_t b00 = *a00, b01 = *a01, b10 = *a10, b11 = *a11, t0, t1;
+        /* r8 .. r11: px0's (x0, x2), (x1, x3) and px1's of one group (LDM needs its registers in ascending order) */
+        __asm__("1:\n\t"
+                "ldm %[x]!, {r8, r9, r10, r11}\n\t"
+                "ldr %[t0], [%[u0]], #4\n\t"
+                "sxtb16 %[t1], %[t0], ror #8\n\t"
+                "sxtb16 %[t0], %[t0]\n\t"
+                "smlad %[b00], %[t0], r8, %[b00]\n\t"
+                "smlad %[b10], %[t0], r10, %[b10]\n\t"
+                "smlad %[b00], %[t1], r9, %[b00]\n\t"
+                "smlad %[b10], %[t1], r11, %[b10]\n\t"
+                "ldr %[t0], [%[u1]], #4\n\t"
+                "sxtb16 %[t1], %[t0], ror #8\n\t"
+                "sxtb16 %[t0], %[t0]\n\t"
+                "smlad %[b01], %[t0], r8, %[b01]\n\t"
+                "smlad %[b11], %[t0], r10, %[b11]\n\t"
+                "smlad %[b01], %[t1], r9, %[b01]\n\t"
+                "smlad %[b11], %[t1], r11, %[b11]\n\t"
+                "ldm %[x]!, {r8, r9, r10, r11}\n\t"
+                "ldr %[t0], [%[u0]], #4\n\t"
+                "sxtb16 %[t1], %[t0], ror #8\n\t"
+                "sxtb16 %[t0], %[t0]\n\t"
+                "smlad %[b00], %[t0], r8, %[b00]\n\t"
+                "smlad %[b10], %[t0], r10, %[b10]\n\t"
+                "smlad %[b00], %[t1], r9, %[b00]\n\t"
+                "smlad %[b10], %[t1], r11, %[b10]\n\t"
+                "ldr %[t0], [%[u1]], #4\n\t"
+                "sxtb16 %[t1], %[t0], ror #8\n\t"
+                "sxtb16 %[t0], %[t0]\n\t"
+                "smlad %[b01], %[t0], r8, %[b01]\n\t"
+                "smlad %[b11], %[t0], r10, %[b11]\n\t"
+                "smlad %[b01], %[t1], r9, %[b01]\n\t"
+                "smlad %[b11], %[t1], r11, %[b11]\n\t"
+                "cmp %[x], %[end]\n\t"
+                "bne 1b"
+                : [b00] "+r"(b00), [b01] "+r"(b01), [b10] "+r"(b10), [b11] "+r"(b11), [x] "+r"(x), [u0] "+r"(u0),
+                  [u1] "+r"(u1), [t0] "=&r"(t0), [t1] "=&r"(t1)
+                : [end] "r"(end)
+                : "r8", "r9", "r10", "r11", "cc", "memory");
+        *a00 = b00;
+        *a01 = b01;
+        *a10 = b10;
+        *a11 = b11;
+    }
+#else
+    for (const int32_t *end = x + 4 * (groups & ~1); x < end; x += 4, u0 += 4, u1 += 4) {
+        dot_group(u0, u1, x, a00, a01, a10, a11);
+    }
+#endif
+}
+
+/*
  * Outputs o0 .. o0 + (n & ~1) - 1 of two pixels px0, px1 whose inputs (C_in a multiple of 4) are widened in `widened`:
- * 2 output channels x 2 pixels per inner loop, each widened weight word serving both pixels; then the corrections
- * for the working slices of `patch` (may be NULL; tt_conv_common.h), then the requantisation of the prepared forms
- * rq[0 .. n - 1].
+ * 2 output channels x 2 pixels per inner loop (dot_rows), each widened weight word serving both pixels; the
+ * accumulators start from the bias (the sums wrap as tt_add_wrap), then the corrections for the working slices of
+ * `patch` (may be NULL; tt_conv_common.h), then the requantisation of the prepared forms rq[0 .. n - 1].
  */
 static inline void pairs_body(const int8_t *filter, int32_t c_in, int32_t o0, int32_t n,
                                                              const int32_t *widened, int32_t groups,
@@ -175,14 +265,10 @@ static inline void pairs_body(const int8_t *filter, int32_t c_in, int32_t o0, in
                                                              int8_t *po1)
 {
     const int32_t k = 1 + 2 * q.output_offset;
-    const int32_t *end = widened + 4 * groups;
     const int8_t *w0 = filter + (size_t)o0 * c_in;
     for (int32_t i = 0; i + 2 <= n; i += 2, w0 += 2 * c_in) {
-        const int8_t *u0 = w0, *u1 = w0 + c_in;
-        int32_t a00 = 0, a01 = 0, a10 = 0, a11 = 0;
-        for (const int32_t *x = widened; x < end; x += 4, u0 += 4, u1 += 4) {
-            dot_group(u0, u1, x, &a00, &a01, &a10, &a11);
-        }
+        int32_t a00 = rq[i].bias, a01 = rq[i + 1].bias, a10 = a00, a11 = a01;
+        dot_rows(w0, w0 + c_in, widened, groups, &a00, &a01, &a10, &a11);
         const int32_t o = o0 + i;
         if (patch != NULL) { /* tt_patch_delta_1x1 of the four outputs: each weight difference serves both pixels */
             uint32_t e00 = 0, e01 = 0, e10 = 0, e11 = 0;
@@ -213,6 +299,74 @@ static void __attribute__((noinline)) pairs(const int8_t *filter, int32_t c_in, 
                                             int32_t offset, int8_t *po0, int8_t *po1)
 {
     pairs_body(filter, c_in, o0, n, widened, groups, q, rq, patch, px0, px1, offset, po0, po1);
+}
+
+/*
+ * pairs_body without a patch and with an even group count (MCUNet's and MobileNetV2's pointwise layers): output
+ * channels o0 .. o0 + (n & ~1) - 1, with po = po0 + o0 and step = po1 - po0. Pointers walk instead of indices
+ * (every register is the asm loop's, so each live value is reloaded after it) and the weights of the next pair
+ * start where the loop's u1 ends.
+ */
+static void __attribute__((noinline)) pairs_plain(const int8_t *w, int32_t c_in, int32_t o0, int32_t n,
+                                                  const int32_t *widened, int32_t groups, const tt_out_quant *q,
+                                                  const tt_rq *rq, int8_t *po, ptrdiff_t step)
+{
+    const int32_t k = 1 + 2 * q->output_offset;
+    const tt_rq *const rq0 = rq, *const rq_end = rq + (n & ~1);
+#if defined(__arm__)
+    const int32_t *const end = widened + 4 * groups;
+#endif
+    for (; rq < rq_end; rq += 2, po += 2) {
+        int32_t b00 = rq[0].bias, b01 = rq[1].bias, b10 = b00, b11 = b01;
+#if defined(__arm__)
+        const int8_t *u0 = w, *u1 = w + c_in;
+        const int32_t *x = widened;
+        int32_t t0, t1;
+        __asm__("1:\n\t"
+                "ldm %[x]!, {r8, r9, r10, r11}\n\t"
+                "ldr %[t0], [%[u0]], #4\n\t"
+                "sxtb16 %[t1], %[t0], ror #8\n\t"
+                "sxtb16 %[t0], %[t0]\n\t"
+                "smlad %[b00], %[t0], r8, %[b00]\n\t"
+                "smlad %[b10], %[t0], r10, %[b10]\n\t"
+                "smlad %[b00], %[t1], r9, %[b00]\n\t"
+                "smlad %[b10], %[t1], r11, %[b10]\n\t"
+                "ldr %[t0], [%[u1]], #4\n\t"
+                "sxtb16 %[t1], %[t0], ror #8\n\t"
+                "sxtb16 %[t0], %[t0]\n\t"
+                "smlad %[b01], %[t0], r8, %[b01]\n\t"
+                "smlad %[b11], %[t0], r10, %[b11]\n\t"
+                "smlad %[b01], %[t1], r9, %[b01]\n\t"
+                "smlad %[b11], %[t1], r11, %[b11]\n\t"
+                "ldm %[x]!, {r8, r9, r10, r11}\n\t"
+                "ldr %[t0], [%[u0]], #4\n\t"
+                "sxtb16 %[t1], %[t0], ror #8\n\t"
+                "sxtb16 %[t0], %[t0]\n\t"
+                "smlad %[b00], %[t0], r8, %[b00]\n\t"
+                "smlad %[b10], %[t0], r10, %[b10]\n\t"
+                "smlad %[b00], %[t1], r9, %[b00]\n\t"
+                "smlad %[b10], %[t1], r11, %[b10]\n\t"
+                "ldr %[t0], [%[u1]], #4\n\t"
+                "sxtb16 %[t1], %[t0], ror #8\n\t"
+                "sxtb16 %[t0], %[t0]\n\t"
+                "smlad %[b01], %[t0], r8, %[b01]\n\t"
+                "smlad %[b11], %[t0], r10, %[b11]\n\t"
+                "smlad %[b01], %[t1], r9, %[b01]\n\t"
+                "smlad %[b11], %[t1], r11, %[b11]\n\t"
+                "cmp %[x], %[end]\n\t"
+                "bne 1b"
+                : [b00] "+r"(b00), [b01] "+r"(b01), [b10] "+r"(b10), [b11] "+r"(b11), [x] "+r"(x), [u0] "+r"(u0),
+                  [u1] "+r"(u1), [t0] "=&r"(t0), [t1] "=&r"(t1)
+                : [end] "r"(end)
+                : "r8", "r9", "r10", "r11", "cc", "memory");
+        w = u1;
+#else
+        dot_rows(w, w + c_in, widened, groups, &b00, &b01, &b10, &b11);
+        w += 2 * c_in;
+#endif
+        finish_plain(b00, b10, rq, k, q, po, step, rq0, o0);
+        finish_plain(b01, b11, rq + 1, k, q, po + 1, step, rq0, o0);
+    }
 }
 
 /* The input pixel of output pixel p (row-major over the output): the stride picks every stride-th pixel. */
@@ -403,7 +557,11 @@ static void __attribute__((noinline)) common(const tt_conv_params *conv, const t
             int8_t *po0 = out + (size_t)p * c_out;
             int8_t *po1 = both ? po0 + c_out : po0; /* a lone last pixel: its pair is itself, stored twice */
             widen(px0, px1, groups, offset2, widened);
-            pairs(filter, c_in, o0, n, widened, groups, q, rq, patch, px0, px1, offset, po0, po1);
+            if (patch == NULL && (groups & 1) == 0) {
+                pairs_plain(filter + (size_t)o0 * c_in, c_in, o0, n, widened, groups, &q, rq, po0 + o0, po1 - po0);
+            } else {
+                pairs(filter, c_in, o0, n, widened, groups, q, rq, patch, px0, px1, offset, po0, po1);
+            }
             if (n & 1) { /* an odd C_out: the last output of both pixels */
                 const int32_t o = o0 + n - 1;
                 const int8_t *w0 = filter + (size_t)o * c_in;
