@@ -251,6 +251,29 @@ static inline __attribute__((always_inline)) void dot_rows(const int8_t *u0, con
 #endif
 }
 
+/* tt_patch_delta_1x1 of output channels o, o + 1 (home rows w0, w0 + c_in) at two pixels, added to the four
+ * accumulators: each weight difference serves both pixels. */
+static inline void patch_pairs(const tt_weight_patch *patch, const int8_t *w0, int32_t c_in, int32_t o,
+                               const int8_t *px0, const int8_t *px1, int32_t offset, int32_t *a00, int32_t *a01,
+                               int32_t *a10, int32_t *a11)
+{
+    uint32_t e00 = 0, e01 = 0, e10 = 0, e11 = 0;
+    for (int32_t j = 0; j < patch->count; j++) {
+        const int32_t c = patch->channel[j];
+        const int8_t *sl = tt_patch_slice(patch, j);
+        const int32_t d0 = (int32_t)sl[o] - (int32_t)w0[c], d1 = (int32_t)sl[o + 1] - (int32_t)w0[c_in + c];
+        const int32_t x0 = (int32_t)px0[c] + offset, x1 = (int32_t)px1[c] + offset;
+        e00 += (uint32_t)(d0 * x0);
+        e01 += (uint32_t)(d1 * x0);
+        e10 += (uint32_t)(d0 * x1);
+        e11 += (uint32_t)(d1 * x1);
+    }
+    *a00 = tt_add_wrap(*a00, (int32_t)e00);
+    *a01 = tt_add_wrap(*a01, (int32_t)e01);
+    *a10 = tt_add_wrap(*a10, (int32_t)e10);
+    *a11 = tt_add_wrap(*a11, (int32_t)e11);
+}
+
 /*
  * Outputs o0 .. o0 + (n & ~1) - 1 of two pixels px0, px1 whose inputs (C_in a multiple of 4) are widened in `widened`:
  * 2 output channels x 2 pixels per inner loop (dot_rows), each widened weight word serving both pixels; the
@@ -270,22 +293,8 @@ static inline void pairs_body(const int8_t *filter, int32_t c_in, int32_t o0, in
         int32_t a00 = rq[i].bias, a01 = rq[i + 1].bias, a10 = a00, a11 = a01;
         dot_rows(w0, w0 + c_in, widened, groups, &a00, &a01, &a10, &a11);
         const int32_t o = o0 + i;
-        if (patch != NULL) { /* tt_patch_delta_1x1 of the four outputs: each weight difference serves both pixels */
-            uint32_t e00 = 0, e01 = 0, e10 = 0, e11 = 0;
-            for (int32_t j = 0; j < patch->count; j++) {
-                const int32_t c = patch->channel[j];
-                const int8_t *sl = tt_patch_slice(patch, j);
-                const int32_t d0 = (int32_t)sl[o] - (int32_t)w0[c], d1 = (int32_t)sl[o + 1] - (int32_t)w0[c_in + c];
-                const int32_t x0 = (int32_t)px0[c] + offset, x1 = (int32_t)px1[c] + offset;
-                e00 += (uint32_t)(d0 * x0);
-                e01 += (uint32_t)(d1 * x0);
-                e10 += (uint32_t)(d0 * x1);
-                e11 += (uint32_t)(d1 * x1);
-            }
-            a00 = tt_add_wrap(a00, (int32_t)e00);
-            a01 = tt_add_wrap(a01, (int32_t)e01);
-            a10 = tt_add_wrap(a10, (int32_t)e10);
-            a11 = tt_add_wrap(a11, (int32_t)e11);
+        if (patch != NULL) {
+            patch_pairs(patch, w0, c_in, o, px0, px1, offset, &a00, &a01, &a10, &a11);
         }
         finish_pair(a00, a10, rq + i, k, o, &q, po0 + o, po1 + o);
         finish_pair(a01, a11, rq + i + 1, k, o + 1, &q, po0 + o + 1, po1 + o + 1);
@@ -302,14 +311,16 @@ static void __attribute__((noinline)) pairs(const int8_t *filter, int32_t c_in, 
 }
 
 /*
- * pairs_body without a patch and with an even group count (MCUNet's and MobileNetV2's pointwise layers): output
- * channels o0 .. o0 + (n & ~1) - 1, with po = po0 + o0 and step = po1 - po0. Pointers walk instead of indices
- * (every register is the asm loop's, so each live value is reloaded after it) and the weights of the next pair
- * start where the loop's u1 ends.
+ * pairs_body for an even group count (MCUNet's and MobileNetV2's pointwise layers): output channels
+ * o0 .. o0 + (n & ~1) - 1, with w = the weights of o0, po = po0 + o0 and step = po1 - po0. Pointers walk instead of
+ * indices (every register is the asm loop's, so each live value is reloaded after it) and the weights of the next
+ * pair start where the loop's u1 ends.
  */
-static void __attribute__((noinline)) pairs_plain(const int8_t *w, int32_t c_in, int32_t o0, int32_t n,
-                                                  const int32_t *widened, int32_t groups, const tt_out_quant *q,
-                                                  const tt_rq *rq, int8_t *po, ptrdiff_t step)
+static inline __attribute__((always_inline)) void pairs_even(const int8_t *w, int32_t c_in, int32_t o0, int32_t n,
+                                                             const int32_t *widened, int32_t groups,
+                                                             const tt_out_quant *q, const tt_rq *rq, int8_t *po,
+                                                             ptrdiff_t step, const tt_weight_patch *patch,
+                                                             const int8_t *px0, const int8_t *px1, int32_t offset)
 {
     const int32_t k = 1 + 2 * q->output_offset;
     const tt_rq *const rq0 = rq, *const rq_end = rq + (n & ~1);
@@ -318,6 +329,7 @@ static void __attribute__((noinline)) pairs_plain(const int8_t *w, int32_t c_in,
 #endif
     for (; rq < rq_end; rq += 2, po += 2) {
         int32_t b00 = rq[0].bias, b01 = rq[1].bias, b10 = b00, b11 = b01;
+        const int8_t *const w0 = w;
 #if defined(__arm__)
         const int8_t *u0 = w, *u1 = w + c_in;
         const int32_t *x = widened;
@@ -364,9 +376,29 @@ static void __attribute__((noinline)) pairs_plain(const int8_t *w, int32_t c_in,
         dot_rows(w, w + c_in, widened, groups, &b00, &b01, &b10, &b11);
         w += 2 * c_in;
 #endif
+        if (patch != NULL) {
+            patch_pairs(patch, w0, c_in, o0 + (int32_t)(rq - rq0), px0, px1, offset, &b00, &b01, &b10, &b11);
+        }
         finish_plain(b00, b10, rq, k, q, po, step, rq0, o0);
         finish_plain(b01, b11, rq + 1, k, q, po + 1, step, rq0, o0);
     }
+}
+
+/* pairs_even without a patch (the unpatched layers: no correction in the loop) and with one, out of line. */
+static void __attribute__((noinline)) pairs_even_plain(const int8_t *w, int32_t c_in, int32_t o0, int32_t n,
+                                                       const int32_t *widened, int32_t groups, const tt_out_quant *q,
+                                                       const tt_rq *rq, int8_t *po, ptrdiff_t step)
+{
+    pairs_even(w, c_in, o0, n, widened, groups, q, rq, po, step, NULL, NULL, NULL, 0);
+}
+
+static void __attribute__((noinline)) pairs_even_patched(const int8_t *w, int32_t c_in, int32_t o0, int32_t n,
+                                                         const int32_t *widened, int32_t groups,
+                                                         const tt_out_quant *q, const tt_rq *rq, int8_t *po,
+                                                         ptrdiff_t step, const tt_weight_patch *patch,
+                                                         const int8_t *px0, const int8_t *px1, int32_t offset)
+{
+    pairs_even(w, c_in, o0, n, widened, groups, q, rq, po, step, patch, px0, px1, offset);
 }
 
 /* The input pixel of output pixel p (row-major over the output): the stride picks every stride-th pixel. */
@@ -557,8 +589,12 @@ static void __attribute__((noinline)) common(const tt_conv_params *conv, const t
             int8_t *po0 = out + (size_t)p * c_out;
             int8_t *po1 = both ? po0 + c_out : po0; /* a lone last pixel: its pair is itself, stored twice */
             widen(px0, px1, groups, offset2, widened);
-            if (patch == NULL && (groups & 1) == 0) {
-                pairs_plain(filter + (size_t)o0 * c_in, c_in, o0, n, widened, groups, &q, rq, po0 + o0, po1 - po0);
+            if ((groups & 1) == 0 && patch == NULL) {
+                pairs_even_plain(filter + (size_t)o0 * c_in, c_in, o0, n, widened, groups, &q, rq, po0 + o0,
+                                 po1 - po0);
+            } else if ((groups & 1) == 0) {
+                pairs_even_patched(filter + (size_t)o0 * c_in, c_in, o0, n, widened, groups, &q, rq, po0 + o0,
+                                   po1 - po0, patch, px0, px1, offset);
             } else {
                 pairs(filter, c_in, o0, n, widened, groups, q, rq, patch, px0, px1, offset, po0, po1);
             }
