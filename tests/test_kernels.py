@@ -91,7 +91,7 @@ def san_driver(tmp_path_factory) -> Driver:
 # tests/c/acle_host/arm_acle.h stands in for the ACLE intrinsics. Built with the sanitizers; "short" shrinks the
 # dense kernel's stack column and the pointwise kernel's widened buffer so that their long-input paths run too, the
 # prepared chunk of the pointwise kernel (more chunk ends) and the first_conv row (wider inputs take the general path).
-DSP_BUILDS = {"dsp": [], "dsp_short": ["-DTT_CONV_COLUMN=8", "-DTT_PW_GROUPS=1", "-DTT_PW_CHUNK=2", "-DTT_PW_BLOCK=3", "-DTT_FC_WIDTH=8"]}
+DSP_BUILDS = {"dsp": [], "dsp_short": ["-DTT_CONV_COLUMN=8", "-DTT_PW_GROUPS=2", "-DTT_PW_CHUNK=2", "-DTT_FC_WIDTH=8"]}
 
 
 @pytest.fixture(scope="session", params=list(DSP_BUILDS))
@@ -184,6 +184,9 @@ CONV_CASES = [
     ConvCase("pointwise", 9, 9, 8, 6, 1, 2, 127, -128, seed=28),
     ConvCase("pointwise", 5, 5, 16, 9, 1, 2, -128, 5, seed=29),
     ConvCase("pointwise", 3, 3, 12, 170, 1, 1, 20, -20, seed=30),
+    # the quads of four pixels: a last quad of two pixels, an odd group count above one (five groups), odd C_out
+    ConvCase("pointwise", 2, 3, 20, 5, 1, 1, -128, 127, seed=41, extreme=True),
+    ConvCase("pointwise", 3, 6, 24, 7, 1, 1, 5, -6, seed=42),
 ]
 
 
@@ -336,6 +339,7 @@ PATCH_CASES = [
     (ConvCase("pointwise", 5, 5, 16, 9, 1, 2, -128, 5, seed=29), [3]),
     (ConvCase("pointwise", 3, 3, 12, 170, 1, 1, 20, -20, seed=30), [1, 2, 11]),
     (ConvCase("pointwise", 7, 9, 6, 7, 1, 1, -17, 9, seed=21), [0, 5]),
+    (ConvCase("pointwise", 2, 3, 20, 5, 1, 1, -128, 127, seed=41, extreme=True), [0, 1, 2, 3, 19]),
     (ConvCase("conv", 9, 11, 3, 16, 3, 2, 0, -128, seed=31), [1]),
     (ConvCase("conv", 9, 8, 3, 5, 3, 2, 5, -3, seed=32), [0, 2]),
     (ConvCase("conv", 7, 9, 4, 6, 3, 2, 127, -128, seed=2), [3]),

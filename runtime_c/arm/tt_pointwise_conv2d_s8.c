@@ -30,12 +30,8 @@
 #define TT_PW_CHUNK 160 /* output channels whose requantisation is prepared at a time: 1,920 B of stack */
 #endif
 
-#ifndef TT_PW_BLOCK /* a test builds with 3 to run partial blocks */
-#define TT_PW_BLOCK 32 /* pixels widened at a time for 8 and 16 input channels: up to 1 KB of stack */
-#endif
-
-#ifndef TT_PW_GROUPS /* a test builds with fewer to run the long-input path */
-#define TT_PW_GROUPS 256 /* 1,024 input channels widened once per pixel: 2 KB of stack */
+#ifndef TT_PW_GROUPS /* a test builds with fewer to run the other paths */
+#define TT_PW_GROUPS 256 /* 1,024 input channels widened once per pixel pair, 512 per quad: 4 KB of stack */
 #endif
 
 static inline int32_t dot_tail(const int8_t *pw, const int8_t *px, int32_t from, int32_t c_in, int32_t offset,
@@ -111,48 +107,6 @@ static void pixel_long(const int8_t *px, int8_t *po, const int8_t *filter, int32
     }
 }
 
-/* tt_finish2_s8 out of line without its bias (the accumulators a, b start from it), for the channels without the
- * prepared form (kept out of the loops' registers). */
-static void __attribute__((noinline)) finish_pair_other(int32_t a, int32_t b, int32_t o, const tt_out_quant *q,
-                                                        int8_t *pa, int8_t *pb)
-{
-    tt_requantize_floor2(&a, &b, q->multiplier[o], q->shift[o], q->output_offset);
-    *pa = tt_ssat8(a);
-    *pb = tt_ssat8(b);
-}
-
-/* Output channel o of two pixels from their accumulators (bias included): the prepared form of a common channel
- * (rq->right != 0, tt_arm_math.h), tt_finish2_s8's requantisation otherwise. k = 1 + 2 * output_offset. Both values
- * are computed before the stores (an int8 store may alias *rq). */
-static inline void finish_pair(int32_t a, int32_t b, const tt_rq *rq, int32_t k, int32_t o, const tt_out_quant *q,
-                               int8_t *pa, int8_t *pb)
-{
-    const tt_rq c = *rq;
-    if (c.right != 0) {
-        const int32_t ta = tt_rq_twice_biased(a, c, k), tb = tt_rq_twice_biased(b, c, k);
-        *pa = tt_ssat8_half(ta);
-        *pb = tt_ssat8_half(tb);
-    } else {
-        finish_pair_other(a, b, o, q, pa, pb);
-    }
-}
-
-/* finish_pair of output channel o0 + (rq - rq0) into *po and po[step], the channel found from rq only when it has no
- * prepared form. */
-static inline __attribute__((always_inline)) void finish_plain(int32_t a, int32_t b, const tt_rq *rq, int32_t k,
-                                                               const tt_out_quant *q, int8_t *po, ptrdiff_t step,
-                                                               const tt_rq *rq0, int32_t o0)
-{
-    const tt_rq c = *rq;
-    if (c.right != 0) {
-        const int32_t ta = tt_rq_twice_biased(a, c, k), tb = tt_rq_twice_biased(b, c, k);
-        po[0] = tt_ssat8_half(ta);
-        po[step] = tt_ssat8_half(tb);
-    } else {
-        finish_pair_other(a, b, o0 + (int32_t)(rq - rq0), q, po, po + step);
-    }
-}
-
 /* One output channel (weights w0, groups words) at two pixels (widened x: px0's two words, px1's per group), from
  * zero into *a0, *a1: the odd C_out's last output of both pixels. */
 static inline void dot_one(const int8_t *w0, const int32_t *x, int32_t groups, int32_t *a0, int32_t *a1)
@@ -166,239 +120,6 @@ static inline void dot_one(const int8_t *w0, const int32_t *x, int32_t groups, i
     }
     *a0 = a00;
     *a1 = a10;
-}
-
-/* Four input channels of two output channels (weights u0, u1) at two pixels (widened x: px0's two words, px1's). */
-static inline void dot_group(const int8_t *u0, const int8_t *u1, const int32_t *x, int32_t *a00, int32_t *a01,
-                             int32_t *a10, int32_t *a11)
-{
-    const int32_t u = tt_load4(u0), v = tt_load4(u1);
-    const int32_t ue = __sxtb16(u), uo = tt_sxtb16_ror8(u), ve = __sxtb16(v), vo = tt_sxtb16_ror8(v);
-    *a00 = __smlad(uo, x[1], __smlad(ue, x[0], *a00));
-    *a01 = __smlad(vo, x[1], __smlad(ve, x[0], *a01));
-    *a10 = __smlad(uo, x[3], __smlad(ue, x[2], *a10));
-    *a11 = __smlad(vo, x[3], __smlad(ve, x[2], *a11));
-}
-
-/*
- * dot_group over the groups of two output channels (weights u0, u1) at two pixels (widened x), added to the four
- * accumulators. On the core two groups per iteration in inline asm: one LDM takes a group's four widened words (both
- * pixels), LDR with post-increment the two weight words, 4 SXTB16 and 8 SMLAD: 16 instructions per 16 MACs with the
- * loop's CMP and BNE (GCC's loop: 20, four single loads and the pointer updates). An odd group count starts with
- * one group in C. The host build (tests/c/acle_host) runs the same sums in C.
- */
-static inline __attribute__((always_inline)) void dot_rows(const int8_t *u0, const int8_t *u1, const int32_t *x,
-                                                           int32_t groups, int32_t *a00, int32_t *a01, int32_t *a10,
-                                                           int32_t *a11)
-{
-    if (groups & 1) {
-        dot_group(u0, u1, x, a00, a01, a10, a11);
-        u0 += 4;
-        u1 += 4;
-        x += 4;
-    }
-#if defined(__arm__)
-    if (groups >= 2) {
-        const int32_t *end = x + 4 * (groups & ~1);
-        int32_t b00 = *a00, b01 = *a01, b10 = *a10, b11 = *a11, t0, t1;
-        /* r8 .. r11: px0's (x0, x2), (x1, x3) and px1's of one group (LDM needs its registers in ascending order) */
-        __asm__("1:\n\t"
-                "ldm %[x]!, {r8, r9, r10, r11}\n\t"
-                "ldr %[t0], [%[u0]], #4\n\t"
-                "sxtb16 %[t1], %[t0], ror #8\n\t"
-                "sxtb16 %[t0], %[t0]\n\t"
-                "smlad %[b00], %[t0], r8, %[b00]\n\t"
-                "smlad %[b10], %[t0], r10, %[b10]\n\t"
-                "smlad %[b00], %[t1], r9, %[b00]\n\t"
-                "smlad %[b10], %[t1], r11, %[b10]\n\t"
-                "ldr %[t0], [%[u1]], #4\n\t"
-                "sxtb16 %[t1], %[t0], ror #8\n\t"
-                "sxtb16 %[t0], %[t0]\n\t"
-                "smlad %[b01], %[t0], r8, %[b01]\n\t"
-                "smlad %[b11], %[t0], r10, %[b11]\n\t"
-                "smlad %[b01], %[t1], r9, %[b01]\n\t"
-                "smlad %[b11], %[t1], r11, %[b11]\n\t"
-                "ldm %[x]!, {r8, r9, r10, r11}\n\t"
-                "ldr %[t0], [%[u0]], #4\n\t"
-                "sxtb16 %[t1], %[t0], ror #8\n\t"
-                "sxtb16 %[t0], %[t0]\n\t"
-                "smlad %[b00], %[t0], r8, %[b00]\n\t"
-                "smlad %[b10], %[t0], r10, %[b10]\n\t"
-                "smlad %[b00], %[t1], r9, %[b00]\n\t"
-                "smlad %[b10], %[t1], r11, %[b10]\n\t"
-                "ldr %[t0], [%[u1]], #4\n\t"
-                "sxtb16 %[t1], %[t0], ror #8\n\t"
-                "sxtb16 %[t0], %[t0]\n\t"
-                "smlad %[b01], %[t0], r8, %[b01]\n\t"
-                "smlad %[b11], %[t0], r10, %[b11]\n\t"
-                "smlad %[b01], %[t1], r9, %[b01]\n\t"
-                "smlad %[b11], %[t1], r11, %[b11]\n\t"
-                "cmp %[x], %[end]\n\t"
-                "bne 1b"
-                : [b00] "+r"(b00), [b01] "+r"(b01), [b10] "+r"(b10), [b11] "+r"(b11), [x] "+r"(x), [u0] "+r"(u0),
-                  [u1] "+r"(u1), [t0] "=&r"(t0), [t1] "=&r"(t1)
-                : [end] "r"(end)
-                : "r8", "r9", "r10", "r11", "cc", "memory");
-        *a00 = b00;
-        *a01 = b01;
-        *a10 = b10;
-        *a11 = b11;
-    }
-#else
-    for (const int32_t *end = x + 4 * (groups & ~1); x < end; x += 4, u0 += 4, u1 += 4) {
-        dot_group(u0, u1, x, a00, a01, a10, a11);
-    }
-#endif
-}
-
-/* tt_patch_delta_1x1 of output channels o, o + 1 (home rows w0, w0 + c_in) at two pixels, added to the four
- * accumulators: each weight difference serves both pixels. */
-static inline void patch_pairs(const tt_weight_patch *patch, const int8_t *w0, int32_t c_in, int32_t o,
-                               const int8_t *px0, const int8_t *px1, int32_t offset, int32_t *a00, int32_t *a01,
-                               int32_t *a10, int32_t *a11)
-{
-    uint32_t e00 = 0, e01 = 0, e10 = 0, e11 = 0;
-    for (int32_t j = 0; j < patch->count; j++) {
-        const int32_t c = patch->channel[j];
-        const int8_t *sl = tt_patch_slice(patch, j);
-        const int32_t d0 = (int32_t)sl[o] - (int32_t)w0[c], d1 = (int32_t)sl[o + 1] - (int32_t)w0[c_in + c];
-        const int32_t x0 = (int32_t)px0[c] + offset, x1 = (int32_t)px1[c] + offset;
-        e00 += (uint32_t)(d0 * x0);
-        e01 += (uint32_t)(d1 * x0);
-        e10 += (uint32_t)(d0 * x1);
-        e11 += (uint32_t)(d1 * x1);
-    }
-    *a00 = tt_add_wrap(*a00, (int32_t)e00);
-    *a01 = tt_add_wrap(*a01, (int32_t)e01);
-    *a10 = tt_add_wrap(*a10, (int32_t)e10);
-    *a11 = tt_add_wrap(*a11, (int32_t)e11);
-}
-
-/*
- * Outputs o0 .. o0 + (n & ~1) - 1 of two pixels px0, px1 whose inputs (C_in a multiple of 4) are widened in `widened`:
- * 2 output channels x 2 pixels per inner loop (dot_rows), each widened weight word serving both pixels; the
- * accumulators start from the bias (the sums wrap as tt_add_wrap), then the corrections for the working slices of
- * `patch` (may be NULL; tt_conv_common.h), then the requantisation of the prepared forms rq[0 .. n - 1].
- */
-static inline void pairs_body(const int8_t *filter, int32_t c_in, int32_t o0, int32_t n,
-                                                             const int32_t *widened, int32_t groups,
-                                                             tt_out_quant q, const tt_rq *rq,
-                                                             const tt_weight_patch *patch, const int8_t *px0,
-                                                             const int8_t *px1, int32_t offset, int8_t *po0,
-                                                             int8_t *po1)
-{
-    const int32_t k = 1 + 2 * q.output_offset;
-    const int8_t *w0 = filter + (size_t)o0 * c_in;
-    for (int32_t i = 0; i + 2 <= n; i += 2, w0 += 2 * c_in) {
-        int32_t a00 = rq[i].bias, a01 = rq[i + 1].bias, a10 = a00, a11 = a01;
-        dot_rows(w0, w0 + c_in, widened, groups, &a00, &a01, &a10, &a11);
-        const int32_t o = o0 + i;
-        if (patch != NULL) {
-            patch_pairs(patch, w0, c_in, o, px0, px1, offset, &a00, &a01, &a10, &a11);
-        }
-        finish_pair(a00, a10, rq + i, k, o, &q, po0 + o, po1 + o);
-        finish_pair(a01, a11, rq + i + 1, k, o + 1, &q, po0 + o + 1, po1 + o + 1);
-    }
-}
-
-/* pairs_body out of line. */
-static void __attribute__((noinline)) pairs(const int8_t *filter, int32_t c_in, int32_t o0, int32_t n,
-                                            const int32_t *widened, int32_t groups, tt_out_quant q, const tt_rq *rq,
-                                            const tt_weight_patch *patch, const int8_t *px0, const int8_t *px1,
-                                            int32_t offset, int8_t *po0, int8_t *po1)
-{
-    pairs_body(filter, c_in, o0, n, widened, groups, q, rq, patch, px0, px1, offset, po0, po1);
-}
-
-/*
- * pairs_body for an even group count (MCUNet's and MobileNetV2's pointwise layers): output channels
- * o0 .. o0 + (n & ~1) - 1, with w = the weights of o0, po = po0 + o0 and step = po1 - po0. Pointers walk instead of
- * indices (every register is the asm loop's, so each live value is reloaded after it) and the weights of the next
- * pair start where the loop's u1 ends.
- */
-static inline __attribute__((always_inline)) void pairs_even(const int8_t *w, int32_t c_in, int32_t o0, int32_t n,
-                                                             const int32_t *widened, int32_t groups,
-                                                             const tt_out_quant *q, const tt_rq *rq, int8_t *po,
-                                                             ptrdiff_t step, const tt_weight_patch *patch,
-                                                             const int8_t *px0, const int8_t *px1, int32_t offset)
-{
-    const int32_t k = 1 + 2 * q->output_offset;
-    const tt_rq *const rq0 = rq, *const rq_end = rq + (n & ~1);
-#if defined(__arm__)
-    const int32_t *const end = widened + 4 * groups;
-#endif
-    for (; rq < rq_end; rq += 2, po += 2) {
-        int32_t b00 = rq[0].bias, b01 = rq[1].bias, b10 = b00, b11 = b01;
-        const int8_t *const w0 = w;
-#if defined(__arm__)
-        const int8_t *u0 = w, *u1 = w + c_in;
-        const int32_t *x = widened;
-        int32_t t0, t1;
-        __asm__("1:\n\t"
-                "ldm %[x]!, {r8, r9, r10, r11}\n\t"
-                "ldr %[t0], [%[u0]], #4\n\t"
-                "sxtb16 %[t1], %[t0], ror #8\n\t"
-                "sxtb16 %[t0], %[t0]\n\t"
-                "smlad %[b00], %[t0], r8, %[b00]\n\t"
-                "smlad %[b10], %[t0], r10, %[b10]\n\t"
-                "smlad %[b00], %[t1], r9, %[b00]\n\t"
-                "smlad %[b10], %[t1], r11, %[b10]\n\t"
-                "ldr %[t0], [%[u1]], #4\n\t"
-                "sxtb16 %[t1], %[t0], ror #8\n\t"
-                "sxtb16 %[t0], %[t0]\n\t"
-                "smlad %[b01], %[t0], r8, %[b01]\n\t"
-                "smlad %[b11], %[t0], r10, %[b11]\n\t"
-                "smlad %[b01], %[t1], r9, %[b01]\n\t"
-                "smlad %[b11], %[t1], r11, %[b11]\n\t"
-                "ldm %[x]!, {r8, r9, r10, r11}\n\t"
-                "ldr %[t0], [%[u0]], #4\n\t"
-                "sxtb16 %[t1], %[t0], ror #8\n\t"
-                "sxtb16 %[t0], %[t0]\n\t"
-                "smlad %[b00], %[t0], r8, %[b00]\n\t"
-                "smlad %[b10], %[t0], r10, %[b10]\n\t"
-                "smlad %[b00], %[t1], r9, %[b00]\n\t"
-                "smlad %[b10], %[t1], r11, %[b10]\n\t"
-                "ldr %[t0], [%[u1]], #4\n\t"
-                "sxtb16 %[t1], %[t0], ror #8\n\t"
-                "sxtb16 %[t0], %[t0]\n\t"
-                "smlad %[b01], %[t0], r8, %[b01]\n\t"
-                "smlad %[b11], %[t0], r10, %[b11]\n\t"
-                "smlad %[b01], %[t1], r9, %[b01]\n\t"
-                "smlad %[b11], %[t1], r11, %[b11]\n\t"
-                "cmp %[x], %[end]\n\t"
-                "bne 1b"
-                : [b00] "+r"(b00), [b01] "+r"(b01), [b10] "+r"(b10), [b11] "+r"(b11), [x] "+r"(x), [u0] "+r"(u0),
-                  [u1] "+r"(u1), [t0] "=&r"(t0), [t1] "=&r"(t1)
-                : [end] "r"(end)
-                : "r8", "r9", "r10", "r11", "cc", "memory");
-        w = u1;
-#else
-        dot_rows(w, w + c_in, widened, groups, &b00, &b01, &b10, &b11);
-        w += 2 * c_in;
-#endif
-        if (patch != NULL) {
-            patch_pairs(patch, w0, c_in, o0 + (int32_t)(rq - rq0), px0, px1, offset, &b00, &b01, &b10, &b11);
-        }
-        finish_plain(b00, b10, rq, k, q, po, step, rq0, o0);
-        finish_plain(b01, b11, rq + 1, k, q, po + 1, step, rq0, o0);
-    }
-}
-
-/* pairs_even without a patch (the unpatched layers: no correction in the loop) and with one, out of line. */
-static void __attribute__((noinline)) pairs_even_plain(const int8_t *w, int32_t c_in, int32_t o0, int32_t n,
-                                                       const int32_t *widened, int32_t groups, const tt_out_quant *q,
-                                                       const tt_rq *rq, int8_t *po, ptrdiff_t step)
-{
-    pairs_even(w, c_in, o0, n, widened, groups, q, rq, po, step, NULL, NULL, NULL, 0);
-}
-
-static void __attribute__((noinline)) pairs_even_patched(const int8_t *w, int32_t c_in, int32_t o0, int32_t n,
-                                                         const int32_t *widened, int32_t groups,
-                                                         const tt_out_quant *q, const tt_rq *rq, int8_t *po,
-                                                         ptrdiff_t step, const tt_weight_patch *patch,
-                                                         const int8_t *px0, const int8_t *px1, int32_t offset)
-{
-    pairs_even(w, c_in, o0, n, widened, groups, q, rq, po, step, patch, px0, px1, offset);
 }
 
 /* The input pixel of output pixel p (row-major over the output): the stride picks every stride-th pixel. */
@@ -480,94 +201,402 @@ static tt_status __attribute__((noinline)) other(const tt_conv_params *conv, con
 }
 
 /*
- * Narrow inputs (8 or 16 channels, MCUNet's first blocks): output channel outer, pixels inner. TT_PW_BLOCK pixels
- * are widened at a time; per output channel its weights are widened once into registers (2 or 4 words of lane
- * pairs) and its requantisation prepared once, then each pixel of the block costs C_in / 2 loads and SMLADs and the
- * five-instruction requantisation (tt_rq_twice, tt_ssat8_half), with no per-output set-up left. A weight patch is
- * applied to the channel's row before the widening (the sums are then those of the working weights, bounded as
- * above); channels without the prepared form finish through tt_finish_s8.
+ * The common case (C_in a multiple of 4, at most 2 * TT_PW_GROUPS groups): four pixels (a quad) per pass over the
+ * output channels, one output channel at a time, so that each widened weight word serves four pixels and each
+ * channel's requantisation form is read once per four values. The quad's inputs are widened once into `widened`
+ * (per group of 4 channels: (x0, x2), (x1, x3) + offset of each pixel, 8 words); output channels go in chunks of
+ * TT_PW_CHUNK whose forms are prepared once (tt_rq_prepare). A last quad of fewer than four pixels repeats its last
+ * pixel and writes into a stack stage that is then copied out.
  */
-static inline __attribute__((always_inline)) void narrow_body(const tt_conv_params *conv, const tt_dims *in_dims,
-                                                              const int8_t *in, const int8_t *filter, int32_t c_in,
-                                                              int32_t c_out, tt_out_quant q, const tt_dims *out_dims,
-                                                              int8_t *out, int32_t *widened)
+typedef struct {
+    const int8_t *px[4]; /* the quad's input pixels */
+} quad_in;
+
+/* The quad's inputs widened: per group of 4 channels (x0, x2), (x1, x3) + offset of each pixel in turn. */
+static inline void widen4(const quad_in *qi, int32_t groups, int32_t offset2, int32_t *widened)
 {
-    const int32_t groups = c_in / 4, words = 2 * groups, offset = conv->input_offset;
-    const int32_t offset2 = (int32_t)(((uint32_t)(uint16_t)offset << 16) | (uint16_t)offset);
-    const int32_t pixels = out_dims->h * out_dims->w, k = 1 + 2 * q.output_offset;
-    const tt_weight_patch *patch = conv->patch;
-    for (int32_t p0 = 0; p0 < pixels; p0 += TT_PW_BLOCK) {
-        const int32_t np = pixels - p0 < TT_PW_BLOCK ? pixels - p0 : TT_PW_BLOCK;
-        for (int32_t j = 0; j < np; j++) {
-            const int8_t *px = input_pixel(conv, in_dims, out_dims, in, p0 + j);
-#pragma GCC unroll 4
-            for (int32_t g = 0; g < groups; g++) {
-                const int32_t xw = tt_load4(px + 4 * g);
-                widened[j * words + 2 * g] = __sadd16(__sxtb16(xw), offset2);
-                widened[j * words + 2 * g + 1] = __sadd16(tt_sxtb16_ror8(xw), offset2);
-            }
+    for (int32_t g = 0; g < groups; g++, widened += 8) {
+        for (int32_t l = 0; l < 4; l++) {
+            const int32_t xw = tt_load4(qi->px[l] + 4 * g);
+            widened[2 * l] = __sadd16(__sxtb16(xw), offset2);
+            widened[2 * l + 1] = __sadd16(tt_sxtb16_ror8(xw), offset2);
         }
-        for (int32_t o = 0; o < c_out; o++) {
-            int8_t row[16]; /* output o's working weights: the home row with the patched channels' slices */
-            memcpy(row, filter + (size_t)o * c_in, (size_t)c_in);
-            for (int32_t j = 0; patch != NULL && j < patch->count; j++) {
-                row[patch->channel[j]] = tt_patch_slice(patch, j)[o];
+    }
+}
+
+#if defined(__arm__)
+/* One group of one output channel at the quad, as asm text: the weight word (post-increment), both halves widened,
+ * the four pixels' words in two LDMs (r8 .. r11: a pixel pair's (x0, x2), (x1, x3); LDM needs ascending registers),
+ * 8 SMLAD: 13 instructions per 16 MACs. */
+#define TT_PW_QUAD_GROUP                                                                                               \
+    "ldr %[t0], [%[u]], #4\n\t"                                                                                        \
+    "ldm %[x]!, {r8, r9, r10, r11}\n\t"                                                                                \
+    "sxtb16 %[t1], %[t0], ror #8\n\t"                                                                                  \
+    "sxtb16 %[t0], %[t0]\n\t"                                                                                          \
+    "smlad %[b0], %[t0], r8, %[b0]\n\t"                                                                                \
+    "smlad %[b1], %[t0], r10, %[b1]\n\t"                                                                               \
+    "smlad %[b0], %[t1], r9, %[b0]\n\t"                                                                                \
+    "smlad %[b1], %[t1], r11, %[b1]\n\t"                                                                               \
+    "ldm %[x]!, {r8, r9, r10, r11}\n\t"                                                                                \
+    "smlad %[b2], %[t0], r8, %[b2]\n\t"                                                                                \
+    "smlad %[b3], %[t0], r10, %[b3]\n\t"                                                                               \
+    "smlad %[b2], %[t1], r9, %[b2]\n\t"                                                                                \
+    "smlad %[b3], %[t1], r11, %[b3]\n\t"
+#endif
+
+/*
+ * The sums of one output channel (weights *pw, groups words; *pw moves past them) at the quad (widened x), added
+ * to *a0 .. *a3. On the core: inline asm, two groups per loop iteration (14 instructions per 16 MACs with the CMP
+ * and BNE; GCC's code took 20 per 16 for two channels at two pixels), an odd group count (odd, a constant of the
+ * caller) first one group. The host build (tests/c/acle_host) runs the same sums in C; they are exact in any order.
+ */
+static inline __attribute__((always_inline)) void dot_quad(const int8_t **pw, const int32_t *x, int32_t groups,
+                                                           const int odd, int32_t *a0, int32_t *a1, int32_t *a2,
+                                                           int32_t *a3)
+{
+#if defined(__arm__)
+    const int8_t *u = *pw;
+    const int32_t *const end = x + 8 * groups;
+    int32_t b0 = *a0, b1 = *a1, b2 = *a2, b3 = *a3, t0, t1;
+    if (odd) {
+        __asm__(TT_PW_QUAD_GROUP
+                : [b0] "+r"(b0), [b1] "+r"(b1), [b2] "+r"(b2), [b3] "+r"(b3), [x] "+r"(x), [u] "+r"(u),
+                  [t0] "=&r"(t0), [t1] "=&r"(t1)
+                :
+                : "r8", "r9", "r10", "r11", "memory");
+    }
+    if (!odd || x != end) {
+        __asm__("1:\n\t" TT_PW_QUAD_GROUP TT_PW_QUAD_GROUP
+                "cmp %[x], %[end]\n\t"
+                "bne 1b"
+                : [b0] "+r"(b0), [b1] "+r"(b1), [b2] "+r"(b2), [b3] "+r"(b3), [x] "+r"(x), [u] "+r"(u),
+                  [t0] "=&r"(t0), [t1] "=&r"(t1)
+                : [end] "r"(end)
+                : "r8", "r9", "r10", "r11", "cc", "memory");
+    }
+    *pw = u;
+    *a0 = b0;
+    *a1 = b1;
+    *a2 = b2;
+    *a3 = b3;
+#else
+    (void)odd;
+    const int8_t *u = *pw;
+    for (int32_t g = 0; g < groups; g++, x += 8) {
+        const int32_t w = tt_load4(u + 4 * g);
+        const int32_t we = __sxtb16(w), wo = tt_sxtb16_ror8(w);
+        *a0 = __smlad(wo, x[1], __smlad(we, x[0], *a0));
+        *a1 = __smlad(wo, x[3], __smlad(we, x[2], *a1));
+        *a2 = __smlad(wo, x[5], __smlad(we, x[4], *a2));
+        *a3 = __smlad(wo, x[7], __smlad(we, x[6], *a3));
+    }
+    *pw = u + 4 * groups;
+#endif
+}
+
+/* tt_patch_delta_1x1 of output channel o (home row w0) at the quad's four pixels, added to *a0 .. *a3 (wrapping):
+ * each weight difference serves the four pixels. */
+static inline void patch_quad(const tt_weight_patch *patch, const int8_t *w0, int32_t o, const quad_in *qi,
+                              int32_t offset, int32_t *a0, int32_t *a1, int32_t *a2, int32_t *a3)
+{
+    uint32_t e0 = 0, e1 = 0, e2 = 0, e3 = 0;
+    for (int32_t j = 0; j < patch->count; j++) {
+        const int32_t c = patch->channel[j];
+        const int32_t d = (int32_t)tt_patch_slice(patch, j)[o] - (int32_t)w0[c];
+        e0 += (uint32_t)(d * ((int32_t)qi->px[0][c] + offset));
+        e1 += (uint32_t)(d * ((int32_t)qi->px[1][c] + offset));
+        e2 += (uint32_t)(d * ((int32_t)qi->px[2][c] + offset));
+        e3 += (uint32_t)(d * ((int32_t)qi->px[3][c] + offset));
+    }
+    *a0 = tt_add_wrap(*a0, (int32_t)e0);
+    *a1 = tt_add_wrap(*a1, (int32_t)e1);
+    *a2 = tt_add_wrap(*a2, (int32_t)e2);
+    *a3 = tt_add_wrap(*a3, (int32_t)e3);
+}
+
+/* tt_finish2_s8's requantisation (the accumulators already hold the bias) of output channel o at the quad, into
+ * po[0], po[s], po[2 s], po[3 s]: the channels without the prepared form, out of line. */
+static void __attribute__((noinline)) finish_quad_other(int32_t a0, int32_t a1, int32_t a2, int32_t a3, int32_t o,
+                                                        const tt_out_quant *q, int8_t *po, ptrdiff_t s)
+{
+    tt_requantize_floor2(&a0, &a1, q->multiplier[o], q->shift[o], q->output_offset);
+    tt_requantize_floor2(&a2, &a3, q->multiplier[o], q->shift[o], q->output_offset);
+    po[0] = tt_ssat8(a0);
+    po[s] = tt_ssat8(a1);
+    po[2 * s] = tt_ssat8(a2);
+    po[3 * s] = tt_ssat8(a3);
+}
+
+/*
+ * Output channels o0 .. o0 + n - 1 (weights from w, prepared forms rq[0 .. n - 1]) at the quad, into po[i],
+ * po[s + i], po[2 s + i], po[3 s + i]. The accumulators start from the bias (the sums then wrap as tt_add_wrap),
+ * the patch's corrections follow (patch may be NULL), then the requantisation. odd: groups is odd.
+ */
+static inline __attribute__((always_inline)) void quad_body(const int8_t *w, int32_t o0, int32_t n,
+                                                            const int32_t *widened, int32_t groups,
+                                                            const tt_out_quant *q, const tt_rq *rq, int8_t *po,
+                                                            ptrdiff_t s, const tt_weight_patch *patch,
+                                                            const quad_in *qi, int32_t offset, const int odd)
+{
+    const int32_t k = 1 + 2 * q->output_offset;
+    const tt_rq *const rq0 = rq, *const rq_end = rq + n;
+    for (; rq < rq_end; rq++, po++) {
+        int32_t a0 = rq->bias, a1 = a0, a2 = a0, a3 = a0;
+        const int8_t *const w0 = w;
+        dot_quad(&w, widened, groups, odd, &a0, &a1, &a2, &a3);
+        if (patch != NULL) {
+            patch_quad(patch, w0, o0 + (int32_t)(rq - rq0), qi, offset, &a0, &a1, &a2, &a3);
+        }
+        const tt_rq c = *rq;
+        if (c.right != 0) {
+            const int32_t t0 = tt_rq_twice_biased(a0, c, k), t1 = tt_rq_twice_biased(a1, c, k);
+            const int32_t t2 = tt_rq_twice_biased(a2, c, k), t3 = tt_rq_twice_biased(a3, c, k);
+            int8_t *const p2 = po + 2 * s;
+            po[0] = tt_ssat8_half(t0);
+            po[s] = tt_ssat8_half(t1);
+            p2[0] = tt_ssat8_half(t2);
+            p2[s] = tt_ssat8_half(t3);
+        } else {
+            finish_quad_other(a0, a1, a2, a3, o0 + (int32_t)(rq - rq0), q, po, s);
+        }
+    }
+}
+
+/* quad_body out of line for each (patch, odd group count): the unpatched even case has nothing else in its loop. */
+static void __attribute__((noinline)) quad_even(const int8_t *w, int32_t o0, int32_t n, const int32_t *widened,
+                                                int32_t groups, const tt_out_quant *q, const tt_rq *rq, int8_t *po,
+                                                ptrdiff_t s)
+{
+    quad_body(w, o0, n, widened, groups, q, rq, po, s, NULL, NULL, 0, 0);
+}
+
+static void __attribute__((noinline)) quad_odd(const int8_t *w, int32_t o0, int32_t n, const int32_t *widened,
+                                               int32_t groups, const tt_out_quant *q, const tt_rq *rq, int8_t *po,
+                                               ptrdiff_t s)
+{
+    quad_body(w, o0, n, widened, groups, q, rq, po, s, NULL, NULL, 0, 1);
+}
+
+static void __attribute__((noinline)) quad_patched(const int8_t *w, int32_t o0, int32_t n, const int32_t *widened,
+                                                   int32_t groups, const tt_out_quant *q, const tt_rq *rq, int8_t *po,
+                                                   ptrdiff_t s, const tt_weight_patch *patch, const quad_in *qi,
+                                                   int32_t offset)
+{
+    if (groups & 1) {
+        quad_body(w, o0, n, widened, groups, q, rq, po, s, patch, qi, offset, 1);
+    } else {
+        quad_body(w, o0, n, widened, groups, q, rq, po, s, patch, qi, offset, 0);
+    }
+}
+
+static void __attribute__((noinline)) common(const tt_conv_params *conv, const tt_dims *in_dims, const int8_t *in,
+                                             const int8_t *filter, int32_t c_out, tt_out_quant q,
+                                             const tt_dims *out_dims, int8_t *out)
+{
+    const int32_t c_in = in_dims->c, groups = c_in / 4, offset = conv->input_offset;
+    const int32_t offset2 = (int32_t)(((uint32_t)(uint16_t)offset << 16) | (uint16_t)offset);
+    const int32_t pixels = out_dims->h * out_dims->w;
+    const tt_weight_patch *patch = conv->patch;
+    int32_t widened[8 * (TT_PW_GROUPS / 2)];
+    tt_rq rq[TT_PW_CHUNK];
+    int8_t stage[4 * TT_PW_CHUNK]; /* a last quad of fewer than four pixels: its outputs, n per pixel */
+    for (int32_t o0 = 0; o0 < c_out; o0 += TT_PW_CHUNK) {
+        const int32_t n = c_out - o0 < TT_PW_CHUNK ? c_out - o0 : TT_PW_CHUNK;
+        for (int32_t i = 0; i < n; i++) {
+            rq[i] = tt_rq_prepare(q.bias[o0 + i], q.multiplier[o0 + i], q.shift[o0 + i]);
+        }
+        const int8_t *w = filter + (size_t)o0 * c_in;
+        for (int32_t p = 0; p < pixels; p += 4) {
+            const int32_t lanes = pixels - p < 4 ? pixels - p : 4;
+            quad_in qi;
+            for (int32_t l = 0; l < 4; l++) {
+                qi.px[l] = input_pixel(conv, in_dims, out_dims, in, p + (l < lanes ? l : lanes - 1));
             }
-            int32_t we[4 * 2]; /* (w0, w2), (w1, w3) per group of four channels */
-#pragma GCC unroll 4
-            for (int32_t g = 0; g < groups; g++) {
-                const int32_t u = tt_load4(row + 4 * g);
-                we[2 * g] = __sxtb16(u);
-                we[2 * g + 1] = tt_sxtb16_ror8(u);
+            widen4(&qi, groups, offset2, widened);
+            int8_t *po = lanes == 4 ? out + (size_t)p * c_out + o0 : stage;
+            const ptrdiff_t s = lanes == 4 ? c_out : n;
+            if (patch != NULL) {
+                quad_patched(w, o0, n, widened, groups, &q, rq, po, s, patch, &qi, offset);
+            } else if (groups & 1) {
+                quad_odd(w, o0, n, widened, groups, &q, rq, po, s);
+            } else {
+                quad_even(w, o0, n, widened, groups, &q, rq, po, s);
             }
-            const tt_rq c = tt_rq_prepare(q.bias[o], q.multiplier[o], q.shift[o]);
-            int8_t *po = out + (size_t)p0 * c_out + o;
-            const int32_t *x = widened;
-            if (c.right != 0) {
-                for (int32_t j = 0; j < np; j++, x += words, po += c_out) {
-                    int32_t a = 0;
-#pragma GCC unroll 8
-                    for (int32_t i = 0; i < words; i++) {
-                        a = __smlad(we[i], x[i], a);
-                    }
-                    *po = tt_ssat8_half(tt_rq_twice(a, c, k));
+            for (int32_t l = 0; l < 4 && lanes < 4; l++) {
+                if (l < lanes) {
+                    memcpy(out + (size_t)(p + l) * c_out + o0, stage + l * n, (size_t)n);
                 }
-                continue;
-            }
-            for (int32_t j = 0; j < np; j++, x += words, po += c_out) {
-                int32_t a = 0;
-#pragma GCC unroll 8
-                for (int32_t i = 0; i < words; i++) {
-                    a = __smlad(we[i], x[i], a);
-                }
-                *po = tt_finish_s8(a, o, q);
             }
         }
     }
 }
 
-static void __attribute__((noinline)) narrow8(const tt_conv_params *conv, const tt_dims *in_dims, const int8_t *in,
-                                              const int8_t *filter, int32_t c_out, tt_out_quant q,
-                                              const tt_dims *out_dims, int8_t *out)
+/* tt_finish2_s8 out of line without its bias (the accumulators a, b start from it), for the channels without the
+ * prepared form (kept out of the loops' registers). */
+static void __attribute__((noinline)) finish_pair_other(int32_t a, int32_t b, int32_t o, const tt_out_quant *q,
+                                                        int8_t *pa, int8_t *pb)
 {
-    int32_t widened[TT_PW_BLOCK * 4];
-    narrow_body(conv, in_dims, in, filter, 8, c_out, q, out_dims, out, widened);
+    tt_requantize_floor2(&a, &b, q->multiplier[o], q->shift[o], q->output_offset);
+    *pa = tt_ssat8(a);
+    *pb = tt_ssat8(b);
 }
 
-static void __attribute__((noinline)) narrow16(const tt_conv_params *conv, const tt_dims *in_dims, const int8_t *in,
-                                               const int8_t *filter, int32_t c_out, tt_out_quant q,
-                                               const tt_dims *out_dims, int8_t *out)
+/* finish_pair of output channel o0 + (rq - rq0) into *po and po[step], the channel found from rq only when it has no
+ * prepared form. */
+static inline __attribute__((always_inline)) void finish_plain(int32_t a, int32_t b, const tt_rq *rq, int32_t k,
+                                                               const tt_out_quant *q, int8_t *po, ptrdiff_t step,
+                                                               const tt_rq *rq0, int32_t o0)
 {
-    int32_t widened[TT_PW_BLOCK * 8];
-    narrow_body(conv, in_dims, in, filter, 16, c_out, q, out_dims, out, widened);
+    const tt_rq c = *rq;
+    if (c.right != 0) {
+        const int32_t ta = tt_rq_twice_biased(a, c, k), tb = tt_rq_twice_biased(b, c, k);
+        po[0] = tt_ssat8_half(ta);
+        po[step] = tt_ssat8_half(tb);
+    } else {
+        finish_pair_other(a, b, o0 + (int32_t)(rq - rq0), q, po, po + step);
+    }
+}
+
+
+/* Four input channels of two output channels (weights u0, u1) at two pixels (widened x: px0's two words, px1's). */
+static inline void dot_group(const int8_t *u0, const int8_t *u1, const int32_t *x, int32_t *a00, int32_t *a01,
+                             int32_t *a10, int32_t *a11)
+{
+    const int32_t u = tt_load4(u0), v = tt_load4(u1);
+    const int32_t ue = __sxtb16(u), uo = tt_sxtb16_ror8(u), ve = __sxtb16(v), vo = tt_sxtb16_ror8(v);
+    *a00 = __smlad(uo, x[1], __smlad(ue, x[0], *a00));
+    *a01 = __smlad(vo, x[1], __smlad(ve, x[0], *a01));
+    *a10 = __smlad(uo, x[3], __smlad(ue, x[2], *a10));
+    *a11 = __smlad(vo, x[3], __smlad(ve, x[2], *a11));
+}
+
+
+/* tt_patch_delta_1x1 of output channels o, o + 1 (home rows w0, w0 + c_in) at two pixels, added to the four
+ * accumulators: each weight difference serves both pixels. */
+static inline void patch_pairs(const tt_weight_patch *patch, const int8_t *w0, int32_t c_in, int32_t o,
+                               const int8_t *px0, const int8_t *px1, int32_t offset, int32_t *a00, int32_t *a01,
+                               int32_t *a10, int32_t *a11)
+{
+    uint32_t e00 = 0, e01 = 0, e10 = 0, e11 = 0;
+    for (int32_t j = 0; j < patch->count; j++) {
+        const int32_t c = patch->channel[j];
+        const int8_t *sl = tt_patch_slice(patch, j);
+        const int32_t d0 = (int32_t)sl[o] - (int32_t)w0[c], d1 = (int32_t)sl[o + 1] - (int32_t)w0[c_in + c];
+        const int32_t x0 = (int32_t)px0[c] + offset, x1 = (int32_t)px1[c] + offset;
+        e00 += (uint32_t)(d0 * x0);
+        e01 += (uint32_t)(d1 * x0);
+        e10 += (uint32_t)(d0 * x1);
+        e11 += (uint32_t)(d1 * x1);
+    }
+    *a00 = tt_add_wrap(*a00, (int32_t)e00);
+    *a01 = tt_add_wrap(*a01, (int32_t)e01);
+    *a10 = tt_add_wrap(*a10, (int32_t)e10);
+    *a11 = tt_add_wrap(*a11, (int32_t)e11);
+}
+
+
+/*
+ * Output channels o0 .. o0 + (n & ~1) - 1 (weights from w) of two pixels px0, px1 whose inputs (an even number of
+ * groups of 4 channels) are widened in `widened`, into po[i] and po[step + i]: 2 output channels x 2 pixels per
+ * inner loop, each widened weight word serving both pixels. On the core the loop is inline asm, two groups per
+ * iteration (one LDM of a group's four widened words, LDR with post-increment of the two weight words, 4 SXTB16 and
+ * 8 SMLAD: 16 instructions per 16 MACs with the CMP and BNE). The accumulators start from the bias, then the
+ * corrections for the working slices of `patch` (may be NULL), then the requantisation of the prepared forms rq[].
+ * Pointers walk instead of indices (every register is the asm loop's, so each live value is reloaded after it) and
+ * the weights of the next pair start where the loop's u1 ends.
+ */
+static inline __attribute__((always_inline)) void pairs_even(const int8_t *w, int32_t c_in, int32_t o0, int32_t n,
+                                                             const int32_t *widened, int32_t groups,
+                                                             const tt_out_quant *q, const tt_rq *rq, int8_t *po,
+                                                             ptrdiff_t step, const tt_weight_patch *patch,
+                                                             const int8_t *px0, const int8_t *px1, int32_t offset)
+{
+    const int32_t k = 1 + 2 * q->output_offset;
+    const tt_rq *const rq0 = rq, *const rq_end = rq + (n & ~1);
+#if defined(__arm__)
+    const int32_t *const end = widened + 4 * groups;
+#endif
+    for (; rq < rq_end; rq += 2, po += 2) {
+        int32_t b00 = rq[0].bias, b01 = rq[1].bias, b10 = b00, b11 = b01;
+        const int8_t *const w0 = w;
+#if defined(__arm__)
+        const int8_t *u0 = w, *u1 = w + c_in;
+        const int32_t *x = widened;
+        int32_t t0, t1;
+        __asm__("1:\n\t"
+                "ldm %[x]!, {r8, r9, r10, r11}\n\t"
+                "ldr %[t0], [%[u0]], #4\n\t"
+                "sxtb16 %[t1], %[t0], ror #8\n\t"
+                "sxtb16 %[t0], %[t0]\n\t"
+                "smlad %[b00], %[t0], r8, %[b00]\n\t"
+                "smlad %[b10], %[t0], r10, %[b10]\n\t"
+                "smlad %[b00], %[t1], r9, %[b00]\n\t"
+                "smlad %[b10], %[t1], r11, %[b10]\n\t"
+                "ldr %[t0], [%[u1]], #4\n\t"
+                "sxtb16 %[t1], %[t0], ror #8\n\t"
+                "sxtb16 %[t0], %[t0]\n\t"
+                "smlad %[b01], %[t0], r8, %[b01]\n\t"
+                "smlad %[b11], %[t0], r10, %[b11]\n\t"
+                "smlad %[b01], %[t1], r9, %[b01]\n\t"
+                "smlad %[b11], %[t1], r11, %[b11]\n\t"
+                "ldm %[x]!, {r8, r9, r10, r11}\n\t"
+                "ldr %[t0], [%[u0]], #4\n\t"
+                "sxtb16 %[t1], %[t0], ror #8\n\t"
+                "sxtb16 %[t0], %[t0]\n\t"
+                "smlad %[b00], %[t0], r8, %[b00]\n\t"
+                "smlad %[b10], %[t0], r10, %[b10]\n\t"
+                "smlad %[b00], %[t1], r9, %[b00]\n\t"
+                "smlad %[b10], %[t1], r11, %[b10]\n\t"
+                "ldr %[t0], [%[u1]], #4\n\t"
+                "sxtb16 %[t1], %[t0], ror #8\n\t"
+                "sxtb16 %[t0], %[t0]\n\t"
+                "smlad %[b01], %[t0], r8, %[b01]\n\t"
+                "smlad %[b11], %[t0], r10, %[b11]\n\t"
+                "smlad %[b01], %[t1], r9, %[b01]\n\t"
+                "smlad %[b11], %[t1], r11, %[b11]\n\t"
+                "cmp %[x], %[end]\n\t"
+                "bne 1b"
+                : [b00] "+r"(b00), [b01] "+r"(b01), [b10] "+r"(b10), [b11] "+r"(b11), [x] "+r"(x), [u0] "+r"(u0),
+                  [u1] "+r"(u1), [t0] "=&r"(t0), [t1] "=&r"(t1)
+                : [end] "r"(end)
+                : "r8", "r9", "r10", "r11", "cc", "memory");
+        w = u1;
+#else
+        for (int32_t g = 0; g < groups; g++) {
+            dot_group(w + 4 * g, w + c_in + 4 * g, widened + 4 * g, &b00, &b01, &b10, &b11);
+        }
+        w += 2 * c_in;
+#endif
+        if (patch != NULL) {
+            patch_pairs(patch, w0, c_in, o0 + (int32_t)(rq - rq0), px0, px1, offset, &b00, &b01, &b10, &b11);
+        }
+        finish_plain(b00, b10, rq, k, q, po, step, rq0, o0);
+        finish_plain(b01, b11, rq + 1, k, q, po + 1, step, rq0, o0);
+    }
+}
+
+/* pairs_even without a patch (the unpatched layers: no correction in the loop) and with one, out of line. */
+static void __attribute__((noinline)) pairs_even_plain(const int8_t *w, int32_t c_in, int32_t o0, int32_t n,
+                                                       const int32_t *widened, int32_t groups, const tt_out_quant *q,
+                                                       const tt_rq *rq, int8_t *po, ptrdiff_t step)
+{
+    pairs_even(w, c_in, o0, n, widened, groups, q, rq, po, step, NULL, NULL, NULL, 0);
+}
+
+static void __attribute__((noinline)) pairs_even_patched(const int8_t *w, int32_t c_in, int32_t o0, int32_t n,
+                                                         const int32_t *widened, int32_t groups,
+                                                         const tt_out_quant *q, const tt_rq *rq, int8_t *po,
+                                                         ptrdiff_t step, const tt_weight_patch *patch,
+                                                         const int8_t *px0, const int8_t *px1, int32_t offset)
+{
+    pairs_even(w, c_in, o0, n, widened, groups, q, rq, po, step, patch, px0, px1, offset);
 }
 
 /*
- * The common case, C_in a multiple of 4 and at most 4 * TT_PW_GROUPS: output channels in chunks of TT_PW_CHUNK
- * whose requantisation forms are prepared once (tt_rq_prepare), then every pixel pair of the chunk (the inputs
- * widened again per chunk: a few instructions per input byte against C_out / chunks outputs per pixel).
+ * Inputs too long for the quads (an even group count up to TT_PW_GROUPS): output channels in chunks of TT_PW_CHUNK
+ * whose requantisation forms are prepared once, then every pixel pair of the chunk (pairs_even).
  */
-static void __attribute__((noinline)) common(const tt_conv_params *conv, const tt_dims *in_dims, const int8_t *in,
+static void __attribute__((noinline)) common_long(const tt_conv_params *conv, const tt_dims *in_dims, const int8_t *in,
                                              const int8_t *filter, int32_t c_out, tt_out_quant q,
                                              const tt_dims *out_dims, int8_t *out)
 {
@@ -589,14 +618,12 @@ static void __attribute__((noinline)) common(const tt_conv_params *conv, const t
             int8_t *po0 = out + (size_t)p * c_out;
             int8_t *po1 = both ? po0 + c_out : po0; /* a lone last pixel: its pair is itself, stored twice */
             widen(px0, px1, groups, offset2, widened);
-            if ((groups & 1) == 0 && patch == NULL) {
+            if (patch == NULL) {
                 pairs_even_plain(filter + (size_t)o0 * c_in, c_in, o0, n, widened, groups, &q, rq, po0 + o0,
                                  po1 - po0);
-            } else if ((groups & 1) == 0) {
+            } else {
                 pairs_even_patched(filter + (size_t)o0 * c_in, c_in, o0, n, widened, groups, &q, rq, po0 + o0,
                                    po1 - po0, patch, px0, px1, offset);
-            } else {
-                pairs(filter, c_in, o0, n, widened, groups, q, rq, patch, px0, px1, offset, po0, po1);
             }
             if (n & 1) { /* an odd C_out: the last output of both pixels */
                 const int32_t o = o0 + n - 1;
@@ -612,6 +639,7 @@ static void __attribute__((noinline)) common(const tt_conv_params *conv, const t
         }
     }
 }
+
 
 tt_status tt_pointwise_conv2d_s8(const tt_context *ctx, const tt_conv_params *conv,
                                  const tt_per_channel_quant *quant, const tt_dims *in_dims, const int8_t *in,
@@ -631,16 +659,12 @@ tt_status tt_pointwise_conv2d_s8(const tt_context *ctx, const tt_conv_params *co
                          .input_offset = conv->input_offset, .patch = conv->patch};
     const int32_t c4 = c_in & ~3;
     const int32_t groups = c4 / 4;
-    if (c_in == 8) {
-        narrow8(conv, in_dims, in, filter, c_out, q.fin, out_dims, out);
-        return TT_OK;
-    }
-    if (c_in == 16) {
-        narrow16(conv, in_dims, in, filter, c_out, q.fin, out_dims, out);
-        return TT_OK;
-    }
-    if (c4 == c_in && groups <= TT_PW_GROUPS) {
+    if (c4 == c_in && groups <= TT_PW_GROUPS / 2) {
         common(conv, in_dims, in, filter, c_out, q.fin, out_dims, out);
+        return TT_OK;
+    }
+    if (c4 == c_in && groups <= TT_PW_GROUPS && (groups & 1) == 0) {
+        common_long(conv, in_dims, in, filter, c_out, q.fin, out_dims, out);
         return TT_OK;
     }
     return other(conv, in_dims, in, filter, c_out, q, out_dims, out);
