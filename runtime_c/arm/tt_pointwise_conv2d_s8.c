@@ -30,6 +30,10 @@
 #define TT_PW_CHUNK 160 /* output channels whose requantisation is prepared at a time: 1,920 B of stack */
 #endif
 
+#ifndef TT_PW_PATCHES
+#define TT_PW_PATCHES 16 /* patched input channels prepared per quad (more take patch_quad): 336 B of stack */
+#endif
+
 #ifndef TT_PW_GROUPS /* a test builds with fewer to run the other paths */
 #define TT_PW_GROUPS 256 /* 1,024 input channels widened once per pixel pair, 512 per quad: 4 KB of stack */
 #endif
@@ -314,6 +318,17 @@ static inline void patch_quad(const tt_weight_patch *patch, const int8_t *w0, in
     *a3 = tt_add_wrap(*a3, (int32_t)e3);
 }
 
+/*
+ * A patch of at most TT_PW_PATCHES channels prepared for a quad: their lanes of the widened inputs are zeroed, so
+ * that the sums are those of the other channels, and each output adds slice[j][i] * x[j][pixel] (the working
+ * weight times the input + offset) for its patched channels: no home weight read, no difference per output.
+ */
+typedef struct {
+    int32_t count;
+    const int8_t *slice[TT_PW_PATCHES]; /* patched channel j's working slice from the chunk's first output on */
+    int32_t x[TT_PW_PATCHES][4];        /* its input + offset at the quad's four pixels */
+} quad_patch;
+
 /* tt_finish2_s8's requantisation (the accumulators already hold the bias) of output channel o at the quad, into
  * po[0], po[s], po[2 s], po[3 s]: the channels without the prepared form, out of line. */
 static void __attribute__((noinline)) finish_quad_other(int32_t a0, int32_t a1, int32_t a2, int32_t a3, int32_t o,
@@ -336,7 +351,8 @@ static inline __attribute__((always_inline)) void quad_body(const int8_t *w, int
                                                             const int32_t *widened, int32_t groups,
                                                             const tt_out_quant *q, const tt_rq *rq, int8_t *po,
                                                             ptrdiff_t s, const tt_weight_patch *patch,
-                                                            const quad_in *qi, int32_t offset, const int odd)
+                                                            const quad_in *qi, int32_t offset,
+                                                            const quad_patch *pp, const int odd)
 {
     const int32_t k = 1 + 2 * q->output_offset;
     const tt_rq *const rq0 = rq, *const rq_end = rq + n;
@@ -346,6 +362,17 @@ static inline __attribute__((always_inline)) void quad_body(const int8_t *w, int
         dot_quad(&w, widened, groups, odd, &a0, &a1, &a2, &a3);
         if (patch != NULL) {
             patch_quad(patch, w0, o0 + (int32_t)(rq - rq0), qi, offset, &a0, &a1, &a2, &a3);
+        }
+        if (pp != NULL) {
+            const int32_t i = (int32_t)(rq - rq0);
+            for (int32_t j = 0; j < pp->count; j++) {
+                const int32_t v = pp->slice[j][i];
+                const int32_t *x = pp->x[j];
+                a0 = tt_add_wrap(a0, v * x[0]);
+                a1 = tt_add_wrap(a1, v * x[1]);
+                a2 = tt_add_wrap(a2, v * x[2]);
+                a3 = tt_add_wrap(a3, v * x[3]);
+            }
         }
         const tt_rq c = *rq;
         if (c.right != 0) {
@@ -367,25 +394,46 @@ static void __attribute__((noinline)) quad_even(const int8_t *w, int32_t o0, int
                                                 int32_t groups, const tt_out_quant *q, const tt_rq *rq, int8_t *po,
                                                 ptrdiff_t s)
 {
-    quad_body(w, o0, n, widened, groups, q, rq, po, s, NULL, NULL, 0, 0);
+    quad_body(w, o0, n, widened, groups, q, rq, po, s, NULL, NULL, 0, NULL, 0);
 }
 
 static void __attribute__((noinline)) quad_odd(const int8_t *w, int32_t o0, int32_t n, const int32_t *widened,
                                                int32_t groups, const tt_out_quant *q, const tt_rq *rq, int8_t *po,
                                                ptrdiff_t s)
 {
-    quad_body(w, o0, n, widened, groups, q, rq, po, s, NULL, NULL, 0, 1);
+    quad_body(w, o0, n, widened, groups, q, rq, po, s, NULL, NULL, 0, NULL, 1);
 }
 
-static void __attribute__((noinline)) quad_patched(const int8_t *w, int32_t o0, int32_t n, const int32_t *widened,
+static void __attribute__((noinline)) quad_patched(const int8_t *w, int32_t o0, int32_t n, int32_t *widened,
                                                    int32_t groups, const tt_out_quant *q, const tt_rq *rq, int8_t *po,
                                                    ptrdiff_t s, const tt_weight_patch *patch, const quad_in *qi,
                                                    int32_t offset)
 {
+    if (patch->count > TT_PW_PATCHES) {
+        if (groups & 1) {
+            quad_body(w, o0, n, widened, groups, q, rq, po, s, patch, qi, offset, NULL, 1);
+        } else {
+            quad_body(w, o0, n, widened, groups, q, rq, po, s, patch, qi, offset, NULL, 0);
+        }
+        return;
+    }
+    quad_patch pp;
+    pp.count = patch->count;
+    for (int32_t j = 0; j < patch->count; j++) {
+        const int32_t c = patch->channel[j];
+        /* channel c's lane: the group's word (x0, x2) or (x1, x3) of each pixel, the low half for x0 and x1 */
+        int32_t *word = widened + 8 * (c / 4) + (c & 1);
+        const uint32_t keep = (c & 2) ? 0x0000FFFFu : 0xFFFF0000u;
+        pp.slice[j] = tt_patch_slice(patch, j) + o0;
+        for (int32_t l = 0; l < 4; l++) {
+            pp.x[j][l] = (int32_t)qi->px[l][c] + offset;
+            word[2 * l] = (int32_t)((uint32_t)word[2 * l] & keep);
+        }
+    }
     if (groups & 1) {
-        quad_body(w, o0, n, widened, groups, q, rq, po, s, patch, qi, offset, 1);
+        quad_body(w, o0, n, widened, groups, q, rq, po, s, NULL, NULL, 0, &pp, 1);
     } else {
-        quad_body(w, o0, n, widened, groups, q, rq, po, s, patch, qi, offset, 0);
+        quad_body(w, o0, n, widened, groups, q, rq, po, s, NULL, NULL, 0, &pp, 0);
     }
 }
 
@@ -396,7 +444,7 @@ static void __attribute__((noinline)) common(const tt_conv_params *conv, const t
     const int32_t c_in = in_dims->c, groups = c_in / 4, offset = conv->input_offset;
     const int32_t offset2 = (int32_t)(((uint32_t)(uint16_t)offset << 16) | (uint16_t)offset);
     const int32_t pixels = out_dims->h * out_dims->w;
-    const tt_weight_patch *patch = conv->patch;
+    const tt_weight_patch *patch = conv->patch != NULL && conv->patch->count > 0 ? conv->patch : NULL; /* 0: none */
     int32_t widened[8 * (TT_PW_GROUPS / 2)];
     tt_rq rq[TT_PW_CHUNK];
     int8_t stage[4 * TT_PW_CHUNK]; /* a last quad of fewer than four pixels: its outputs, n per pixel */
@@ -603,7 +651,7 @@ static void __attribute__((noinline)) common_long(const tt_conv_params *conv, co
     const int32_t c_in = in_dims->c, groups = c_in / 4, offset = conv->input_offset;
     const int32_t offset2 = (int32_t)(((uint32_t)(uint16_t)offset << 16) | (uint16_t)offset);
     const int32_t pixels = out_dims->h * out_dims->w;
-    const tt_weight_patch *patch = conv->patch;
+    const tt_weight_patch *patch = conv->patch != NULL && conv->patch->count > 0 ? conv->patch : NULL; /* 0: none */
     int32_t widened[4 * TT_PW_GROUPS];
     tt_rq rq[TT_PW_CHUNK];
     for (int32_t o0 = 0; o0 < c_out; o0 += TT_PW_CHUNK) {
