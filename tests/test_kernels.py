@@ -387,9 +387,11 @@ def test_patched_conv_kernels_bit_exact(case: ConvCase, channels: list[int], dri
 
 
 # The DSP pointwise kernel on the Cortex-M cores (QEMU): its inline asm loops run only there. Every pointwise case,
-# unpatched and patched, with the kernel's defaults and with its short knobs (the pixel pairs' path and chunk ends).
+# unpatched and patched, with the kernel's defaults, with chunks of two channels (whose first chunks have only
+# channels of the prepared form: the quads' all-asm loop) and with the short knobs (the pixel pairs' path).
 PW_QEMU_MAIN = Path(__file__).resolve().parent / "c" / "pw_qemu.c"
-PW_QEMU_BUILDS = {"default": [], "short": ["-DTT_PW_GROUPS=2", "-DTT_PW_CHUNK=2", "-DTT_PW_PATCHES=1"]}
+PW_QEMU_BUILDS = {"default": [], "chunks": ["-DTT_PW_CHUNK=2"],
+                  "short": ["-DTT_PW_GROUPS=2", "-DTT_PW_CHUNK=2", "-DTT_PW_PATCHES=1"]}
 
 
 def c_array(name: str, ctype: str, a: np.ndarray) -> str:
