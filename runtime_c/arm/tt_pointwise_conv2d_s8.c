@@ -411,6 +411,7 @@ static void __attribute__((noinline)) quad_odd(const int8_t *w, int32_t o0, int3
  * struct (the sums take the other 13 registers): 42 instructions per channel besides the sums, against about 58
  * for GCC's code of quad_body. The host build runs quad_body.
  */
+#if defined(__arm__)
 typedef struct {
     const tt_rq *rq, *rq_end; /* this channel's prepared form, the chunk's end */
     int8_t *po;               /* this channel's output at the quad's first pixel */
@@ -422,6 +423,7 @@ typedef struct {
 /* The asm reads tt_rq's m2 and right with one LDRD, quad_state's po and s with another. */
 typedef char tt_pw_rq_layout[offsetof(tt_rq, right) == offsetof(tt_rq, m2) + 4 ? 1 : -1];
 typedef char tt_pw_state_layout[offsetof(quad_state, s) == offsetof(quad_state, po) + 4 ? 1 : -1];
+#endif
 
 static void __attribute__((noinline)) quad_fast(const int8_t *w, int32_t o0, int32_t n, const int32_t *widened,
                                                 int32_t groups, const tt_out_quant *q, const tt_rq *rq, int8_t *po,
