@@ -216,15 +216,22 @@ typedef struct {
     const int8_t *px[4]; /* the quad's input pixels */
 } quad_in;
 
-/* The quad's inputs widened: per group of 4 channels (x0, x2), (x1, x3) + offset of each pixel in turn. */
+/* The quad's inputs widened: per group of 4 channels (x0, x2), (x1, x3) + offset of each pixel in turn (one SXTAB16
+ * per word). */
 static inline void widen4(const quad_in *qi, int32_t groups, int32_t offset2, int32_t *widened)
 {
+    const int8_t *p0 = qi->px[0], *p1 = qi->px[1], *p2 = qi->px[2], *p3 = qi->px[3];
     for (int32_t g = 0; g < groups; g++, widened += 8) {
-        for (int32_t l = 0; l < 4; l++) {
-            const int32_t xw = tt_load4(qi->px[l] + 4 * g);
-            widened[2 * l] = __sadd16(__sxtb16(xw), offset2);
-            widened[2 * l + 1] = __sadd16(tt_sxtb16_ror8(xw), offset2);
-        }
+        const int32_t x0 = tt_load4(p0 + 4 * g), x1 = tt_load4(p1 + 4 * g);
+        const int32_t x2 = tt_load4(p2 + 4 * g), x3 = tt_load4(p3 + 4 * g);
+        widened[0] = tt_sxtab16(offset2, x0);
+        widened[1] = tt_sxtab16_ror8(offset2, x0);
+        widened[2] = tt_sxtab16(offset2, x1);
+        widened[3] = tt_sxtab16_ror8(offset2, x1);
+        widened[4] = tt_sxtab16(offset2, x2);
+        widened[5] = tt_sxtab16_ror8(offset2, x2);
+        widened[6] = tt_sxtab16(offset2, x3);
+        widened[7] = tt_sxtab16_ror8(offset2, x3);
     }
 }
 
