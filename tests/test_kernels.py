@@ -341,6 +341,7 @@ PATCH_CASES = [
     (ConvCase("pointwise", 3, 3, 12, 170, 1, 1, 20, -20, seed=30), [1, 2, 11]),
     (ConvCase("pointwise", 7, 9, 6, 7, 1, 1, -17, 9, seed=21), [0, 5]),
     (ConvCase("pointwise", 2, 3, 20, 5, 1, 1, -128, 127, seed=41, extreme=True), [0, 1, 2, 3, 19]),
+    (ConvCase("pointwise", 3, 6, 24, 7, 1, 1, 5, -6, seed=42), [0, 1, 2, 3, 7, 22]),
     # more patched channels than the quads prepare (TT_PW_PATCHES = 16): the corrections per output
     (ConvCase("pointwise", 3, 6, 24, 7, 1, 1, 5, -6, seed=42), [c for c in range(24) if c % 5]),
     (ConvCase("conv", 9, 11, 3, 16, 3, 2, 0, -128, seed=31), [1]),

@@ -15,6 +15,7 @@
  */
 #include <arm_acle.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "tt_arm_math.h"
@@ -425,87 +426,145 @@ typedef struct {
     ptrdiff_t s;              /* from one pixel's output to the next */
     int32_t k;                /* 1 + 2 * output_offset */
     const int32_t *widened;
+    const int32_t *pairs, *pairs_end; /* quad_fast_patched: its patch_pair entries */
+    int32_t i;                        /* quad_fast_patched: this channel's index in the chunk */
 } quad_state;
 
 /* The asm reads tt_rq's m2 and right with one LDRD, quad_state's po and s with another. */
 typedef char tt_pw_rq_layout[offsetof(tt_rq, right) == offsetof(tt_rq, m2) + 4 ? 1 : -1];
 typedef char tt_pw_state_layout[offsetof(quad_state, s) == offsetof(quad_state, po) + 4 ? 1 : -1];
+
+/* A channel's start: its bias in the four accumulators, the sums over the groups (two per iteration). */
+#define TT_PW_FAST_SUMS                                                                                                \
+    "0:\n\t"                                                                                                           \
+    "ldr %[t0], [%[st], %[o_rq]]\n\t"                                                                                  \
+    "ldr %[b0], [%[t0], %[o_bias]]\n\t"                                                                                \
+    "mov %[b1], %[b0]\n\t"                                                                                             \
+    "mov %[b2], %[b0]\n\t"                                                                                             \
+    "mov %[b3], %[b0]\n\t"                                                                                             \
+    "ldr %[x], [%[st], %[o_widened]]\n\t"                                                                              \
+    "1:\n\t" TT_PW_QUAD_GROUP TT_PW_QUAD_GROUP                                                                         \
+    "cmp %[x], %[end]\n\t"                                                                                             \
+    "bne 1b\n\t"
+
+/* tt_rq_twice_biased and tt_ssat8_half of the four values, their stores, the next channel. */
+#define TT_PW_FAST_FINISH                                                                                              \
+    "ldr %[t0], [%[st], %[o_rq]]\n\t"                                                                                  \
+    "ldrd %[t1], %[x], [%[t0], %[o_m2]]\n\t" /* m2, right */                                                           \
+    "smmlar %[b0], %[b0], %[t1], %[b0]\n\t"                                                                            \
+    "smmlar %[b1], %[b1], %[t1], %[b1]\n\t"                                                                            \
+    "smmlar %[b2], %[b2], %[t1], %[b2]\n\t"                                                                            \
+    "smmlar %[b3], %[b3], %[t1], %[b3]\n\t"                                                                            \
+    "add %[b0], %[b0], %[b0], asr #31\n\t"                                                                             \
+    "add %[b1], %[b1], %[b1], asr #31\n\t"                                                                             \
+    "add %[b2], %[b2], %[b2], asr #31\n\t"                                                                             \
+    "add %[b3], %[b3], %[b3], asr #31\n\t"                                                                             \
+    "asr %[b0], %[b0], %[x]\n\t"                                                                                       \
+    "asr %[b1], %[b1], %[x]\n\t"                                                                                       \
+    "asr %[b2], %[b2], %[x]\n\t"                                                                                       \
+    "asr %[b3], %[b3], %[x]\n\t"                                                                                       \
+    "ldr %[t1], [%[st], %[o_k]]\n\t"                                                                                   \
+    "add %[b0], %[b0], %[t1]\n\t"                                                                                      \
+    "add %[b1], %[b1], %[t1]\n\t"                                                                                      \
+    "add %[b2], %[b2], %[t1]\n\t"                                                                                      \
+    "add %[b3], %[b3], %[t1]\n\t"                                                                                      \
+    "ssat %[b0], #8, %[b0], asr #1\n\t"                                                                                \
+    "ssat %[b1], #8, %[b1], asr #1\n\t"                                                                                \
+    "ssat %[b2], #8, %[b2], asr #1\n\t"                                                                                \
+    "ssat %[b3], #8, %[b3], asr #1\n\t"                                                                                \
+    "ldrd %[t1], %[x], [%[st], %[o_po]]\n\t" /* po, s */                                                               \
+    "strb %[b0], [%[t1]]\n\t"                                                                                          \
+    "strb %[b1], [%[t1], %[x]]\n\t"                                                                                    \
+    "add r8, %[t1], %[x], lsl #1\n\t"                                                                                  \
+    "strb %[b2], [r8]\n\t"                                                                                             \
+    "strb %[b3], [r8, %[x]]\n\t"                                                                                       \
+    "add %[t1], %[t1], #1\n\t"                                                                                         \
+    "str %[t1], [%[st], %[o_po]]\n\t"                                                                                  \
+    "add %[t0], %[t0], %[size]\n\t"                                                                                    \
+    "ldr %[x], [%[st], %[o_end]]\n\t"                                                                                  \
+    "str %[t0], [%[st], %[o_rq]]\n\t"                                                                                  \
+    "cmp %[t0], %[x]\n\t"                                                                                              \
+    "bne 0b"
+
+/*
+ * The patch corrections between the sums and the finish (quad_fast_patched): per entry (two patched channels a, b:
+ * their slices, then per pixel the word (x_a, x_b) + offset), the working weights (v_a, v_b) of this channel packed
+ * by PKHBT, one SMLAD per pixel: 6 instructions per patched channel.
+ */
+#define TT_PW_FAST_PATCH                                                                                               \
+    "ldr %[t0], [%[st], %[o_pairs]]\n\t"                                                                               \
+    "ldr %[t1], [%[st], %[o_pairs_end]]\n\t"                                                                           \
+    "ldr %[x], [%[st], %[o_i]]\n\t"                                                                                    \
+    "2:\n\t"                                                                                                           \
+    "ldrd r8, r9, [%[t0]], #8\n\t"                                                                                     \
+    "ldrsb r8, [r8, %[x]]\n\t"                                                                                         \
+    "ldrsb r9, [r9, %[x]]\n\t"                                                                                         \
+    "pkhbt r8, r8, r9, lsl #16\n\t"                                                                                    \
+    "ldrd r10, r11, [%[t0]], #8\n\t"                                                                                   \
+    "smlad %[b0], r8, r10, %[b0]\n\t"                                                                                  \
+    "smlad %[b1], r8, r11, %[b1]\n\t"                                                                                  \
+    "ldrd r10, r11, [%[t0]], #8\n\t"                                                                                   \
+    "smlad %[b2], r8, r10, %[b2]\n\t"                                                                                  \
+    "smlad %[b3], r8, r11, %[b3]\n\t"                                                                                  \
+    "cmp %[t0], %[t1]\n\t"                                                                                             \
+    "bne 2b\n\t"                                                                                                       \
+    "add %[x], %[x], #1\n\t"                                                                                           \
+    "str %[x], [%[st], %[o_i]]\n\t"
+
+#define TT_PW_FAST_OUT                                                                                                 \
+    [b0] "=&r"(b0), [b1] "=&r"(b1), [b2] "=&r"(b2), [b3] "=&r"(b3), [x] "=&r"(x), [u] "+r"(u), [t0] "=&r"(t0),        \
+        [t1] "=&r"(t1)
+#define TT_PW_FAST_IN                                                                                                  \
+    [end] "r"(end), [st] "r"(&st), [o_rq] "i"(offsetof(quad_state, rq)), [o_end] "i"(offsetof(quad_state, rq_end)),  \
+        [o_po] "i"(offsetof(quad_state, po)), [o_k] "i"(offsetof(quad_state, k)),                                     \
+        [o_widened] "i"(offsetof(quad_state, widened)), [o_bias] "i"(offsetof(tt_rq, bias)),                          \
+        [o_m2] "i"(offsetof(tt_rq, m2)), [size] "i"(sizeof(tt_rq)), [o_pairs] "i"(offsetof(quad_state, pairs)),        \
+        [o_pairs_end] "i"(offsetof(quad_state, pairs_end)), [o_i] "i"(offsetof(quad_state, i))
 #endif
+
+/* quad_fast's body: pairs, npairs: the patch entries of quad_fast_patched (6 words each), or NULL. */
+static inline __attribute__((always_inline)) void quad_fast_body(const int8_t *w, int32_t o0, int32_t n,
+                                                                 const int32_t *widened, int32_t groups,
+                                                                 const tt_out_quant *q, const tt_rq *rq, int8_t *po,
+                                                                 ptrdiff_t s, const int32_t *pairs, int32_t npairs)
+{
+#if defined(__arm__)
+    (void)o0;
+    quad_state st = {.rq = rq, .rq_end = rq + n, .po = po, .s = s, .k = 1 + 2 * q->output_offset,
+                     .widened = widened, .pairs = pairs, .pairs_end = pairs + 6 * npairs, .i = 0};
+    const int32_t *const end = widened + 8 * groups;
+    const int8_t *u = w;
+    int32_t b0, b1, b2, b3, t0, t1;
+    const int32_t *x;
+    if (pairs == NULL) {
+        __asm__ volatile(TT_PW_FAST_SUMS TT_PW_FAST_FINISH
+                         : TT_PW_FAST_OUT
+                         : TT_PW_FAST_IN
+                         : "r8", "r9", "r10", "r11", "cc", "memory");
+    } else {
+        __asm__ volatile(TT_PW_FAST_SUMS TT_PW_FAST_PATCH TT_PW_FAST_FINISH
+                         : TT_PW_FAST_OUT
+                         : TT_PW_FAST_IN
+                         : "r8", "r9", "r10", "r11", "cc", "memory");
+    }
+#else
+    (void)pairs;
+    (void)npairs;
+    quad_body(w, o0, n, widened, groups, q, rq, po, s, NULL, NULL, 0, NULL, 0);
+#endif
+}
 
 static void __attribute__((noinline)) quad_fast(const int8_t *w, int32_t o0, int32_t n, const int32_t *widened,
                                                 int32_t groups, const tt_out_quant *q, const tt_rq *rq, int8_t *po,
                                                 ptrdiff_t s)
 {
-#if defined(__arm__)
-    (void)o0;
-    quad_state st = {.rq = rq, .rq_end = rq + n, .po = po, .s = s, .k = 1 + 2 * q->output_offset,
-                     .widened = widened};
-    const int32_t *const end = widened + 8 * groups;
-    const int8_t *u = w;
-    int32_t b0, b1, b2, b3, t0, t1;
-    const int32_t *x;
-    __asm__ volatile("0:\n\t"
-                     "ldr %[t0], [%[st], %[o_rq]]\n\t"
-                     "ldr %[b0], [%[t0], %[o_bias]]\n\t"
-                     "mov %[b1], %[b0]\n\t"
-                     "mov %[b2], %[b0]\n\t"
-                     "mov %[b3], %[b0]\n\t"
-                     "ldr %[x], [%[st], %[o_widened]]\n\t"
-                     "1:\n\t" TT_PW_QUAD_GROUP TT_PW_QUAD_GROUP
-                     "cmp %[x], %[end]\n\t"
-                     "bne 1b\n\t"
-                     "ldr %[t0], [%[st], %[o_rq]]\n\t"
-                     "ldrd %[t1], %[x], [%[t0], %[o_m2]]\n\t" /* m2, right */
-                     "smmlar %[b0], %[b0], %[t1], %[b0]\n\t"
-                     "smmlar %[b1], %[b1], %[t1], %[b1]\n\t"
-                     "smmlar %[b2], %[b2], %[t1], %[b2]\n\t"
-                     "smmlar %[b3], %[b3], %[t1], %[b3]\n\t"
-                     "add %[b0], %[b0], %[b0], asr #31\n\t"
-                     "add %[b1], %[b1], %[b1], asr #31\n\t"
-                     "add %[b2], %[b2], %[b2], asr #31\n\t"
-                     "add %[b3], %[b3], %[b3], asr #31\n\t"
-                     "asr %[b0], %[b0], %[x]\n\t"
-                     "asr %[b1], %[b1], %[x]\n\t"
-                     "asr %[b2], %[b2], %[x]\n\t"
-                     "asr %[b3], %[b3], %[x]\n\t"
-                     "ldr %[t1], [%[st], %[o_k]]\n\t"
-                     "add %[b0], %[b0], %[t1]\n\t"
-                     "add %[b1], %[b1], %[t1]\n\t"
-                     "add %[b2], %[b2], %[t1]\n\t"
-                     "add %[b3], %[b3], %[t1]\n\t"
-                     "ssat %[b0], #8, %[b0], asr #1\n\t"
-                     "ssat %[b1], #8, %[b1], asr #1\n\t"
-                     "ssat %[b2], #8, %[b2], asr #1\n\t"
-                     "ssat %[b3], #8, %[b3], asr #1\n\t"
-                     "ldrd %[t1], %[x], [%[st], %[o_po]]\n\t" /* po, s */
-                     "strb %[b0], [%[t1]]\n\t"
-                     "strb %[b1], [%[t1], %[x]]\n\t"
-                     "add r8, %[t1], %[x], lsl #1\n\t"
-                     "strb %[b2], [r8]\n\t"
-                     "strb %[b3], [r8, %[x]]\n\t"
-                     "add %[t1], %[t1], #1\n\t"
-                     "str %[t1], [%[st], %[o_po]]\n\t"
-                     "add %[t0], %[t0], %[size]\n\t"
-                     "ldr %[x], [%[st], %[o_end]]\n\t"
-                     "str %[t0], [%[st], %[o_rq]]\n\t"
-                     "cmp %[t0], %[x]\n\t"
-                     "bne 0b"
-                     : [b0] "=&r"(b0), [b1] "=&r"(b1), [b2] "=&r"(b2), [b3] "=&r"(b3), [x] "=&r"(x), [u] "+r"(u),
-                       [t0] "=&r"(t0), [t1] "=&r"(t1)
-                     : [end] "r"(end), [st] "r"(&st), [o_rq] "i"(offsetof(quad_state, rq)),
-                       [o_end] "i"(offsetof(quad_state, rq_end)), [o_po] "i"(offsetof(quad_state, po)),
-                       [o_k] "i"(offsetof(quad_state, k)), [o_widened] "i"(offsetof(quad_state, widened)),
-                       [o_bias] "i"(offsetof(tt_rq, bias)), [o_m2] "i"(offsetof(tt_rq, m2)), [size] "i"(sizeof(tt_rq))
-                     : "r8", "r9", "r10", "r11", "cc", "memory");
-#else
-    quad_body(w, o0, n, widened, groups, q, rq, po, s, NULL, NULL, 0, NULL, 0);
-#endif
+    quad_fast_body(w, o0, n, widened, groups, q, rq, po, s, NULL, 0);
 }
 
 static void __attribute__((noinline)) quad_patched(const int8_t *w, int32_t o0, int32_t n, int32_t *widened,
                                                    int32_t groups, const tt_out_quant *q, const tt_rq *rq, int8_t *po,
                                                    ptrdiff_t s, const tt_weight_patch *patch, const quad_in *qi,
-                                                   int32_t offset)
+                                                   int32_t offset, int fast)
 {
     if (patch->count > TT_PW_PATCHES) {
         if (groups & 1) {
@@ -517,6 +576,7 @@ static void __attribute__((noinline)) quad_patched(const int8_t *w, int32_t o0, 
     }
     quad_patch pp;
     pp.count = patch->count;
+    pp.slice[0] = NULL; /* count >= 1 here, which GCC's -Wmaybe-uninitialized does not see with TT_PW_PATCHES = 1 */
     for (int32_t j = 0; j < patch->count; j++) {
         const int32_t c = patch->channel[j];
         /* channel c's lane: the group's word (x0, x2) or (x1, x3) of each pixel, the low half for x0 and x1 */
@@ -528,6 +588,25 @@ static void __attribute__((noinline)) quad_patched(const int8_t *w, int32_t o0, 
             word[2 * l] = (int32_t)((uint32_t)word[2 * l] & keep);
         }
     }
+#if defined(__arm__)
+    if (fast && (groups & 1) == 0) { /* quad_fast with the corrections: pp as entries of two channels (a, b) */
+        int32_t pairs[6 * ((TT_PW_PATCHES + 1) / 2)];
+        const int32_t npairs = (pp.count + 1) / 2;
+        for (int32_t e = 0; e < npairs; e++) {
+            const int32_t a = 2 * e, b = 2 * e + 1 < pp.count ? 2 * e + 1 : a; /* an odd count: b = a, x_b = 0 */
+            pairs[6 * e] = (int32_t)(uintptr_t)pp.slice[a];
+            pairs[6 * e + 1] = (int32_t)(uintptr_t)pp.slice[b];
+            for (int32_t l = 0; l < 4; l++) {
+                const uint32_t xb = b != a ? (uint32_t)(uint16_t)pp.x[b][l] : 0u;
+                pairs[6 * e + 2 + l] = (int32_t)((uint32_t)(uint16_t)pp.x[a][l] | (xb << 16));
+            }
+        }
+        quad_fast_body(w, o0, n, widened, groups, q, rq, po, s, pairs, npairs);
+        return;
+    }
+#else
+    (void)fast;
+#endif
     if (groups & 1) {
         quad_body(w, o0, n, widened, groups, q, rq, po, s, NULL, NULL, 0, &pp, 1);
     } else {
@@ -564,7 +643,7 @@ static void __attribute__((noinline)) common(const tt_conv_params *conv, const t
             int8_t *po = lanes == 4 ? out + (size_t)p * c_out + o0 : stage;
             const ptrdiff_t s = lanes == 4 ? c_out : n;
             if (patch != NULL) {
-                quad_patched(w, o0, n, widened, groups, &q, rq, po, s, patch, &qi, offset);
+                quad_patched(w, o0, n, widened, groups, &q, rq, po, s, patch, &qi, offset, fast);
             } else if (groups & 1) {
                 quad_odd(w, o0, n, widened, groups, &q, rq, po, s);
             } else if (fast) {
