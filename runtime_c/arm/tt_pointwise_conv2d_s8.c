@@ -3,15 +3,24 @@
  * The firmware build (`trady firmware --kernels dsp`) uses this file instead of the reference kernel
  * of the same name; the results are bit-identical (integer sums in another order, no overflow).
  *
- * Four input channels at a time: SXTB16 widens bytes 0 and 2 (then, after a rotate by 8, bytes 1
- * and 3) into two int16 lanes, SADD16 adds the input offset to both lanes, SMLAD multiplies two lane
- * pairs and adds both products to the accumulator. Each pixel's input is widened once into a stack
- * buffer that every output channel reads (inputs of more than 4 * TT_PW_GROUPS channels widen per
- * output block instead). Lanes stay in int16: x + input_offset is in
+ * Four input channels at a time: the input word is widened into two words of int16 lanes, bytes 0
+ * and 2 (then, after a rotate by 8, bytes 1 and 3) sign-extended plus the input offset (SXTAB16, or
+ * SXTB16 and SADD16), the weight word likewise without the offset (SXTB16), and SMLAD multiplies two
+ * lane pairs and adds both products to the accumulator. Lanes stay in int16: x + input_offset is in
  * [-255, 255] (x in [-128, 127], input_offset = -x_zero in [-127, 128]), weights in [-128, 127].
- * Four output channels share each widened input word. |sum| <= 127 * 255 * C_in < 2^31 for
- * C_in < 66,000 (the compiler checks), so the int32 accumulator is exact in any order. Requantisation:
- * tt_requantize_floor (tt_arm_math.h), equal to tt_requantize.
+ * |sum| <= 127 * 255 * C_in < 2^31 for C_in < 66,000 (the compiler checks), so the int32 accumulator
+ * is exact in any order, and it starts from the bias (acc + bias wraps alike, tt_add_wrap).
+ *
+ * The common case, C_in a multiple of 4 up to 4 * TT_PW_GROUPS / 2 channels (common): four pixels (a
+ * quad) are widened once into a stack buffer, then each output channel's weight word serves the four
+ * pixels; the inner loop is inline asm (LDM of the widened words, 14 instructions per 16 MACs), and
+ * for chunks whose channels all have the prepared requantisation (tt_rq, tt_arm_math.h) so is the
+ * whole channel loop (quad_fast). Longer inputs with an even group count (common_long) take pixel
+ * pairs, two output channels at a time, in inline asm too. The rest (C_in not a multiple of 4, and
+ * the longest inputs) is plain C (other, pixel_long). Every asm loop has the same sums in C for the
+ * host build of the tests. A weight patch (working slices of some input channels, tt_conv_common.h)
+ * adds its corrections per output before the requantisation: tt_rq_twice_biased and tt_ssat8_half
+ * for the prepared channels, tt_requantize_floor (equal to tt_requantize) for the others.
  */
 #include <arm_acle.h>
 #include <stddef.h>
@@ -147,8 +156,8 @@ static inline void widen(const int8_t *px0, const int8_t *px1, int32_t groups, i
     }
 }
 
-/* The other inputs: C_in not a multiple of 4 (the tail channels added one by one), or more than 4 * TT_PW_GROUPS
- * channels (pixel_long). */
+/* The other inputs: C_in not a multiple of 4 (the tail channels added one by one), more groups than the quads take
+ * and an odd number of them, or more than 4 * TT_PW_GROUPS channels (pixel_long). */
 static tt_status __attribute__((noinline)) other(const tt_conv_params *conv, const tt_dims *in_dims, const int8_t *in,
                                                  const int8_t *filter, int32_t c_out, out_quant q,
                                                  const tt_dims *out_dims, int8_t *out)
@@ -353,7 +362,8 @@ static void __attribute__((noinline)) finish_quad_other(int32_t a0, int32_t a1, 
 /*
  * Output channels o0 .. o0 + n - 1 (weights from w, prepared forms rq[0 .. n - 1]) at the quad, into po[i],
  * po[s + i], po[2 s + i], po[3 s + i]. The accumulators start from the bias (the sums then wrap as tt_add_wrap),
- * the patch's corrections follow (patch may be NULL), then the requantisation. odd: groups is odd.
+ * the patch's corrections follow (patch: patch_quad per output; pp: a prepared patch; either may be NULL), then
+ * the requantisation. odd: groups is odd.
  */
 static inline __attribute__((always_inline)) void quad_body(const int8_t *w, int32_t o0, int32_t n,
                                                             const int32_t *widened, int32_t groups,
@@ -825,9 +835,9 @@ static void __attribute__((noinline)) pairs_even_patched(const int8_t *w, int32_
  * Inputs too long for the quads (an even group count up to TT_PW_GROUPS): output channels in chunks of TT_PW_CHUNK
  * whose requantisation forms are prepared once, then every pixel pair of the chunk (pairs_even).
  */
-static void __attribute__((noinline)) common_long(const tt_conv_params *conv, const tt_dims *in_dims, const int8_t *in,
-                                             const int8_t *filter, int32_t c_out, tt_out_quant q,
-                                             const tt_dims *out_dims, int8_t *out)
+static void __attribute__((noinline)) common_long(const tt_conv_params *conv, const tt_dims *in_dims,
+                                                  const int8_t *in, const int8_t *filter, int32_t c_out,
+                                                  tt_out_quant q, const tt_dims *out_dims, int8_t *out)
 {
     const int32_t c_in = in_dims->c, groups = c_in / 4, offset = conv->input_offset;
     const int32_t offset2 = (int32_t)(((uint32_t)(uint16_t)offset << 16) | (uint16_t)offset);
