@@ -92,7 +92,7 @@ def san_driver(tmp_path_factory) -> Driver:
 # tests/c/acle_host/arm_acle.h stands in for the ACLE intrinsics. Built with the sanitizers; "short" shrinks the
 # dense kernel's stack column and the pointwise kernel's widened buffer so that their long-input paths run too, the
 # prepared chunk of the pointwise kernel (more chunk ends) and the first_conv row (wider inputs take the general path).
-DSP_BUILDS = {"dsp": [], "dsp_short": ["-DTT_CONV_COLUMN=8", "-DTT_PW_GROUPS=2", "-DTT_PW_CHUNK=2", "-DTT_FC_WIDTH=8"]}
+DSP_BUILDS = {"dsp": [], "dsp_short": ["-DTT_CONV_COLUMN=8", "-DTT_PW_GROUPS=6", "-DTT_PW_CHUNK=2", "-DTT_FC_WIDTH=8"]}
 
 
 @pytest.fixture(scope="session", params=list(DSP_BUILDS))
@@ -389,10 +389,11 @@ def test_patched_conv_kernels_bit_exact(case: ConvCase, channels: list[int], dri
 
 # The DSP pointwise kernel on the Cortex-M cores (QEMU): its inline asm loops run only there. Every pointwise case,
 # unpatched and patched, with the kernel's defaults, with chunks of two channels (whose first chunks have only
-# channels of the prepared form: the quads' all-asm loop) and with the short knobs (the pixel pairs' path).
+# channels of the prepared form: the quads' all-asm loop) and with the short knobs (quads up to 12 channels, then
+# the pixel pairs' asm for 16 and 24, the C paths for 20 and 600; one prepared patch channel).
 PW_QEMU_MAIN = Path(__file__).resolve().parent / "c" / "pw_qemu.c"
 PW_QEMU_BUILDS = {"default": [], "chunks": ["-DTT_PW_CHUNK=2"],
-                  "short": ["-DTT_PW_GROUPS=2", "-DTT_PW_CHUNK=2", "-DTT_PW_PATCHES=1"]}
+                  "short": ["-DTT_PW_GROUPS=6", "-DTT_PW_CHUNK=2", "-DTT_PW_PATCHES=1"]}
 
 
 def c_array(name: str, ctype: str, a: np.ndarray) -> str:

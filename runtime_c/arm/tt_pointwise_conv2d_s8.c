@@ -646,8 +646,9 @@ static void __attribute__((noinline)) common(const tt_conv_params *conv, const t
         for (int32_t p = 0; p < pixels; p += 4) {
             const int32_t lanes = pixels - p < 4 ? pixels - p : 4;
             quad_in qi;
-            for (int32_t l = 0; l < 4; l++) {
-                qi.px[l] = input_pixel(conv, in_dims, out_dims, in, p + (l < lanes ? l : lanes - 1));
+            for (int32_t l = 0; l < 4; l++) { /* stride 1: output pixel p reads input pixel p */
+                const int32_t pl = p + (l < lanes ? l : lanes - 1);
+                qi.px[l] = conv->stride == 1 ? in + (size_t)pl * c_in : input_pixel(conv, in_dims, out_dims, in, pl);
             }
             widen4(&qi, groups, offset2, widened);
             int8_t *po = lanes == 4 ? out + (size_t)p * c_out + o0 : stage;
