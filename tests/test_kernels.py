@@ -35,7 +35,7 @@ from tt_support import (
 )
 from tt_support import Payload as _Payload
 
-from compiler import quant, reference
+from compiler import emulate, firmware, quant, reference
 from compiler.ir import Conv, Head, Tensor
 
 RUNTIME = ROOT / "runtime_c"
@@ -92,7 +92,7 @@ def san_driver(tmp_path_factory) -> Driver:
 # tests/c/acle_host/arm_acle.h stands in for the ACLE intrinsics. Built with the sanitizers; "short" shrinks the
 # dense kernel's stack column and the pointwise kernel's widened buffer so that their long-input paths run too, the
 # prepared chunk of the pointwise kernel (more chunk ends) and the first_conv row (wider inputs take the general path).
-DSP_BUILDS = {"dsp": [], "dsp_short": ["-DTT_CONV_COLUMN=8", "-DTT_PW_GROUPS=1", "-DTT_PW_CHUNK=2", "-DTT_PW_BLOCK=3", "-DTT_FC_WIDTH=8"]}
+DSP_BUILDS = {"dsp": [], "dsp_short": ["-DTT_CONV_COLUMN=8", "-DTT_PW_GROUPS=6", "-DTT_PW_CHUNK=2", "-DTT_FC_WIDTH=8"]}
 
 
 @pytest.fixture(scope="session", params=list(DSP_BUILDS))
@@ -188,6 +188,9 @@ CONV_CASES = [
     ConvCase("pointwise", 9, 9, 8, 6, 1, 2, 127, -128, seed=28),
     ConvCase("pointwise", 5, 5, 16, 9, 1, 2, -128, 5, seed=29),
     ConvCase("pointwise", 3, 3, 12, 170, 1, 1, 20, -20, seed=30),
+    # the quads of four pixels: a last quad of two pixels, an odd group count above one (five groups), odd C_out
+    ConvCase("pointwise", 2, 3, 20, 5, 1, 1, -128, 127, seed=41, extreme=True),
+    ConvCase("pointwise", 3, 6, 24, 7, 1, 1, 5, -6, seed=42),
 ]
 
 
@@ -380,6 +383,10 @@ PATCH_CASES = [
     (ConvCase("pointwise", 5, 5, 16, 9, 1, 2, -128, 5, seed=29), [3]),
     (ConvCase("pointwise", 3, 3, 12, 170, 1, 1, 20, -20, seed=30), [1, 2, 11]),
     (ConvCase("pointwise", 7, 9, 6, 7, 1, 1, -17, 9, seed=21), [0, 5]),
+    (ConvCase("pointwise", 2, 3, 20, 5, 1, 1, -128, 127, seed=41, extreme=True), [0, 1, 2, 3, 19]),
+    (ConvCase("pointwise", 3, 6, 24, 7, 1, 1, 5, -6, seed=42), [0, 1, 2, 3, 7, 22]),
+    # more patched channels than the quads prepare (TT_PW_PATCHES = 16): the corrections per output
+    (ConvCase("pointwise", 3, 6, 24, 7, 1, 1, 5, -6, seed=42), [c for c in range(24) if c % 5]),
     (ConvCase("conv", 9, 11, 3, 16, 3, 2, 0, -128, seed=31), [1]),
     (ConvCase("conv", 9, 8, 3, 5, 3, 2, 5, -3, seed=32), [0, 2]),
     (ConvCase("conv", 7, 9, 4, 6, 3, 2, 127, -128, seed=2), [3]),
@@ -387,8 +394,8 @@ PATCH_CASES = [
 ]
 
 
-def patch_payload(case: ConvCase, d: dict, channels: list[int]) -> bytes:
-    """The case with a weight patch: home weights changed in `channels`, their working slices appended."""
+def patch_home(case: ConvCase, d: dict, channels: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Home weights changed in `channels` and their working slices (the case's weights there), concatenated."""
     rng = np.random.default_rng(case.seed + 1000)
     home = d["w"].copy()
     slices = []
@@ -399,9 +406,14 @@ def patch_payload(case: ConvCase, d: dict, channels: list[int]) -> bytes:
         else:
             slices.append(d["w"][:, c].reshape(-1))
             home[:, c] = rng.integers(-127, 128, home[:, c].shape)
+    return home, np.concatenate(slices).astype(np.int8) if slices else np.zeros(0, np.int8)
+
+
+def patch_payload(case: ConvCase, d: dict, channels: list[int]) -> bytes:
+    """The case with a weight patch: home weights changed in `channels`, their working slices appended."""
+    home, sl = patch_home(case, d, channels)
     base = conv_payload(case, {**d, "w": home}, op=KERNEL_OP[case.kind] + 10)
     chan = np.asarray(channels, np.int32)
-    sl = np.concatenate(slices).astype(np.int8)
     return base + struct.pack("<i", chan.size) + chan.tobytes() + struct.pack("<i", sl.size) + sl.tobytes()
 
 
@@ -416,6 +428,68 @@ def test_patched_conv_kernels_bit_exact(case: ConvCase, channels: list[int], dri
         assert status == TT_OK, f"{case}: status {status} from {drv.exe.name}"
         assert_same(out.reshape(ho, wo, case.c_out), want, f"{case} patched {channels}: {drv.exe.name} vs reference",
                     "(h, w, c)")
+
+
+# The DSP pointwise kernel on the Cortex-M cores (QEMU): its inline asm loops run only there. Every pointwise case,
+# unpatched and patched, with the kernel's defaults, with chunks of two channels (whose first chunks have only
+# channels of the prepared form: the quads' all-asm loop) and with the short knobs (quads up to 12 channels, then
+# the pixel pairs' asm for 16 and 24, the C paths for 20 and 600; one prepared patch channel).
+PW_QEMU_MAIN = Path(__file__).resolve().parent / "c" / "pw_qemu.c"
+PW_QEMU_BUILDS = {"default": [], "chunks": ["-DTT_PW_CHUNK=2"],
+                  "short": ["-DTT_PW_GROUPS=6", "-DTT_PW_CHUNK=2", "-DTT_PW_PATCHES=1"]}
+
+
+def c_array(name: str, ctype: str, a: np.ndarray) -> str:
+    vals = ", ".join(str(int(v)) for v in np.asarray(a).ravel())
+    return f"static {ctype} {name}[{max(a.size, 1)}] = {{{vals or '0'}}};\n"
+
+
+def render_pw_cases() -> tuple[str, int]:
+    """pw_cases.h for tests/c/pw_qemu.c (the pw_case table there) and the number of cases."""
+    cases = [(c, []) for c in CONV_CASES if c.kind == "pointwise"]
+    cases += [(c, ch) for c, ch in PATCH_CASES if c.kind == "pointwise"]
+    text, rows = [], []
+    for i, (case, channels) in enumerate(cases):
+        d = make_conv(case)
+        home, sl = patch_home(case, d, channels)
+        filt, fdims = c_filter("pointwise", home)
+        ho, wo = case.out_hw
+        text += [c_array(f"in{i}", "const int8_t", d["x"]), c_array(f"filter{i}", "const int8_t", filt),
+                 c_array(f"bias{i}", "const int32_t", d["bias"]), c_array(f"mult{i}", "const int32_t", d["mult"]),
+                 c_array(f"shift{i}", "const int32_t", d["shift"]),
+                 c_array(f"want{i}", "const int8_t", reference_conv(case, d)),
+                 c_array(f"pch{i}", "const uint16_t", np.asarray(channels, np.int64)),
+                 c_array(f"pslices{i}", "int8_t", sl),
+                 c_array(f"poff{i}", "const uint32_t", np.arange(len(channels)) * case.c_out)]
+        name = f"{case}-patch{len(channels)}" if channels else str(case)
+        rows.append(f'    {{"{name}", {{1, {case.h}, {case.w}, {case.c_in}}}, {{{", ".join(map(str, fdims))}}}, '
+                    f"{{1, {ho}, {wo}, {case.c_out}}}, {-case.x_zero}, {case.y_zero}, {case.stride}, 0, in{i}, "
+                    f"filter{i}, bias{i}, mult{i}, shift{i}, want{i}, {len(channels)}, pch{i}, pslices{i}, "
+                    f"poff{i}}},\n")
+    return "".join(text) + "static const pw_case cases[] = {\n" + "".join(rows) + "};\n", len(cases)
+
+
+@pytest.mark.arm
+@pytest.mark.qemu
+@pytest.mark.parametrize("build", list(PW_QEMU_BUILDS))
+@pytest.mark.parametrize("board", ["qemu-m7", "qemu-m4"])
+def test_qemu_dsp_pointwise_bit_exact(board, build, tmp_path):
+    require_tool(firmware.CC)
+    require_tool("qemu-system-arm")
+    brd = firmware.BOARDS[board]
+    header, n = render_pw_cases()
+    (tmp_path / "pw_cases.h").write_text(header)
+    elf = tmp_path / "pw_qemu.elf"
+    boards = RUNTIME / "boards"
+    cmd = [firmware.CC, *brd.cpu, "-O2", *firmware.CFLAGS, *PW_QEMU_BUILDS[build], f"-I{tmp_path}", f"-I{RUNTIME}",
+           f"-I{boards}", str(PW_QEMU_MAIN), str(RUNTIME / "arm" / "tt_pointwise_conv2d_s8.c"),
+           str(boards / "tt_startup.c"), str(boards / "tt_semihost.c"), f"-L{boards}", f"-T{brd.linker_script}",
+           "-Wl,--defsym=TT_STACK_SIZE=16384", "-Wl,--defsym=TT_PERSIST_BYTES=0",
+           "-Wl,--defsym=TT_PERSIST_ALIGN=2048", *firmware.LDFLAGS, "-o", str(elf)]
+    r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    run = emulate.run(brd, elf, 120)
+    assert run.lines and run.lines[-1] == f"pw: OK {n} cases", "\n".join(run.lines[-20:]) + run.stderr
 
 
 def test_conv_cases_cover_the_contract():

@@ -196,4 +196,30 @@ static inline void tt_finish2_s8(int32_t a, int32_t b, int32_t o, tt_out_quant q
     *pb = tt_ssat8(b);
 }
 
+/* tt_pointwise_conv2d_s8's widening: SXTAB16, a + the sign-extended bytes 0 and 2 of x (after a rotate by 8:
+ * bytes 1 and 3), lane by lane mod 2^16: __sadd16(a, __sxtb16(x)) in one instruction. */
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+static inline int32_t tt_sxtab16(int32_t a, int32_t x)
+{
+#if defined(__arm__)
+    int32_t r;
+    __asm__("sxtab16 %0, %1, %2" : "=r"(r) : "r"(a), "r"(x));
+    return r;
+#else /* a host build of the DSP kernels (tests/c/acle_host) */
+    return (int32_t)__sadd16(a, __sxtb16(x));
+#endif
+}
+
+static inline int32_t tt_sxtab16_ror8(int32_t a, int32_t x)
+{
+#if defined(__arm__)
+    int32_t r;
+    __asm__("sxtab16 %0, %1, %2, ror #8" : "=r"(r) : "r"(a), "r"(x));
+    return r;
+#else
+    return (int32_t)__sadd16(a, tt_sxtb16_ror8(x));
+#endif
+}
+#endif
+
 #endif /* TT_ARM_MATH_H */
