@@ -45,7 +45,9 @@ typedef struct {
     int32_t h, w, ch, k, stride, padding, out_h, out_w, input_offset, offset2;
     int32_t ox_lo, ox_hi; /* output columns whose windows are inside the image: [ox_lo, ox_hi) */
     int32_t oy_lo, oy_hi;
-    int32_t band_words;   /* the band's size (plane4_band), 0 where it does not fit */
+    int32_t span;         /* words per band row */
+    int32_t band_rows;    /* band rows per channel: H + 2 padding (the whole plane) or K + 1 (a ring); 0: none */
+    int whole;            /* the band holds the whole plane */
 } dw_geom;
 
 /* One group of four channels: widened weights (tap t: wb[2t] = channels 0, 2 and wb[2t + 1] = 1, 3), the
@@ -190,96 +192,349 @@ static __attribute__((noinline)) void row_inner7(const dw_geom *d, const dw_grou
 }
 
 /*
- * The band: the group's input rows copied into a ring of K rows, each one word (four channels) per column and
- * padded by `padding` columns on both sides with the byte -input_offset in every lane, plus one row that is all
- * padding (for rows above and below the image). A padding tap then adds w * (-input_offset), which cancels its
- * share of input_offset * sum(w) in the accumulator start: every output pixel sums all K x K taps, no border
- * case, and the taps of a row are at constant word offsets. Row iy lives in slot iy mod K (the K rows of a
- * window are distinct mod K); rows are copied in ascending order, each once.
+ * The band: for a group of four channels, each channel's input rows as int16 values, two columns to a word (the
+ * even column in the bottom half), with `padding` columns of the value -input_offset on both sides and rows of it
+ * above and below the image (the accumulators start from bias + input_offset * sum(w), so a padding tap adds
+ * w * (-input_offset) and cancels its share: every output pixel sums all K x K taps, no border case). Each row has
+ * span words: at least W + 2 padding + 1 halves, since a pair of pixels reads one half past its windows.
+ * The band holds the whole padded plane when it fits (band row iy + padding), else a ring of K rows (row iy in
+ * slot iy mod K, copied once, in ascending order) and one row of padding (slot K) for the rows outside the image.
+ *
+ * With the taps of one channel adjacent in a word, SMLAD multiplies two taps at once. For window row ky with
+ * weights w[0..K-1] (K = 2m + 1) and the band words X[j] = (x[2j], x[2j + 1]) from the window's first column:
+ *   E[j] = (w[2j], w[2j + 1]) and O[j] = (w[2j - 1], w[2j]) (taps outside [0, K) are 0);
+ *   stride 1, pixels ox (even) and ox + 1: a0 += sum_{j<m} SMLAD(E[j], X[j]) + SMLATB(O[m], X[m]),
+ *                                            a1 += SMLABT(E[0], X[0]) + sum_{1<=j<=m} SMLAD(O[j], X[j]);
+ *   stride 2, pixel ox (window from column 2 ox: word ox): the a0 sum, and for ox + 1 the same one word on.
+ * K = 3 costs 1 LDRD and 4 multiply-accumulates per row for 6 MACs; the other K <= 7 take the same forms
+ * through loops (even K: sum_j SMLAD(E[j], X[j]) and sum_j SMLAD(O[j], X[j]), the zero taps included). One
+ * channel at a time keeps its requantisation constants (tt_rq) in registers.
  */
 #ifndef TT_DW_BAND_WORDS
-#define TT_DW_BAND_WORDS 640 /* 2,560 bytes on the stack: (K + 1) (W + 2 padding) words; larger planes go without */
+#define TT_DW_BAND_WORDS 640 /* 2,560 bytes on the stack: 4 rows (K + 1 or H + 2 padding) span words */
 #endif
 
-/* The words of output pixels 0..out_w-1 of one row: rows[ky] = the band row of window row ky, k constant at the
- * unrolled call sites. */
-static inline __attribute__((always_inline)) void band_row(const dw_geom *d, const dw_group *g,
-                                                           const uint32_t *const rows[], int8_t *o, int32_t k)
+/* One channel of a group: its weight pairs and requantisation. */
+typedef struct {
+    int32_t e[TT_DW_MAX_K][4], o[TT_DW_MAX_K][4]; /* E[j] and O[j] of window row ky (see above) */
+    int32_t init;                                 /* bias + input_offset * sum(w), wrapping */
+    tt_rq rq;                                     /* fast channels: tt_rq_twice_biased */
+    int32_t k2;                                   /* 1 + 2 * output_offset */
+    int32_t multiplier, shift, output_offset;     /* the others: tt_requantize_floor + output_offset */
+} dw_chan;
+
+/* Channel weights (wc, ws: tt_patched_weights) into E/O pairs, the accumulator start and the requantisation;
+ * whether the channel takes the prepared form. */
+static int chan_prepare(const dw_geom *d, const int8_t *wc, size_t ws, int32_t bias, int32_t multiplier,
+                        int32_t shift, int32_t output_offset, dw_chan *cw)
 {
-    const int32_t ch = d->ch, stride = d->stride;
-    for (int32_t ox = 0, off = 0; ox < d->out_w; ox++, off += stride, o += ch) {
-        int32_t a0 = g->init[0], a1 = g->init[1], a2 = g->init[2], a3 = g->init[3];
+    const int32_t k = d->k, words = k / 2 + 1; /* the E and O words that any form reads */
+    int32_t sum = 0;                           /* |sum| <= 128 K^2 */
+    for (int32_t ky = 0; ky < k; ky++) {
+        const int8_t *wr = wc + (size_t)ky * k * ws;
+        uint32_t prev = 0; /* w[2j - 1] as a half */
+        for (int32_t j = 0; j < words; j++) {
+            const int32_t w0 = 2 * j < k ? wr[(size_t)(2 * j) * ws] : 0;
+            const int32_t w1 = 2 * j + 1 < k ? wr[(size_t)(2 * j + 1) * ws] : 0;
+            cw->e[ky][j] = (int32_t)((uint32_t)(uint16_t)w0 | (uint32_t)(uint16_t)w1 << 16);
+            cw->o[ky][j] = (int32_t)(prev | (uint32_t)(uint16_t)w0 << 16);
+            prev = (uint16_t)w1;
+            sum += w0 + w1;
+        }
+    }
+    /* |sum * input_offset| <= 128 * 49 * 128: exact; the bias add wraps as the reference's does */
+    cw->init = tt_add_wrap(sum * d->input_offset, bias);
+    cw->rq = tt_rq_prepare(bias, multiplier, shift);
+    cw->k2 = 1 + 2 * output_offset;
+    cw->multiplier = multiplier;
+    cw->shift = shift;
+    cw->output_offset = output_offset;
+    return cw->rq.right != 0;
+}
+
+/* Channel output from its accumulator (bias included): the prepared form (fast) or tt_requantize_floor. */
+static inline __attribute__((always_inline)) int8_t chan_finish(const dw_chan *cw, int32_t a, tt_rq rq, int32_t k2,
+                                                                int fast)
+{
+    if (fast) {
+        return tt_ssat8_half(tt_rq_twice_biased(a, rq, k2));
+    }
+    return tt_ssat8(tt_requantize_floor(a, cw->multiplier, cw->shift) + cw->output_offset);
+}
+
+/* One window row of a pair of pixels into *a0 (pixel ox) and *a1 (ox + 1): x is the band word of the window's first
+ * column (pixel ox), e[j] = E[j], o[j] = O[j] of the row (see above). k, stride constants at the unrolled sites
+ * (odd k, m = k / 2); gen: any k, the all-SMLAD form. */
+static inline __attribute__((always_inline)) void row_pair(const int32_t *x, const int32_t e[4], const int32_t o[4],
+                                                           int32_t k, int32_t stride, int gen, int32_t *a0,
+                                                           int32_t *a1)
+{
+    const int32_t m = k / 2;
+    int32_t s0 = *a0, s1 = *a1;
+    if (gen) {
+        const int32_t ne = (k + 1) / 2, no = k / 2 + 1;
+        for (int32_t j = 0; j < ne; j++) {
+            s0 = __smlad(e[j], x[j], s0);
+            s1 = __smlad(stride == 1 ? o[j] : e[j], x[j + stride - 1], s1);
+        }
+        for (int32_t j = ne; stride == 1 && j < no; j++) { /* even k: O has one word more */
+            s1 = __smlad(o[j], x[j], s1);
+        }
+    } else if (stride == 1) {
+        s1 = __smlabt(e[0], x[0], s1);
+#pragma GCC unroll 3
+        for (int32_t j = 0; j < m; j++) {
+            s0 = __smlad(e[j], x[j], s0);
+            s1 = __smlad(o[j + 1], x[j + 1], s1);
+        }
+        s0 = __smlatb(o[m], x[m], s0);
+    } else {
+#pragma GCC unroll 3
+        for (int32_t j = 0; j < m; j++) {
+            s0 = __smlad(e[j], x[j], s0);
+            s1 = __smlad(e[j], x[j + 1], s1);
+        }
+        s0 = __smlatb(o[m], x[m], s0);
+        s1 = __smlatb(o[m], x[m + 1], s1);
+    }
+    *a0 = s0;
+    *a1 = s1;
+}
+
+/* One window row of a single pixel (the last of an odd row) into *a0; x as for row_pair. */
+static inline __attribute__((always_inline)) void row_one(const int32_t *x, const int32_t e[4], const int32_t o[4],
+                                                          int32_t k, int gen, int32_t *a0)
+{
+    int32_t s0 = *a0;
+    if (gen) {
+        for (int32_t j = 0; j < (k + 1) / 2; j++) {
+            s0 = __smlad(e[j], x[j], s0);
+        }
+    } else {
+#pragma GCC unroll 3
+        for (int32_t j = 0; j < k / 2; j++) {
+            s0 = __smlad(e[j], x[j], s0);
+        }
+        s0 = __smlatb(o[k / 2], x[k / 2], s0);
+    }
+    *a0 = s0;
+}
+
+/*
+ * Output rows 0..n_rows-1 of one channel into o (HWC: one byte every ch): rows[ky] is the band row of window
+ * row ky for output row 0, row_step the words from one output row's band rows to the next (the whole plane;
+ * ring rows come one at a time). k and stride are constants at the unrolled call sites (odd k, stride 1 or 2);
+ * gen: any k <= TT_DW_MAX_K and stride 1 or 2, at run time. K = 3 keeps its six weight words in locals (the
+ * int8 stores could alias *cw); larger K load theirs per row.
+ */
+static inline __attribute__((always_inline)) void chan_rows(const dw_geom *d, const dw_chan *cw,
+                                                            const int32_t *const rows[], int32_t row_step,
+                                                            int32_t n_rows, int8_t *o, int32_t k, int32_t stride,
+                                                            int gen, int fast)
+{
+    const int32_t ch = d->ch, out_w = d->out_w;
+    const int32_t init = cw->init, k2 = cw->k2;
+    const tt_rq rq = cw->rq;
+    const int small = k == 3 && !gen;
+    const int32_t w3[3][2][4] = {{{small ? cw->e[0][0] : 0}, {0, small ? cw->o[0][1] : 0}}, /* K = 3: E[0], O[1] */
+                                 {{small ? cw->e[1][0] : 0}, {0, small ? cw->o[1][1] : 0}},
+                                 {{small ? cw->e[2][0] : 0}, {0, small ? cw->o[2][1] : 0}}};
+    for (int32_t r = 0; r < n_rows; r++, o += (size_t)out_w * ch) {
+        const int32_t *p[TT_DW_MAX_K] = {NULL}; /* locals: the int8 stores could alias rows[] */
 #pragma GCC unroll 7
         for (int32_t ky = 0; ky < k; ky++) {
-            const uint32_t *r = rows[ky] + off;
-            const int32_t *wt = g->wb + 2 * ky * k;
-#pragma GCC unroll 7
-            for (int32_t kx = 0; kx < k; kx++) {
-                const int32_t xw = (int32_t)r[kx];
-                const int32_t xe = __sxtb16(xw), xo = tt_sxtb16_ror8(xw);
-                a0 = __smlabb(wt[2 * kx], xe, a0);
-                a2 = __smlatt(wt[2 * kx], xe, a2);
-                a1 = __smlabb(wt[2 * kx + 1], xo, a1);
-                a3 = __smlatt(wt[2 * kx + 1], xo, a3);
-            }
+            p[ky] = rows[ky] + r * row_step;
         }
-        finish4(g, a0, a1, a2, a3, o);
+        int8_t *op = o;
+        int32_t ox = 0;
+        for (; ox + 3 < out_w; ox += 4, op += 4 * ch) { /* two pairs: the loads of the words they share once */
+            int32_t a0 = init, a1 = init, a2 = init, a3 = init;
+#pragma GCC unroll 7
+            for (int32_t ky = 0; ky < k; ky++) {
+                if (small) {
+                    row_pair(p[ky], w3[ky][0], w3[ky][1], 3, stride, 0, &a0, &a1);
+                    row_pair(p[ky] + stride, w3[ky][0], w3[ky][1], 3, stride, 0, &a2, &a3);
+                } else {
+                    row_pair(p[ky], cw->e[ky], cw->o[ky], k, stride, gen, &a0, &a1);
+                    row_pair(p[ky] + stride, cw->e[ky], cw->o[ky], k, stride, gen, &a2, &a3);
+                }
+                p[ky] += 2 * stride;
+            }
+            const int8_t v0 = chan_finish(cw, a0, rq, k2, fast), v1 = chan_finish(cw, a1, rq, k2, fast);
+            const int8_t v2 = chan_finish(cw, a2, rq, k2, fast), v3 = chan_finish(cw, a3, rq, k2, fast);
+            op[0] = v0;
+            op[ch] = v1;
+            op[2 * ch] = v2;
+            op[3 * ch] = v3;
+        }
+        for (; ox + 1 < out_w; ox += 2, op += 2 * ch) {
+            int32_t a0 = init, a1 = init;
+#pragma GCC unroll 7
+            for (int32_t ky = 0; ky < k; ky++) {
+                if (small) {
+                    row_pair(p[ky], w3[ky][0], w3[ky][1], 3, stride, 0, &a0, &a1);
+                } else {
+                    row_pair(p[ky], cw->e[ky], cw->o[ky], k, stride, gen, &a0, &a1);
+                }
+                p[ky] += stride; /* two pixels on: two halves (stride 1) or four */
+            }
+            const int8_t v0 = chan_finish(cw, a0, rq, k2, fast), v1 = chan_finish(cw, a1, rq, k2, fast);
+            op[0] = v0;
+            op[ch] = v1;
+        }
+        if (ox < out_w) { /* ox even: its window starts at p[ky] */
+            int32_t a0 = init;
+#pragma GCC unroll 7
+            for (int32_t ky = 0; ky < k; ky++) {
+                if (small) {
+                    row_one(p[ky], w3[ky][0], w3[ky][1], 3, 0, &a0);
+                } else {
+                    row_one(p[ky], cw->e[ky], cw->o[ky], k, gen, &a0);
+                }
+            }
+            op[0] = chan_finish(cw, a0, rq, k2, fast);
+        }
     }
 }
 
-static __attribute__((noinline)) void band_row_any(const dw_geom *d, const dw_group *g, const uint32_t *const rows[],
-                                                   int8_t *o)
-{
-    band_row(d, g, rows, o, d->k);
-}
+typedef void (*dw_rows_fn)(const dw_geom *, const dw_chan *, const int32_t *const[], int32_t, int32_t, int8_t *);
 
-static __attribute__((noinline)) void band_row3(const dw_geom *d, const dw_group *g, const uint32_t *const rows[],
-                                                int8_t *o)
-{
-    band_row(d, g, rows, o, 3);
-}
-
-static __attribute__((noinline)) void band_row5(const dw_geom *d, const dw_group *g, const uint32_t *const rows[],
-                                                int8_t *o)
-{
-    band_row(d, g, rows, o, 5);
-}
-
-static __attribute__((noinline)) void band_row7(const dw_geom *d, const dw_group *g, const uint32_t *const rows[],
-                                                int8_t *o)
-{
-    band_row(d, g, rows, o, 7);
-}
-
-/* Channels c..c+3 over the whole plane through the band (d->band_words > 0: it fits). */
-static void plane4_band(const dw_geom *d, const dw_group *g, int32_t c)
-{
-    uint32_t band[TT_DW_BAND_WORDS];
-    const int32_t k = d->k, p = d->padding, ch = d->ch, w = d->w;
-    const int32_t span = w + 2 * p; /* words per band row */
-    const uint32_t pad = 0x01010101u * (uint8_t)(-d->input_offset);
-    for (int32_t i = 0; i < (k + 1) * span; i++) { /* the padding columns, and the padding row (slot k) */
-        band[i] = pad;
+#define TT_DW_ROWS(name, k, stride, gen, fast)                                                                   \
+    static __attribute__((noinline)) void name(const dw_geom *d, const dw_chan *cw, const int32_t *const rows[], \
+                                               int32_t row_step, int32_t n_rows, int8_t *o)                      \
+    {                                                                                                            \
+        chan_rows(d, cw, rows, row_step, n_rows, o, k, stride, gen, fast);                                       \
     }
-    void (*row)(const dw_geom *, const dw_group *, const uint32_t *const[], int8_t *) =
-        k == 3 ? band_row3 : k == 5 ? band_row5 : k == 7 ? band_row7 : band_row_any;
-    const uint32_t *rows[TT_DW_MAX_K];
-    int32_t copied = 0; /* input rows 0..copied-1 are in the band */
+TT_DW_ROWS(rows3s1, 3, 1, 0, 1)
+TT_DW_ROWS(rows3s2, 3, 2, 0, 1)
+TT_DW_ROWS(rows5s1, 5, 1, 0, 1)
+TT_DW_ROWS(rows5s2, 5, 2, 0, 1)
+TT_DW_ROWS(rows7s1, 7, 1, 0, 1)
+TT_DW_ROWS(rows7s2, 7, 2, 0, 1)
+TT_DW_ROWS(rows_any, d->k, d->stride, 1, 1)
+TT_DW_ROWS(rows_floor, d->k, d->stride, 1, 0)
+#undef TT_DW_ROWS
+
+/* PKHBT / PKHTB: the bottom half of a under the bottom half of b, and the top half of b over the top half of a (one
+ * instruction each; GCC 12 has no intrinsic and does not find them). */
+static inline uint32_t dw_pack_lo(uint32_t a, uint32_t b)
+{
+#if defined(__arm__)
+    uint32_t r;
+    __asm__("pkhbt %0, %1, %2, lsl #16" : "=r"(r) : "r"(a), "r"(b));
+    return r;
+#else
+    return (a & 0xffffu) | (b << 16);
+#endif
+}
+
+static inline uint32_t dw_pack_hi(uint32_t a, uint32_t b)
+{
+#if defined(__arm__)
+    uint32_t r;
+    __asm__("pkhtb %0, %1, %2, asr #16" : "=r"(r) : "r"(b), "r"(a));
+    return r;
+#else
+    return (a >> 16) | (b & 0xffff0000u);
+#endif
+}
+
+/* The four words (a_j, b_j) of a pair of columns a, b (four channels each) into dst[j * chan_words]: the halves of
+ * a and b packed (bytes a0 a1 b0 b1 and a2 a3 b2 b3), then SXTB16 and SXTB16 ROR 8 of each. */
+static inline __attribute__((always_inline)) void band_put(int32_t *dst, int32_t chan_words, uint32_t a, uint32_t b)
+{
+    const uint32_t lo = dw_pack_lo(a, b), hi = dw_pack_hi(a, b);
+    dst[0] = (int32_t)__sxtb16(lo);
+    dst[chan_words] = tt_sxtb16_ror8((int32_t)lo);
+    dst[2 * chan_words] = (int32_t)__sxtb16(hi);
+    dst[3 * chan_words] = tt_sxtb16_ror8((int32_t)hi);
+}
+
+/* Input row iy of channels c..c+3 (src: its pixel 0, channel c) into the band rows dst + j * chan_words (dst: the
+ * row's first word); image column ix is half padding + ix, pad (-input_offset in every byte) fills the halves
+ * beside the image that share a word with it. */
+static void band_copy_row(const dw_geom *d, const int8_t *src, int32_t *dst, int32_t chan_words, uint32_t pad)
+{
+    const int32_t ch = d->ch;
+    int32_t *t = dst + (d->padding >> 1);
+    int32_t w = d->w;
+    if (d->padding & 1) {
+        band_put(t++, chan_words, pad, (uint32_t)tt_load4(src));
+        src += ch;
+        w--;
+    }
+    for (int32_t n = w >> 1; n > 0; n--, src += 2 * ch) {
+        band_put(t++, chan_words, (uint32_t)tt_load4(src), (uint32_t)tt_load4(src + ch));
+    }
+    if (w & 1) {
+        band_put(t, chan_words, (uint32_t)tt_load4(src), pad);
+    }
+}
+
+/* Channels c..c+3 through the band (its padding filled); wc[j], ws[j]: the weights of channel c + j. */
+static void group_band(const dw_geom *d, int32_t *band, const int8_t *const wc[4], const size_t ws[4], int32_t c,
+                       tt_out_quant q, uint32_t pad)
+{
+    const int32_t k = d->k, p = d->padding, ch = d->ch, span = d->span, chan_words = d->band_rows * span;
+    const dw_rows_fn fast = d->stride == 1 ? (k == 3 ? rows3s1 : k == 5 ? rows5s1 : k == 7 ? rows7s1 : rows_any)
+                                           : (k == 3 ? rows3s2 : k == 5 ? rows5s2 : k == 7 ? rows7s2 : rows_any);
+    dw_chan cw[4];
+    dw_rows_fn fn[4];
+    for (int j = 0; j < 4; j++) {
+        fn[j] = chan_prepare(d, wc[j], ws[j], q.bias[c + j], q.multiplier[c + j], q.shift[c + j], q.output_offset,
+                             &cw[j])
+                    ? fast
+                    : rows_floor;
+    }
+    const int32_t *rows[TT_DW_MAX_K];
+    const int8_t *in = d->in + c;
+    int8_t *out = d->out + c;
+    if (d->whole) { /* the whole plane: image row iy in band row iy + padding */
+        for (int32_t iy = 0; iy < d->h; iy++) {
+            band_copy_row(d, in + (size_t)iy * d->w * ch, band + (size_t)(iy + p) * span, chan_words, pad);
+        }
+        for (int j = 0; j < 4; j++) {
+            for (int32_t ky = 0; ky < k; ky++) {
+                rows[ky] = band + (size_t)j * chan_words + (size_t)ky * span;
+            }
+            fn[j](d, &cw[j], rows, d->stride * span, d->out_h, out + j);
+        }
+        return;
+    }
+    int32_t copied = 0; /* input rows 0..copied-1 are in the ring */
     for (int32_t oy = 0; oy < d->out_h; oy++) {
         const int32_t y0 = oy * d->stride - p;
         for (; copied < y0 + k && copied < d->h; copied++) {
-            uint32_t *dst = band + (size_t)(copied % k) * span + p;
-            const int8_t *src = d->in + (size_t)copied * w * ch + c;
-#pragma GCC unroll 4
-            for (int32_t ix = 0; ix < w; ix++, src += ch) {
-                dst[ix] = (uint32_t)tt_load4(src);
+            band_copy_row(d, in + (size_t)copied * d->w * ch, band + (size_t)(copied % k) * span, chan_words, pad);
+        }
+        for (int j = 0; j < 4; j++) {
+            for (int32_t ky = 0; ky < k; ky++) {
+                const int32_t iy = y0 + ky;
+                rows[ky] = band + (size_t)j * chan_words + (size_t)(iy >= 0 && iy < d->h ? iy % k : k) * span;
             }
+            fn[j](d, &cw[j], rows, 0, 1, out + (size_t)oy * d->out_w * ch + j);
         }
-        for (int32_t ky = 0; ky < k; ky++) {
-            const int32_t iy = y0 + ky;
-            rows[ky] = band + (size_t)(iy >= 0 && iy < d->h ? iy % k : k) * span;
+    }
+}
+
+/* Channels 0..c4-1 through the band, in groups of four (next: tt_patched_weights' walk). */
+static __attribute__((noinline)) void planes_band(const dw_geom *d, const tt_weight_patch *patch,
+                                                  const int8_t *filter, tt_out_quant q, int32_t c4, int32_t *next)
+{
+    int32_t band[TT_DW_BAND_WORDS];
+    const uint32_t pad = 0x01010101u * (uint8_t)(-d->input_offset); /* -input_offset in [-128, 127] */
+    const int32_t pad2 = (int32_t)__sxtb16(pad);
+    /* every group copies the same image cells: the padding is filled once */
+    for (int32_t i = 0; i < 4 * d->band_rows * d->span; i++) {
+        band[i] = pad2;
+    }
+    for (int32_t c = 0; c < c4; c += 4) {
+        const int8_t *wc[4];
+        size_t ws[4];
+        for (int j = 0; j < 4; j++) {
+            wc[j] = tt_patched_weights(patch, next, filter, c + j, d->ch, &ws[j]);
         }
-        row(d, g, rows, d->out + (size_t)oy * d->out_w * ch + c);
+        group_band(d, band, wc, ws, c, q, pad);
     }
 }
 
@@ -324,10 +579,6 @@ static void plane4(const dw_geom *d, const int8_t *const wc[4], const size_t ws[
         fast &= g.rq[j].right != 0;
     }
     g.mode = fast ? RQ_FAST : RQ_FLOOR;
-    if (d->band_words > 0) {
-        plane4_band(d, &g, c);
-        return;
-    }
     void (*inner)(const dw_geom *, const dw_group *, int32_t, int32_t) =
         d->k == 3 ? row_inner3 : d->k == 5 ? row_inner5 : d->k == 7 ? row_inner7 : row_inner_any;
     for (int32_t oy = 0; oy < d->out_h; oy++) {
@@ -371,25 +622,6 @@ static void plane1(const dw_geom *d, const int8_t *wc, size_t ws, int32_t c, tt_
     }
 }
 
-/* The taps inside [0, size) summed over the n outputs along one axis. */
-static int32_t inside_taps(int32_t size, int32_t k, int32_t stride, int32_t padding, int32_t n)
-{
-    int32_t taps = 0;
-    for (int32_t o = 0; o < n; o++) {
-        const int32_t x0 = o * stride - padding;
-        taps += (x0 + k > size ? size - x0 : k) - (x0 < 0 ? -x0 : 0);
-    }
-    return taps;
-}
-
-/* The band sums all K x K taps of every pixel at about 8 instructions per tap and four channels, the window
- * path (pixel_border, row_inner) only those inside the image at up to about 13 (measured): the band pays when at
- * least 8/13 of the taps are inside (tx, ty: inside_taps along x and y). */
-static int band_pays(int32_t tx, int32_t ty, int32_t out_w, int32_t out_h, int32_t k)
-{
-    return 13 * (int64_t)tx * ty >= 8 * (int64_t)out_w * k * out_h * k;
-}
-
 /* First output index o in [0, n) with o * stride - padding >= lo_min, and one past the last with
  * o * stride - padding + k <= size: the outputs whose windows lie inside [0, size) along one axis. */
 static void inner_range(int32_t size, int32_t k, int32_t stride, int32_t padding, int32_t n, int32_t *lo,
@@ -419,17 +651,28 @@ tt_status tt_depthwise_conv2d_s8(const tt_context *ctx, const tt_conv_params *co
                  .offset2 = (int32_t)(((uint32_t)(uint16_t)offset << 16) | (uint16_t)offset)};
     inner_range(d.w, d.k, d.stride, d.padding, d.out_w, &d.ox_lo, &d.ox_hi);
     inner_range(d.h, d.k, d.stride, d.padding, d.out_h, &d.oy_lo, &d.oy_hi);
-    const int32_t band_words = (d.k + 1) * (d.w + 2 * d.padding);
-    d.band_words = d.k <= TT_DW_MAX_K && band_words <= TT_DW_BAND_WORDS &&
-                           band_pays(inside_taps(d.w, d.k, d.stride, d.padding, d.out_w),
-                                     inside_taps(d.h, d.k, d.stride, d.padding, d.out_h), d.out_w, d.out_h, d.k)
-                       ? band_words
-                       : 0;
+    /* the band's rows: a pair of pixels reads one half past its windows, and windows may pass the padding (a
+     * stride that does not divide W + 2 padding - K, or W + 2 padding < K) */
+    const int64_t halves = (d.w + 2 * d.padding > d.stride * (d.out_w - 1) + d.k ? d.w + 2 * d.padding
+                                                                                 : d.stride * (d.out_w - 1) + d.k) +
+                           1;
+    const int64_t whole = d.h + 2 * d.padding > d.stride * (d.out_h - 1) + d.k ? d.h + 2 * d.padding
+                                                                                 : d.stride * (d.out_h - 1) + d.k;
+    d.span = (int32_t)((halves + 1) / 2);
+    d.band_rows = 0;
+    if (d.k <= TT_DW_MAX_K && d.stride <= 2 && d.ch >= 4) {
+        d.whole = 4 * whole * d.span <= TT_DW_BAND_WORDS;
+        d.band_rows = d.whole ? (int32_t)whole : 4 * (d.k + 1) * (int64_t)d.span <= TT_DW_BAND_WORDS ? d.k + 1 : 0;
+    }
     const tt_out_quant q = {.bias = bias, .multiplier = quant->multiplier, .shift = quant->shift,
                             .output_offset = conv->output_offset};
     const int32_t c4 = d.k <= TT_DW_MAX_K ? d.ch & ~3 : 0;
     int32_t next = 0; /* the next patched channel (tt_patched_weights); channels go in ascending order */
     int32_t c = 0;
+    if (d.band_rows > 0) {
+        planes_band(&d, conv->patch, filter, q, c4, &next);
+        c = c4;
+    }
     for (; c < c4; c += 4) {
         const int8_t *wc[4];
         size_t ws[4];
