@@ -21,6 +21,7 @@
  */
 #include <arm_acle.h>
 #include <stddef.h>
+#include <string.h>
 
 #include "tt_arm_math.h"
 #include "tt_conv_common.h"
@@ -201,14 +202,14 @@ static __attribute__((noinline)) void row_inner7(const dw_geom *d, const dw_grou
  * slot iy mod K, copied once, in ascending order) and one row of padding (slot K) for the rows outside the image.
  *
  * With the taps of one channel adjacent in a word, SMLAD multiplies two taps at once. For window row ky with
- * weights w[0..K-1] (K = 2m + 1) and the band words X[j] = (x[2j], x[2j + 1]) from the window's first column:
- *   E[j] = (w[2j], w[2j + 1]) and O[j] = (w[2j - 1], w[2j]) (taps outside [0, K) are 0);
- *   stride 1, pixels ox (even) and ox + 1: a0 += sum_{j<m} SMLAD(E[j], X[j]) + SMLATB(O[m], X[m]),
- *                                            a1 += SMLABT(E[0], X[0]) + sum_{1<=j<=m} SMLAD(O[j], X[j]);
- *   stride 2, pixel ox (window from column 2 ox: word ox): the a0 sum, and for ox + 1 the same one word on.
- * K = 3 costs 1 LDRD and 4 multiply-accumulates per row for 6 MACs; the other K <= 7 take the same forms
- * through loops (even K: sum_j SMLAD(E[j], X[j]) and sum_j SMLAD(O[j], X[j]), the zero taps included). One
- * channel at a time keeps its requantisation constants (tt_rq) in registers.
+ * weights w[0..K-1], n = K / 2, and the band words X[j] = (x[2j], x[2j + 1]) from the window's first column:
+ *   E[j] = (w[2j], w[2j + 1]) and O[j + 1] = (w[2j + 1], w[2j + 2]) for j < n (w[K] = 0), kept side by side;
+ *   pixel ox (window from an even column):  a0 += sum_{j<n} SMLAD(E[j], X[j])     [+ SMLATB(O[n], X[n]) for odd K]
+ *   pixel ox + 1 (stride 1):                a1 += SMLABT(E[0], X[0]) + sum_{j<n} SMLAD(O[j + 1], X[j + 1]);
+ * stride 2 windows all start at even columns (word ox). Four pixels at a time share the words of their windows:
+ * per row and step j one LDRD of (E[j], O[j + 1]), one new band word and four SMLAD (K = 3, stride 1: 14
+ * instructions per row for 12 MACs). One channel at a time keeps its requantisation constants (tt_rq) in
+ * registers; the band's int16 lanes hold |x| <= 128, so no SMLAD lane or sum overflows what int32 holds exactly.
  */
 #ifndef TT_DW_BAND_WORDS
 #define TT_DW_BAND_WORDS 640 /* 2,560 bytes on the stack: 4 rows (K + 1 or H + 2 padding) span words */
@@ -216,41 +217,12 @@ static __attribute__((noinline)) void row_inner7(const dw_geom *d, const dw_grou
 
 /* One channel of a group: its weight pairs and requantisation. */
 typedef struct {
-    int32_t e[TT_DW_MAX_K][4], o[TT_DW_MAX_K][4]; /* E[j] and O[j] of window row ky (see above) */
-    int32_t init;                                 /* bias + input_offset * sum(w), wrapping */
-    tt_rq rq;                                     /* fast channels: tt_rq_twice_biased */
-    int32_t k2;                                   /* 1 + 2 * output_offset */
-    int32_t multiplier, shift, output_offset;     /* the others: tt_requantize_floor + output_offset */
+    int32_t eo[TT_DW_MAX_K][TT_DW_MAX_K / 2][2]; /* (E[j], O[j + 1]) of window row ky (see above) */
+    int32_t init;                                /* bias + input_offset * sum(w), wrapping */
+    tt_rq rq;                                    /* fast channels: tt_rq_twice_biased */
+    int32_t k2;                                  /* 1 + 2 * output_offset */
+    int32_t multiplier, shift, output_offset;    /* the others: tt_requantize_floor + output_offset */
 } dw_chan;
-
-/* Channel weights (wc, ws: tt_patched_weights) into E/O pairs, the accumulator start and the requantisation;
- * whether the channel takes the prepared form. */
-static int chan_prepare(const dw_geom *d, const int8_t *wc, size_t ws, int32_t bias, int32_t multiplier,
-                        int32_t shift, int32_t output_offset, dw_chan *cw)
-{
-    const int32_t k = d->k, words = k / 2 + 1; /* the E and O words that any form reads */
-    int32_t sum = 0;                           /* |sum| <= 128 K^2 */
-    for (int32_t ky = 0; ky < k; ky++) {
-        const int8_t *wr = wc + (size_t)ky * k * ws;
-        uint32_t prev = 0; /* w[2j - 1] as a half */
-        for (int32_t j = 0; j < words; j++) {
-            const int32_t w0 = 2 * j < k ? wr[(size_t)(2 * j) * ws] : 0;
-            const int32_t w1 = 2 * j + 1 < k ? wr[(size_t)(2 * j + 1) * ws] : 0;
-            cw->e[ky][j] = (int32_t)((uint32_t)(uint16_t)w0 | (uint32_t)(uint16_t)w1 << 16);
-            cw->o[ky][j] = (int32_t)(prev | (uint32_t)(uint16_t)w0 << 16);
-            prev = (uint16_t)w1;
-            sum += w0 + w1;
-        }
-    }
-    /* |sum * input_offset| <= 128 * 49 * 128: exact; the bias add wraps as the reference's does */
-    cw->init = tt_add_wrap(sum * d->input_offset, bias);
-    cw->rq = tt_rq_prepare(bias, multiplier, shift);
-    cw->k2 = 1 + 2 * output_offset;
-    cw->multiplier = multiplier;
-    cw->shift = shift;
-    cw->output_offset = output_offset;
-    return cw->rq.right != 0;
-}
 
 /* Channel output from its accumulator (bias included): the prepared form (fast) or tt_requantize_floor. */
 static inline __attribute__((always_inline)) int8_t chan_finish(const dw_chan *cw, int32_t a, tt_rq rq, int32_t k2,
@@ -262,60 +234,143 @@ static inline __attribute__((always_inline)) int8_t chan_finish(const dw_chan *c
     return tt_ssat8(tt_requantize_floor(a, cw->multiplier, cw->shift) + cw->output_offset);
 }
 
-/* One window row of a pair of pixels into *a0 (pixel ox) and *a1 (ox + 1): x is the band word of the window's first
- * column (pixel ox), e[j] = E[j], o[j] = O[j] of the row (see above). k, stride constants at the unrolled sites
- * (odd k, m = k / 2); gen: any k, the all-SMLAD form. */
-static inline __attribute__((always_inline)) void row_pair(const int32_t *x, const int32_t e[4], const int32_t o[4],
-                                                           int32_t k, int32_t stride, int gen, int32_t *a0,
-                                                           int32_t *a1)
+/*
+ * base[i], base[i + 1] with one LDRD (base 4-byte aligned; i constant at the unrolled sites: an immediate offset). GCC
+ * 12 splits 64-bit loads into two LDR for the Cortex-M7, and an asm memory operand makes it hoist and spill every
+ * address; the asm reads only the band and the weights, which the row functions never write (their stores are
+ * the int8 outputs), so it needs no memory operand.
+ */
+static inline __attribute__((always_inline)) void load2(const int32_t *base, int32_t i, int32_t *lo, int32_t *hi)
 {
-    const int32_t m = k / 2;
-    int32_t s0 = *a0, s1 = *a1;
-    if (gen) {
-        const int32_t ne = (k + 1) / 2, no = k / 2 + 1;
-        for (int32_t j = 0; j < ne; j++) {
-            s0 = __smlad(e[j], x[j], s0);
-            s1 = __smlad(stride == 1 ? o[j] : e[j], x[j + stride - 1], s1);
-        }
-        for (int32_t j = ne; stride == 1 && j < no; j++) { /* even k: O has one word more */
-            s1 = __smlad(o[j], x[j], s1);
-        }
-    } else if (stride == 1) {
-        s1 = __smlabt(e[0], x[0], s1);
-#pragma GCC unroll 3
-        for (int32_t j = 0; j < m; j++) {
-            s0 = __smlad(e[j], x[j], s0);
-            s1 = __smlad(o[j + 1], x[j + 1], s1);
-        }
-        s0 = __smlatb(o[m], x[m], s0);
-    } else {
-#pragma GCC unroll 3
-        for (int32_t j = 0; j < m; j++) {
-            s0 = __smlad(e[j], x[j], s0);
-            s1 = __smlad(e[j], x[j + 1], s1);
-        }
-        s0 = __smlatb(o[m], x[m], s0);
-        s1 = __smlatb(o[m], x[m + 1], s1);
+#if defined(__arm__)
+    if (__builtin_constant_p(i) && i >= 0 && i < 255) {
+        int32_t a, b;
+        __asm__("ldrd %0, %1, [%2, #%c3]" : "=r"(a), "=r"(b) : "r"(base), "i"(4 * i));
+        *lo = a;
+        *hi = b;
+        return;
     }
-    *a0 = s0;
-    *a1 = s1;
+#endif
+    *lo = base[i];
+    *hi = base[i + 1];
 }
 
-/* One window row of a single pixel (the last of an odd row) into *a0; x as for row_pair. */
-static inline __attribute__((always_inline)) void row_one(const int32_t *x, const int32_t e[4], const int32_t o[4],
-                                                          int32_t k, int gen, int32_t *a0)
+/* The weight pair (E[j], O[j + 1]) of a row: from memory by load2, or (regs) plain loads of a local array that the
+ * compiler keeps in registers. */
+static inline __attribute__((always_inline)) void load_eo(const int32_t (*eo)[2], int32_t j, int regs, int32_t *e,
+                                                          int32_t *o)
 {
-    int32_t s0 = *a0;
-    if (gen) {
-        for (int32_t j = 0; j < (k + 1) / 2; j++) {
-            s0 = __smlad(e[j], x[j], s0);
+    if (regs) {
+        *e = eo[j][0];
+        *o = eo[j][1];
+    } else {
+        load2(&eo[0][0], 2 * j, e, o); /* the pairs of a row are contiguous */
+    }
+}
+
+/*
+ * One window row of four pixels (q = 0..3) into a[q]: x is the band word of pixel 0's window, eo the row's weight
+ * pairs; k and stride are constants at the unrolled sites, or k at run time (gen). Stride 1: pixels 2q' and
+ * 2q' + 1 are a pair from word q'; stride 2: pixel q from word q. The band words are loaded as the steps reach
+ * them (a window of three or four words in registers).
+ */
+static inline __attribute__((always_inline)) void row_quad(const int32_t *x, const int32_t (*eo)[2], int regs,
+                                                           int32_t k, int32_t stride, int32_t a[4])
+{
+    const int32_t n = k / 2;
+    int32_t s0 = a[0], s1 = a[1], s2 = a[2], s3 = a[3];
+    int32_t e, o = 0, x0, x1, x2, x3 = 0;
+    load2(x, 0, &x0, &x1);
+    if (stride == 1) {
+        load_eo(eo, 0, regs, &e, &o);
+        s1 = __smlabt(e, x0, s1);
+        s3 = __smlabt(e, x1, s3);
+#pragma GCC unroll 3
+        for (int32_t j = 0; j < n; j++) {
+            if (j > 0) {
+                load_eo(eo, j, regs, &e, &o);
+            }
+            x2 = x[j + 2];
+            s0 = __smlad(e, x0, s0);
+            s1 = __smlad(o, x1, s1);
+            s2 = __smlad(e, x1, s2);
+            s3 = __smlad(o, x2, s3);
+            x0 = x1;
+            x1 = x2;
+        }
+        if (k & 1) { /* x0, x1 = X[n], X[n + 1] */
+            s0 = __smlatb(o, x0, s0);
+            s2 = __smlatb(o, x1, s2);
         }
     } else {
+        x2 = x[2];
 #pragma GCC unroll 3
-        for (int32_t j = 0; j < k / 2; j++) {
-            s0 = __smlad(e[j], x[j], s0);
+        for (int32_t j = 0; j < n; j++) {
+            load_eo(eo, j, regs, &e, &o);
+            x3 = x[j + 3];
+            s0 = __smlad(e, x0, s0);
+            s1 = __smlad(e, x1, s1);
+            s2 = __smlad(e, x2, s2);
+            s3 = __smlad(e, x3, s3);
+            x0 = x1;
+            x1 = x2;
+            x2 = x3;
         }
-        s0 = __smlatb(o[k / 2], x[k / 2], s0);
+        if (k & 1) { /* x0..x3 = X[n..n + 3] */
+            x3 = x[n + 3];
+            s0 = __smlatb(o, x0, s0);
+            s1 = __smlatb(o, x1, s1);
+            s2 = __smlatb(o, x2, s2);
+            s3 = __smlatb(o, x3, s3);
+        }
+    }
+    a[0] = s0;
+    a[1] = s1;
+    a[2] = s2;
+    a[3] = s3;
+}
+
+/* One window row of a pair of pixels (stride 1, or stride 2 from words 0 and 1), into a[0..1]; as row_quad. */
+static inline __attribute__((always_inline)) void row_pair(const int32_t *x, const int32_t (*eo)[2], int regs,
+                                                           int32_t k, int32_t stride, int32_t a[2])
+{
+    const int32_t n = k / 2;
+    int32_t s0 = a[0], s1 = a[1];
+    int32_t e, o = 0;
+    if (stride == 1) {
+        int32_t e0, o1;
+        load_eo(eo, 0, regs, &e0, &o1);
+        s1 = __smlabt(e0, x[0], s1);
+    }
+#pragma GCC unroll 3
+    for (int32_t j = 0; j < n; j++) {
+        load_eo(eo, j, regs, &e, &o);
+        s0 = __smlad(e, x[j], s0);
+        s1 = __smlad(stride == 1 ? o : e, x[j + 1], s1);
+    }
+    if (k & 1) {
+        s0 = __smlatb(o, x[n], s0);
+        if (stride == 2) {
+            s1 = __smlatb(o, x[n + 1], s1);
+        }
+    }
+    a[0] = s0;
+    a[1] = s1;
+}
+
+/* One window row of a single pixel (the last of an odd row, its window from an even column) into *a0. */
+static inline __attribute__((always_inline)) void row_one(const int32_t *x, const int32_t (*eo)[2], int regs,
+                                                          int32_t k, int32_t *a0)
+{
+    const int32_t n = k / 2;
+    int32_t s0 = *a0, e, o = 0;
+#pragma GCC unroll 3
+    for (int32_t j = 0; j < n; j++) {
+        load_eo(eo, j, regs, &e, &o);
+        s0 = __smlad(e, x[j], s0);
+    }
+    if (k & 1) {
+        s0 = __smlatb(o, x[n], s0);
     }
     *a0 = s0;
 }
@@ -323,74 +378,70 @@ static inline __attribute__((always_inline)) void row_one(const int32_t *x, cons
 /*
  * Output rows 0..n_rows-1 of one channel into o (HWC: one byte every ch): rows[ky] is the band row of window
  * row ky for output row 0, row_step the words from one output row's band rows to the next (the whole plane;
- * ring rows come one at a time). k and stride are constants at the unrolled call sites (odd k, stride 1 or 2);
- * gen: any k <= TT_DW_MAX_K and stride 1 or 2, at run time. K = 3 keeps its six weight words in locals (the
- * int8 stores could alias *cw); larger K load theirs per row.
+ * ring rows come one at a time). k and stride are constants at the unrolled call sites, or (gen) d->k and
+ * d->stride. K = 3 keeps its six weight words in locals (the int8 stores could alias *cw).
  */
 static inline __attribute__((always_inline)) void chan_rows(const dw_geom *d, const dw_chan *cw,
                                                             const int32_t *const rows[], int32_t row_step,
                                                             int32_t n_rows, int8_t *o, int32_t k, int32_t stride,
-                                                            int gen, int fast)
+                                                            int fast)
 {
     const int32_t ch = d->ch, out_w = d->out_w;
     const int32_t init = cw->init, k2 = cw->k2;
     const tt_rq rq = cw->rq;
-    const int small = k == 3 && !gen;
-    const int32_t w3[3][2][4] = {{{small ? cw->e[0][0] : 0}, {0, small ? cw->o[0][1] : 0}}, /* K = 3: E[0], O[1] */
-                                 {{small ? cw->e[1][0] : 0}, {0, small ? cw->o[1][1] : 0}},
-                                 {{small ? cw->e[2][0] : 0}, {0, small ? cw->o[2][1] : 0}}};
+    const int small = k == 3;
+    int32_t w3[3][1][2] = {{{0}}};
+    if (small) {
+        for (int32_t ky = 0; ky < 3; ky++) {
+            w3[ky][0][0] = cw->eo[ky][0][0];
+            w3[ky][0][1] = cw->eo[ky][0][1];
+        }
+    }
+    /* K = 3 keeps its three row pointers in registers; larger K read theirs from rows[] at every use (reloaded
+     * anyway after the int8 stores, which could alias rows[]), which frees the registers for the sums */
+    const int keep = k == 3;
     for (int32_t r = 0; r < n_rows; r++, o += (size_t)out_w * ch) {
-        const int32_t *p[TT_DW_MAX_K] = {NULL}; /* locals: the int8 stores could alias rows[] */
+        const int32_t *p[TT_DW_MAX_K] = {NULL};
 #pragma GCC unroll 7
         for (int32_t ky = 0; ky < k; ky++) {
             p[ky] = rows[ky] + r * row_step;
         }
+        int32_t idx = r * row_step; /* !keep: the words from rows[ky] to the pixels' first window word */
         int8_t *op = o;
         int32_t ox = 0;
-        for (; ox + 3 < out_w; ox += 4, op += 4 * ch) { /* two pairs: the loads of the words they share once */
-            int32_t a0 = init, a1 = init, a2 = init, a3 = init;
+        for (; ox + 3 < out_w; ox += 4, op += 4 * ch, idx += 2 * stride) {
+            int32_t a[4] = {init, init, init, init};
 #pragma GCC unroll 7
             for (int32_t ky = 0; ky < k; ky++) {
-                if (small) {
-                    row_pair(p[ky], w3[ky][0], w3[ky][1], 3, stride, 0, &a0, &a1);
-                    row_pair(p[ky] + stride, w3[ky][0], w3[ky][1], 3, stride, 0, &a2, &a3);
-                } else {
-                    row_pair(p[ky], cw->e[ky], cw->o[ky], k, stride, gen, &a0, &a1);
-                    row_pair(p[ky] + stride, cw->e[ky], cw->o[ky], k, stride, gen, &a2, &a3);
-                }
-                p[ky] += 2 * stride;
+                row_quad(keep ? p[ky] : rows[ky] + idx, small ? w3[ky] : cw->eo[ky], small, k, stride, a);
+                p[ky] += 2 * stride; /* four pixels on: four halves (stride 1) or eight */
             }
-            const int8_t v0 = chan_finish(cw, a0, rq, k2, fast), v1 = chan_finish(cw, a1, rq, k2, fast);
-            const int8_t v2 = chan_finish(cw, a2, rq, k2, fast), v3 = chan_finish(cw, a3, rq, k2, fast);
+            const int8_t v0 = chan_finish(cw, a[0], rq, k2, fast), v1 = chan_finish(cw, a[1], rq, k2, fast);
+            const int8_t v2 = chan_finish(cw, a[2], rq, k2, fast), v3 = chan_finish(cw, a[3], rq, k2, fast);
             op[0] = v0;
             op[ch] = v1;
             op[2 * ch] = v2;
             op[3 * ch] = v3;
         }
-        for (; ox + 1 < out_w; ox += 2, op += 2 * ch) {
-            int32_t a0 = init, a1 = init;
+        if (ox + 1 < out_w) {
+            int32_t a[2] = {init, init};
 #pragma GCC unroll 7
             for (int32_t ky = 0; ky < k; ky++) {
-                if (small) {
-                    row_pair(p[ky], w3[ky][0], w3[ky][1], 3, stride, 0, &a0, &a1);
-                } else {
-                    row_pair(p[ky], cw->e[ky], cw->o[ky], k, stride, gen, &a0, &a1);
-                }
-                p[ky] += stride; /* two pixels on: two halves (stride 1) or four */
+                row_pair(keep ? p[ky] : rows[ky] + idx, small ? w3[ky] : cw->eo[ky], small, k, stride, a);
+                p[ky] += stride;
             }
-            const int8_t v0 = chan_finish(cw, a0, rq, k2, fast), v1 = chan_finish(cw, a1, rq, k2, fast);
+            const int8_t v0 = chan_finish(cw, a[0], rq, k2, fast), v1 = chan_finish(cw, a[1], rq, k2, fast);
             op[0] = v0;
             op[ch] = v1;
+            op += 2 * ch;
+            ox += 2;
+            idx += stride;
         }
-        if (ox < out_w) { /* ox even: its window starts at p[ky] */
+        if (ox < out_w) {
             int32_t a0 = init;
 #pragma GCC unroll 7
             for (int32_t ky = 0; ky < k; ky++) {
-                if (small) {
-                    row_one(p[ky], w3[ky][0], w3[ky][1], 3, 0, &a0);
-                } else {
-                    row_one(p[ky], cw->e[ky], cw->o[ky], k, gen, &a0);
-                }
+                row_one(keep ? p[ky] : rows[ky] + idx, small ? w3[ky] : cw->eo[ky], small, k, &a0);
             }
             op[0] = chan_finish(cw, a0, rq, k2, fast);
         }
@@ -399,20 +450,20 @@ static inline __attribute__((always_inline)) void chan_rows(const dw_geom *d, co
 
 typedef void (*dw_rows_fn)(const dw_geom *, const dw_chan *, const int32_t *const[], int32_t, int32_t, int8_t *);
 
-#define TT_DW_ROWS(name, k, stride, gen, fast)                                                                   \
-    static __attribute__((noinline)) void name(const dw_geom *d, const dw_chan *cw, const int32_t *const rows[], \
+#define TT_DW_ROWS(name, k, stride, fast)                                                                        \
+    static __attribute__((noinline, optimize("no-schedule-insns"))) void name(const dw_geom *d, const dw_chan *cw, const int32_t *const rows[], \
                                                int32_t row_step, int32_t n_rows, int8_t *o)                      \
     {                                                                                                            \
-        chan_rows(d, cw, rows, row_step, n_rows, o, k, stride, gen, fast);                                       \
+        chan_rows(d, cw, rows, row_step, n_rows, o, k, stride, fast);                                            \
     }
-TT_DW_ROWS(rows3s1, 3, 1, 0, 1)
-TT_DW_ROWS(rows3s2, 3, 2, 0, 1)
-TT_DW_ROWS(rows5s1, 5, 1, 0, 1)
-TT_DW_ROWS(rows5s2, 5, 2, 0, 1)
-TT_DW_ROWS(rows7s1, 7, 1, 0, 1)
-TT_DW_ROWS(rows7s2, 7, 2, 0, 1)
-TT_DW_ROWS(rows_any, d->k, d->stride, 1, 1)
-TT_DW_ROWS(rows_floor, d->k, d->stride, 1, 0)
+TT_DW_ROWS(rows3s1, 3, 1, 1)
+TT_DW_ROWS(rows3s2, 3, 2, 1)
+TT_DW_ROWS(rows5s1, 5, 1, 1)
+TT_DW_ROWS(rows5s2, 5, 2, 1)
+TT_DW_ROWS(rows7s1, 7, 1, 1)
+TT_DW_ROWS(rows7s2, 7, 2, 1)
+TT_DW_ROWS(rows_any, d->k, d->stride, 1)
+TT_DW_ROWS(rows_floor, d->k, d->stride, 0)
 #undef TT_DW_ROWS
 
 /* PKHBT / PKHTB: the bottom half of a under the bottom half of b, and the top half of b over the top half of a (one
@@ -439,15 +490,80 @@ static inline uint32_t dw_pack_hi(uint32_t a, uint32_t b)
 #endif
 }
 
-/* The four words (a_j, b_j) of a pair of columns a, b (four channels each) into dst[j * chan_words]: the halves of
- * a and b packed (bytes a0 a1 b0 b1 and a2 a3 b2 b3), then SXTB16 and SXTB16 ROR 8 of each. */
-static inline __attribute__((always_inline)) void band_put(int32_t *dst, int32_t chan_words, uint32_t a, uint32_t b)
+/* The four words (a_j, b_j) of a pair of columns a, b (four channels each) into v[j]: the halves of a and b packed
+ * (bytes a0 a1 b0 b1 and a2 a3 b2 b3), then SXTB16 and SXTB16 ROR 8 of each. */
+static inline __attribute__((always_inline)) void pack4(uint32_t a, uint32_t b, int32_t v[4])
 {
     const uint32_t lo = dw_pack_lo(a, b), hi = dw_pack_hi(a, b);
-    dst[0] = (int32_t)__sxtb16(lo);
-    dst[chan_words] = tt_sxtb16_ror8((int32_t)lo);
-    dst[2 * chan_words] = (int32_t)__sxtb16(hi);
-    dst[3 * chan_words] = tt_sxtb16_ror8((int32_t)hi);
+    v[0] = (int32_t)__sxtb16(lo);
+    v[1] = tt_sxtb16_ror8((int32_t)lo);
+    v[2] = (int32_t)__sxtb16(hi);
+    v[3] = tt_sxtb16_ror8((int32_t)hi);
+}
+
+/* pack4 into dst[j * chan_words]. */
+static inline __attribute__((always_inline)) void band_put(int32_t *dst, int32_t chan_words, uint32_t a, uint32_t b)
+{
+    int32_t v[4];
+    pack4(a, b, v);
+    dst[0] = v[0];
+    dst[chan_words] = v[1];
+    dst[2 * chan_words] = v[2];
+    dst[3 * chan_words] = v[3];
+}
+
+/* The E/O words, accumulator starts and requantisation of channels c..c+3 (wc[j], ws[j]: tt_patched_weights), the
+ * taps of the four channels packed as the band's columns are (pack4); fn[j]: the row function of each (`fast`
+ * where the channel takes the prepared form, else rows_floor). */
+static void group_prepare(const dw_geom *d, const int8_t *const wc[4], const size_t ws[4], int32_t c, tt_out_quant q,
+                          dw_chan cw[4], dw_rows_fn fast, dw_rows_fn fn[4])
+{
+    const int32_t k = d->k, n = k / 2;
+    /* no working slice among the four: the home filter's word of each tap */
+    const int home = wc[0] + 1 == wc[1] && wc[1] + 1 == wc[2] && wc[2] + 1 == wc[3] && ws[0] == (size_t)d->ch &&
+                     ws[1] == ws[0] && ws[2] == ws[0] && ws[3] == ws[0];
+    int32_t sum[4] = {0, 0, 0, 0}; /* |sum| <= 128 K^2 */
+    for (int32_t ky = 0; ky < k; ky++) {
+        uint32_t t[TT_DW_MAX_K + 1]; /* t[kx]: the four channels' tap kx, t[k] = 0 */
+        for (int32_t kx = 0; kx < k; kx++) {
+            const size_t tap = (size_t)ky * k + kx;
+            if (home) {
+                t[kx] = (uint32_t)tt_load4(wc[0] + tap * ws[0]);
+            } else {
+                t[kx] = 0;
+#pragma GCC unroll 4
+                for (int j = 0; j < 4; j++) {
+                    t[kx] |= (uint32_t)(uint8_t)wc[j][tap * ws[j]] << (8 * j);
+                }
+            }
+        }
+        t[k] = 0;
+        for (int32_t i = 0; i < n; i++) {
+            int32_t e[4], o[4];
+            pack4(t[2 * i], t[2 * i + 1], e);     /* taps 2i, 2i + 1 */
+            pack4(t[2 * i + 1], t[2 * i + 2], o); /* taps 2i + 1, 2i + 2 */
+#pragma GCC unroll 4
+            for (int j = 0; j < 4; j++) {
+                cw[j].eo[ky][i][0] = e[j];
+                cw[j].eo[ky][i][1] = o[j];
+                sum[j] = __smlad(e[j], 0x00010001, sum[j]);
+                if ((k & 1) && i == n - 1) { /* tap K - 1: the top half of O[n] */
+                    sum[j] = __smlatb(o[j], 1, sum[j]);
+                }
+            }
+        }
+    }
+    for (int j = 0; j < 4; j++) {
+        const int32_t bias = q.bias[c + j];
+        /* |sum * input_offset| <= 128 * 49 * 128: exact; the bias add wraps as the reference's does */
+        cw[j].init = tt_add_wrap(sum[j] * d->input_offset, bias);
+        cw[j].rq = tt_rq_prepare(bias, q.multiplier[c + j], q.shift[c + j]);
+        cw[j].k2 = 1 + 2 * q.output_offset;
+        cw[j].multiplier = q.multiplier[c + j];
+        cw[j].shift = q.shift[c + j];
+        cw[j].output_offset = q.output_offset;
+        fn[j] = cw[j].rq.right != 0 ? fast : NULL;
+    }
 }
 
 /* Input row iy of channels c..c+3 (src: its pixel 0, channel c) into the band rows dst + j * chan_words (dst: the
@@ -480,11 +596,9 @@ static void group_band(const dw_geom *d, int32_t *band, const int8_t *const wc[4
                                            : (k == 3 ? rows3s2 : k == 5 ? rows5s2 : k == 7 ? rows7s2 : rows_any);
     dw_chan cw[4];
     dw_rows_fn fn[4];
+    group_prepare(d, wc, ws, c, q, cw, fast, fn);
     for (int j = 0; j < 4; j++) {
-        fn[j] = chan_prepare(d, wc[j], ws[j], q.bias[c + j], q.multiplier[c + j], q.shift[c + j], q.output_offset,
-                             &cw[j])
-                    ? fast
-                    : rows_floor;
+        fn[j] = fn[j] != NULL ? fn[j] : rows_floor;
     }
     const int32_t *rows[TT_DW_MAX_K];
     const int8_t *in = d->in + c;
@@ -507,10 +621,14 @@ static void group_band(const dw_geom *d, int32_t *band, const int8_t *const wc[4
         for (; copied < y0 + k && copied < d->h; copied++) {
             band_copy_row(d, in + (size_t)copied * d->w * ch, band + (size_t)(copied % k) * span, chan_words, pad);
         }
+        const int32_t *r0[TT_DW_MAX_K]; /* channel 0's rows */
+        for (int32_t ky = 0, slot = y0 % k + (y0 < 0 ? k : 0); ky < k; ky++, slot = slot + 1 < k ? slot + 1 : 0) {
+            const int32_t iy = y0 + ky;
+            r0[ky] = band + (size_t)(iy >= 0 && iy < d->h ? slot : k) * span;
+        }
         for (int j = 0; j < 4; j++) {
             for (int32_t ky = 0; ky < k; ky++) {
-                const int32_t iy = y0 + ky;
-                rows[ky] = band + (size_t)j * chan_words + (size_t)(iy >= 0 && iy < d->h ? iy % k : k) * span;
+                rows[ky] = r0[ky] + (size_t)j * chan_words;
             }
             fn[j](d, &cw[j], rows, 0, 1, out + (size_t)oy * d->out_w * ch + j);
         }
@@ -660,7 +778,7 @@ tt_status tt_depthwise_conv2d_s8(const tt_context *ctx, const tt_conv_params *co
                                                                                  : d.stride * (d.out_h - 1) + d.k;
     d.span = (int32_t)((halves + 1) / 2);
     d.band_rows = 0;
-    if (d.k <= TT_DW_MAX_K && d.stride <= 2 && d.ch >= 4) {
+    if (d.k >= 2 && d.k <= TT_DW_MAX_K && d.stride <= 2 && d.ch >= 4) { /* K = 1: no tap pairs */
         d.whole = 4 * whole * d.span <= TT_DW_BAND_WORDS;
         d.band_rows = d.whole ? (int32_t)whole : 4 * (d.k + 1) * (int64_t)d.span <= TT_DW_BAND_WORDS ? d.k + 1 : 0;
     }
