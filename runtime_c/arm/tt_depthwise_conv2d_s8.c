@@ -377,66 +377,94 @@ static inline __attribute__((always_inline)) void row_one(const int32_t *x, cons
 
 #if defined(__arm__)
 /*
- * The four-pixel steps of one output row for K = 3, stride 1 (row_quad and the prepared requantisation, as
- * chan_rows computes them) in assembly: GCC keeps too few of the 6 weights, 3 row pointers, 4 sums and the
- * requantisation constants in registers and spills about 20 instructions per step; here the weights and
- * constants come from c[] by LDRD as they are needed (65 instructions per 4 pixels). c: the pairs (E[0], O[1]) of
- * rows 0..2, init, m2, right, k2, ch and the end of the steps' output (op + 4 ch per step, at least one step).
+ * The four-pixel steps of one output row for K = 3 (row_quad and the prepared requantisation, as chan_rows computes
+ * them) in assembly: GCC keeps too few of the 6 weights, 3 row pointers, 4 sums and the requantisation constants
+ * in registers and spills about 20 instructions per step; here the weights and constants come from c[] by LDRD as
+ * they are needed (65 instructions per 4 pixels at stride 1, 71 at stride 2). c: the pairs (E[0], O[1]) of rows
+ * 0..2, init, m2, right, k2, ch and the end of the steps' output (op + 4 ch per step, at least one step).
+ * Registers: sums a0..a3 r4 r5 r6 r8, band words r9 r10, (E[0], O[1]) r11 lr, c r12.
  */
-static inline __attribute__((always_inline)) void quads3s1(const int32_t **pp0, const int32_t **pp1,
-                                                           const int32_t **pp2, int8_t **pop, const int32_t c[12])
+/* stride 1: pixels 0, 1 from word 0 and 2, 3 from word 1 (words 0..2) */
+#define TT_DW_ROW3S1(p, off)                                                                                    \
+    "ldrd r11, lr, [r12, #" #off "]\n\t"                                                                        \
+    "ldrd r9, r10, [" p "], #8\n\t"                                                                             \
+    "smlad r4, r11, r9, r4\n\t"                                                                                 \
+    "smlabt r5, r11, r9, r5\n\t"                                                                                \
+    "smlad r6, r11, r10, r6\n\t"                                                                                \
+    "smlabt r8, r11, r10, r8\n\t"                                                                               \
+    "smlatb r4, lr, r10, r4\n\t"                                                                                \
+    "smlad r5, lr, r10, r5\n\t"                                                                                 \
+    "ldr r9, [" p "]\n\t"                                                                                       \
+    "smlatb r6, lr, r9, r6\n\t"                                                                                 \
+    "smlad r8, lr, r9, r8\n\t"
+/* stride 2: pixel q from word q (words 0..4) */
+#define TT_DW_ROW3S2(p, off)                                                                                    \
+    "ldrd r11, lr, [r12, #" #off "]\n\t"                                                                        \
+    "ldrd r9, r10, [" p "], #16\n\t"                                                                            \
+    "smlad r4, r11, r9, r4\n\t"                                                                                 \
+    "smlatb r4, lr, r10, r4\n\t"                                                                                \
+    "smlad r5, r11, r10, r5\n\t"                                                                                \
+    "ldrd r9, r10, [" p ", #-8]\n\t"                                                                            \
+    "smlatb r5, lr, r9, r5\n\t"                                                                                 \
+    "smlad r6, r11, r9, r6\n\t"                                                                                 \
+    "smlatb r6, lr, r10, r6\n\t"                                                                                \
+    "smlad r8, r11, r10, r8\n\t"                                                                                \
+    "ldr r9, [" p "]\n\t"                                                                                       \
+    "smlatb r8, lr, r9, r8\n\t"
+#define TT_DW_RQ(a)                                                                                             \
+    "smmlar " a ", " a ", r9, " a "\n\t"                                                                        \
+    "add " a ", " a ", " a ", asr #31\n\t"                                                                      \
+    "asr " a ", " a ", r10\n\t"                                                                                 \
+    "add " a ", " a ", r11\n\t"                                                                                 \
+    "ssat " a ", #8, " a ", asr #1\n\t"
+#define TT_DW_QUADS3(row)                                                                                       \
+    "1:\n\t"                                                                                                    \
+    "ldr r4, [r12, #24]\n\t" /* init */                                                                         \
+    "mov r5, r4\n\t"                                                                                            \
+    "mov r6, r4\n\t"                                                                                            \
+    "mov r8, r4\n\t" row("r0", 0) row("r1", 8) row("r2", 16)                                                    \
+    "ldrd r9, r10, [r12, #28]\n\t" /* m2, right */                                                              \
+    "ldr r11, [r12, #36]\n\t"      /* k2 */                                                                     \
+    TT_DW_RQ("r4") TT_DW_RQ("r5") TT_DW_RQ("r6") TT_DW_RQ("r8")                                                 \
+    "ldrd r9, r10, [r12, #40]\n\t" /* ch, end */                                                                \
+    "strb r4, [r3]\n\t"                                                                                         \
+    "strb r5, [r3, r9]\n\t"                                                                                     \
+    "add r3, r3, r9, lsl #1\n\t"                                                                                \
+    "strb r6, [r3]\n\t"                                                                                         \
+    "strb r8, [r3, r9]\n\t"                                                                                     \
+    "add r3, r3, r9, lsl #1\n\t"                                                                                \
+    "cmp r3, r10\n\t"                                                                                           \
+    "bne 1b\n\t"
+
+static inline __attribute__((always_inline)) void quads3(const int32_t **pp0, const int32_t **pp1,
+                                                         const int32_t **pp2, int8_t **pop, const int32_t c[12],
+                                                         int32_t stride)
 {
     register const int32_t *p0 __asm__("r0") = *pp0;
     register const int32_t *p1 __asm__("r1") = *pp1;
     register const int32_t *p2 __asm__("r2") = *pp2;
     register int8_t *op __asm__("r3") = *pop;
     register const int32_t *cr __asm__("r12") = c;
-    /* a0..a3: r4 r5 r6 r8; x: r9 r10; (E[0], O[1]): r11 lr */
-#define TT_DW_ROW3(p, off)                                                                                       \
-    "ldrd r11, lr, [r12, #" #off "]\n\t"                                                                         \
-    "ldrd r9, r10, [" p "], #8\n\t"                                                                              \
-    "smlad r4, r11, r9, r4\n\t"                                                                                  \
-    "smlabt r5, r11, r9, r5\n\t"                                                                                 \
-    "smlad r6, r11, r10, r6\n\t"                                                                                 \
-    "smlabt r8, r11, r10, r8\n\t"                                                                                \
-    "smlatb r4, lr, r10, r4\n\t"                                                                                 \
-    "smlad r5, lr, r10, r5\n\t"                                                                                  \
-    "ldr r9, [" p "]\n\t"                                                                                        \
-    "smlatb r6, lr, r9, r6\n\t"                                                                                  \
-    "smlad r8, lr, r9, r8\n\t"
-#define TT_DW_RQ(a)                                                                                              \
-    "smmlar " a ", " a ", r9, " a "\n\t"                                                                         \
-    "add " a ", " a ", " a ", asr #31\n\t"                                                                       \
-    "asr " a ", " a ", r10\n\t"                                                                                  \
-    "add " a ", " a ", r11\n\t"                                                                                  \
-    "ssat " a ", #8, " a ", asr #1\n\t"
-    __asm__ volatile("1:\n\t"
-                     "ldr r4, [r12, #24]\n\t" /* init */
-                     "mov r5, r4\n\t"
-                     "mov r6, r4\n\t"
-                     "mov r8, r4\n\t" TT_DW_ROW3("r0", 0) TT_DW_ROW3("r1", 8) TT_DW_ROW3("r2", 16)
-                     "ldrd r9, r10, [r12, #28]\n\t" /* m2, right */
-                     "ldr r11, [r12, #36]\n\t"      /* k2 */
-                     TT_DW_RQ("r4") TT_DW_RQ("r5") TT_DW_RQ("r6") TT_DW_RQ("r8")
-                     "ldrd r9, r10, [r12, #40]\n\t" /* ch, end */
-                     "strb r4, [r3]\n\t"
-                     "strb r5, [r3, r9]\n\t"
-                     "add r3, r3, r9, lsl #1\n\t"
-                     "strb r6, [r3]\n\t"
-                     "strb r8, [r3, r9]\n\t"
-                     "add r3, r3, r9, lsl #1\n\t"
-                     "cmp r3, r10\n\t"
-                     "bne 1b\n\t"
-                     : "+r"(p0), "+r"(p1), "+r"(p2), "+r"(op)
-                     : "r"(cr)
-                     : "r4", "r5", "r6", "r8", "r9", "r10", "r11", "lr", "cc", "memory");
-#undef TT_DW_ROW3
-#undef TT_DW_RQ
+    if (stride == 1) {
+        __asm__ volatile(TT_DW_QUADS3(TT_DW_ROW3S1)
+                         : "+r"(p0), "+r"(p1), "+r"(p2), "+r"(op)
+                         : "r"(cr)
+                         : "r4", "r5", "r6", "r8", "r9", "r10", "r11", "lr", "cc", "memory");
+    } else {
+        __asm__ volatile(TT_DW_QUADS3(TT_DW_ROW3S2)
+                         : "+r"(p0), "+r"(p1), "+r"(p2), "+r"(op)
+                         : "r"(cr)
+                         : "r4", "r5", "r6", "r8", "r9", "r10", "r11", "lr", "cc", "memory");
+    }
     *pp0 = p0;
     *pp1 = p1;
     *pp2 = p2;
     *pop = op;
 }
+#undef TT_DW_ROW3S1
+#undef TT_DW_ROW3S2
+#undef TT_DW_RQ
+#undef TT_DW_QUADS3
 #endif
 
 /*
@@ -465,8 +493,8 @@ static inline __attribute__((always_inline)) void chan_rows(const dw_geom *d, co
      * anyway after the int8 stores, which could alias rows[]), which frees the registers for the sums */
     const int keep = k == 3;
 #if defined(__arm__)
-    int32_t c3[12]; /* quads3s1's constants */
-    if (k == 3 && stride == 1 && fast) {
+    int32_t c3[12]; /* quads3's constants */
+    if (k == 3 && fast) {
         for (int32_t ky = 0; ky < 3; ky++) {
             c3[2 * ky] = w3[ky][0][0];
             c3[2 * ky + 1] = w3[ky][0][1];
@@ -488,9 +516,9 @@ static inline __attribute__((always_inline)) void chan_rows(const dw_geom *d, co
         int8_t *op = o;
         int32_t ox = 0;
 #if defined(__arm__)
-        if (k == 3 && stride == 1 && fast && out_w >= 4) {
+        if (k == 3 && fast && out_w >= 4) {
             c3[11] = (int32_t)(intptr_t)(op + (size_t)(out_w / 4) * 4 * ch);
-            quads3s1(&p[0], &p[1], &p[2], &op, c3);
+            quads3(&p[0], &p[1], &p[2], &op, c3, stride);
             ox = out_w & ~3;
         }
 #endif
