@@ -628,16 +628,20 @@ static inline __attribute__((always_inline)) void band_put(int32_t *dst, int32_t
 /* The E/O words, accumulator starts and requantisation of channels c..c+3 (wc[j], ws[j]: tt_patched_weights), the
  * taps of the four channels packed as the band's columns are (pack4); fn[j]: the row function of each (`fast`
  * where the channel takes the prepared form, else rows_floor). */
-static void group_prepare(const dw_geom *d, const int8_t *const wc[4], const size_t ws[4], int32_t c, tt_out_quant q,
-                          dw_chan cw[4], dw_rows_fn fast, dw_rows_fn fn[4])
+static inline __attribute__((always_inline)) void group_prepare_k(const dw_geom *d, const int8_t *const wc[4],
+                                                                   const size_t ws[4], int32_t c, tt_out_quant q,
+                                                                   dw_chan cw[4], dw_rows_fn fast, dw_rows_fn fn[4],
+                                                                   int32_t k)
 {
-    const int32_t k = d->k, n = k / 2;
+    const int32_t n = k / 2;
     /* no working slice among the four: the home filter's word of each tap */
     const int home = wc[0] + 1 == wc[1] && wc[1] + 1 == wc[2] && wc[2] + 1 == wc[3] && ws[0] == (size_t)d->ch &&
                      ws[1] == ws[0] && ws[2] == ws[0] && ws[3] == ws[0];
     int32_t sum[4] = {0, 0, 0, 0}; /* |sum| <= 128 K^2 */
+#pragma GCC unroll 7
     for (int32_t ky = 0; ky < k; ky++) {
         uint32_t t[TT_DW_MAX_K + 1]; /* t[kx]: the four channels' tap kx, t[k] = 0 */
+#pragma GCC unroll 7
         for (int32_t kx = 0; kx < k; kx++) {
             const size_t tap = (size_t)ky * k + kx;
             if (home) {
@@ -651,6 +655,7 @@ static void group_prepare(const dw_geom *d, const int8_t *const wc[4], const siz
             }
         }
         t[k] = 0;
+#pragma GCC unroll 3
         for (int32_t i = 0; i < n; i++) {
             int32_t e[4], o[4];
             pack4(t[2 * i], t[2 * i + 1], e);     /* taps 2i, 2i + 1 */
@@ -676,6 +681,21 @@ static void group_prepare(const dw_geom *d, const int8_t *const wc[4], const siz
         cw[j].shift = q.shift[c + j];
         cw[j].output_offset = q.output_offset;
         fn[j] = cw[j].rq.right != 0 ? fast : NULL;
+    }
+}
+
+/* group_prepare_k unrolled for K = 3, 5, 7 (its share is large on the small planes of the last layers). */
+static void group_prepare(const dw_geom *d, const int8_t *const wc[4], const size_t ws[4], int32_t c, tt_out_quant q,
+                          dw_chan cw[4], dw_rows_fn fast, dw_rows_fn fn[4])
+{
+    if (d->k == 3) {
+        group_prepare_k(d, wc, ws, c, q, cw, fast, fn, 3);
+    } else if (d->k == 5) {
+        group_prepare_k(d, wc, ws, c, q, cw, fast, fn, 5);
+    } else if (d->k == 7) {
+        group_prepare_k(d, wc, ws, c, q, cw, fast, fn, 7);
+    } else {
+        group_prepare_k(d, wc, ws, c, q, cw, fast, fn, d->k);
     }
 }
 
