@@ -1,27 +1,32 @@
 /*
  * trady runtime: depthwise convolution (multiplier 1) for Cortex-M with the DSP extension (see
  * tt_kernels.h). The firmware build (`trady firmware --kernels dsp`) uses this file instead of the
- * reference kernel of the same name; the results are bit-identical: the same taps (out-of-image taps
- * are skipped, as in the reference) summed exactly mod 2^32, the same requantisation.
+ * reference kernel of the same name; the results are bit-identical: the same taps summed exactly mod 2^32
+ * (padding taps add 0 in effect), the same requantisation.
  *
- * Four channels at a time (HWC keeps them adjacent), one group of four over the whole output plane:
- * - the group's K x K weights (the working slices of patched channels, tt_patched_weights) are widened once
- *   into a stack buffer: SXTB16 puts channels 0 and 2 (and, rotated by 8, 1 and 3) into int16 lanes, and
- *   SMLABB / SMLATT multiply-accumulate the bottom / top lanes into one accumulator per channel;
- * - interior pixels (the whole window inside the image) start from bias + input_offset * sum(w) and sum
- *   w * x over the unrolled taps (3x3, 5x5, 7x7) without bounds checks; the sum is exact mod 2^32, and so
- *   equals the reference's exact sum plus the wrapping bias add;
- * - border pixels start from the bias and sum w * (x + input_offset) over the taps inside the image (SADD16
- *   adds the offset to both lanes: [-255, 255], no lane overflow);
- * - requantisation: the prepared form of tt_arm_math.h (tt_rq_prepare once per group, then tt_rq_twice_biased
- *   and tt_ssat8_half: SMMLAR, two adds, a shift and SSAT per value) where all four channels take it, else
- *   tt_requantize_floor; both equal tt_requantize.
+ * Two methods, both four channels (one word of HWC input) at a time:
+ * - the band (K in [2, 7], stride 1 or 2, where it fits its 3 KB stack buffer: every layer of the models we
+ *   ship): the group's input rows are copied once into one int16 plane per channel, padded with -input_offset
+ *   (see "The band" below), so that SMLAD multiplies two taps of one channel at once and every pixel sums all
+ *   K x K taps from bias + input_offset * sum(w); one channel at a time then sweeps its output rows, four pixels
+ *   a step with the band and weight words in registers (K = 3: inline assembly on the cores, 65 to 71
+ *   instructions per 4 pixels = 1.8 to 2 per MAC with the requantisation), and requantises each with the
+ *   channel's prepared form (tt_rq_prepare: tt_rq_twice_biased and tt_ssat8_half, SMMLAR, two adds, a shift
+ *   and SSAT) or tt_requantize_floor for a channel the prepared form does not take;
+ * - the window path (wider planes, K = 1, stride > 2): the group's K x K weights (the working slices of patched
+ *   channels, tt_patched_weights) are widened into a stack buffer: SXTB16 puts channels 0 and 2 (and, rotated by
+ *   8, 1 and 3) into int16 lanes, and SMLABB / SMLATT multiply-accumulate the bottom / top lanes into one
+ *   accumulator per channel; interior pixels (the whole window inside the image) start from bias +
+ *   input_offset * sum(w) and sum w * x over the unrolled taps (3x3, 5x5, 7x7) without bounds checks; border
+ *   pixels start from the bias and sum w * (x + input_offset) over the taps inside the image (SADD16 adds the
+ *   offset to both lanes: [-255, 255], no lane overflow); requantisation as above where all four channels take
+ *   the prepared form, else tt_requantize_floor.
  * Channels past the last group of four, and K > TT_DW_MAX_K, go one channel at a time as the reference does.
- * |sum| <= 127 * 255 * K * K before the bias, far below 2^31 for K <= 64.
+ * |sum| <= 127 * 255 * K * K before the bias, far below 2^31 for K <= 64. Stack: the band's 3,072 bytes and
+ * 816 bytes of weight pairs (planes_band), or 400 bytes of widened weights (the window path).
  */
 #include <arm_acle.h>
 #include <stddef.h>
-#include <string.h>
 
 #include "tt_arm_math.h"
 #include "tt_conv_common.h"
@@ -33,7 +38,7 @@
 #endif
 
 #ifndef TT_DW_MAX_K
-#define TT_DW_MAX_K 7 /* largest K of the widened weight buffer (2 K^2 words on the stack); larger K per channel */
+#define TT_DW_MAX_K 7 /* largest K of the band and the widened weight buffer; larger K per channel */
 #endif
 #if TT_DW_MAX_K > 15
 #error "TT_DW_MAX_K: the sums of a channel's weights are kept in int16 lanes (|sum| <= 128 K^2)"
@@ -561,7 +566,6 @@ static inline __attribute__((always_inline)) void chan_rows(const dw_geom *d, co
     }
 }
 
-typedef void (*dw_rows_fn)(const dw_geom *, const dw_chan *, const int32_t *const[], int32_t, int32_t, int8_t *);
 
 #define TT_DW_ROWS(name, k, stride, fast)                                                                        \
     static __attribute__((noinline, optimize("no-schedule-insns"))) void name(const dw_geom *d, const dw_chan *cw, const int32_t *const rows[], \
@@ -578,6 +582,41 @@ TT_DW_ROWS(rows7s2, 7, 2, 1)
 TT_DW_ROWS(rows_any, d->k, d->stride, 1)
 TT_DW_ROWS(rows_floor, d->k, d->stride, 0)
 #undef TT_DW_ROWS
+
+/* The row functions by kind, called through one switch (direct calls: the firmware's static stack bound sees
+ * them). */
+typedef enum { ROWS3S1, ROWS3S2, ROWS5S1, ROWS5S2, ROWS7S1, ROWS7S2, ROWS_ANY, ROWS_FLOOR } dw_rows_kind;
+
+static void rows_call(dw_rows_kind kind, const dw_geom *d, const dw_chan *cw, const int32_t *const rows[],
+                      int32_t row_step, int32_t n_rows, int8_t *o)
+{
+    switch (kind) {
+    case ROWS3S1:
+        rows3s1(d, cw, rows, row_step, n_rows, o);
+        break;
+    case ROWS3S2:
+        rows3s2(d, cw, rows, row_step, n_rows, o);
+        break;
+    case ROWS5S1:
+        rows5s1(d, cw, rows, row_step, n_rows, o);
+        break;
+    case ROWS5S2:
+        rows5s2(d, cw, rows, row_step, n_rows, o);
+        break;
+    case ROWS7S1:
+        rows7s1(d, cw, rows, row_step, n_rows, o);
+        break;
+    case ROWS7S2:
+        rows7s2(d, cw, rows, row_step, n_rows, o);
+        break;
+    case ROWS_ANY:
+        rows_any(d, cw, rows, row_step, n_rows, o);
+        break;
+    default:
+        rows_floor(d, cw, rows, row_step, n_rows, o);
+        break;
+    }
+}
 
 /* PKHBT / PKHTB: the bottom half of a under the bottom half of b, and the top half of b over the top half of a (one
  * instruction each; GCC 12 has no intrinsic and does not find them). */
@@ -630,7 +669,7 @@ static inline __attribute__((always_inline)) void band_put(int32_t *dst, int32_t
  * where the channel takes the prepared form, else rows_floor). */
 static inline __attribute__((always_inline)) void group_prepare_k(const dw_geom *d, const int8_t *const wc[4],
                                                                    const size_t ws[4], int32_t c, tt_out_quant q,
-                                                                   dw_chan cw[4], dw_rows_fn fast, dw_rows_fn fn[4],
+                                                                   dw_chan cw[4], dw_rows_kind fast, dw_rows_kind fn[4],
                                                                    int32_t k)
 {
     const int32_t n = k / 2;
@@ -638,7 +677,7 @@ static inline __attribute__((always_inline)) void group_prepare_k(const dw_geom 
     const int home = wc[0] + 1 == wc[1] && wc[1] + 1 == wc[2] && wc[2] + 1 == wc[3] && ws[0] == (size_t)d->ch &&
                      ws[1] == ws[0] && ws[2] == ws[0] && ws[3] == ws[0];
     int32_t sum[4] = {0, 0, 0, 0}; /* |sum| <= 128 K^2 */
-#pragma GCC unroll 7
+#pragma GCC unroll 3 /* all of K = 3; larger K partly (code size) */
     for (int32_t ky = 0; ky < k; ky++) {
         uint32_t t[TT_DW_MAX_K + 1]; /* t[kx]: the four channels' tap kx, t[k] = 0 */
 #pragma GCC unroll 7
@@ -680,13 +719,13 @@ static inline __attribute__((always_inline)) void group_prepare_k(const dw_geom 
         cw[j].multiplier = q.multiplier[c + j];
         cw[j].shift = q.shift[c + j];
         cw[j].output_offset = q.output_offset;
-        fn[j] = cw[j].rq.right != 0 ? fast : NULL;
+        fn[j] = cw[j].rq.right != 0 ? fast : ROWS_FLOOR;
     }
 }
 
 /* group_prepare_k unrolled for K = 3, 5, 7 (its share is large on the small planes of the last layers). */
 static void group_prepare(const dw_geom *d, const int8_t *const wc[4], const size_t ws[4], int32_t c, tt_out_quant q,
-                          dw_chan cw[4], dw_rows_fn fast, dw_rows_fn fn[4])
+                          dw_chan cw[4], dw_rows_kind fast, dw_rows_kind fn[4])
 {
     if (d->k == 3) {
         group_prepare_k(d, wc, ws, c, q, cw, fast, fn, 3);
@@ -725,14 +764,11 @@ static void group_band(const dw_geom *d, int32_t *band, const int8_t *const wc[4
                        tt_out_quant q, uint32_t pad)
 {
     const int32_t k = d->k, p = d->padding, ch = d->ch, span = d->span, chan_words = d->band_rows * span;
-    const dw_rows_fn fast = d->stride == 1 ? (k == 3 ? rows3s1 : k == 5 ? rows5s1 : k == 7 ? rows7s1 : rows_any)
-                                           : (k == 3 ? rows3s2 : k == 5 ? rows5s2 : k == 7 ? rows7s2 : rows_any);
+    const dw_rows_kind fast = d->stride == 1 ? (k == 3 ? ROWS3S1 : k == 5 ? ROWS5S1 : k == 7 ? ROWS7S1 : ROWS_ANY)
+                                             : (k == 3 ? ROWS3S2 : k == 5 ? ROWS5S2 : k == 7 ? ROWS7S2 : ROWS_ANY);
     dw_chan cw[4];
-    dw_rows_fn fn[4];
+    dw_rows_kind fn[4];
     group_prepare(d, wc, ws, c, q, cw, fast, fn);
-    for (int j = 0; j < 4; j++) {
-        fn[j] = fn[j] != NULL ? fn[j] : rows_floor;
-    }
     const int32_t *rows[TT_DW_MAX_K];
     const int8_t *in = d->in + c;
     int8_t *out = d->out + c;
@@ -744,7 +780,7 @@ static void group_band(const dw_geom *d, int32_t *band, const int8_t *const wc[4
             for (int32_t ky = 0; ky < k; ky++) {
                 rows[ky] = band + (size_t)j * chan_words + (size_t)ky * span;
             }
-            fn[j](d, &cw[j], rows, d->stride * span, d->out_h, out + j);
+            rows_call(fn[j], d, &cw[j], rows, d->stride * span, d->out_h, out + j);
         }
         return;
     }
@@ -763,7 +799,7 @@ static void group_band(const dw_geom *d, int32_t *band, const int8_t *const wc[4
             for (int32_t ky = 0; ky < k; ky++) {
                 rows[ky] = r0[ky] + (size_t)j * chan_words;
             }
-            fn[j](d, &cw[j], rows, 0, 1, out + (size_t)oy * d->out_w * ch + j);
+            rows_call(fn[j], d, &cw[j], rows, 0, 1, out + (size_t)oy * d->out_w * ch + j);
         }
     }
 }
