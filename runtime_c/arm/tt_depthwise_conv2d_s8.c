@@ -275,9 +275,9 @@ static inline __attribute__((always_inline)) void load_eo(const int32_t (*eo)[2]
 
 /*
  * One window row of four pixels (q = 0..3) into a[q]: x is the band word of pixel 0's window, eo the row's weight
- * pairs; k and stride are constants at the unrolled sites, or k at run time (gen). Stride 1: pixels 2q' and
- * 2q' + 1 are a pair from word q'; stride 2: pixel q from word q. The band words are loaded as the steps reach
- * them (a window of three or four words in registers).
+ * pairs (regs: a local copy kept in registers); k and stride are constants at the unrolled sites (rows_any,
+ * rows_floor: d->k and d->stride). Stride 1: pixels 2q' and 2q' + 1 are a pair from word q'; stride 2: pixel q
+ * from word q. The band words are loaded as the steps reach them (a window of three or four words in registers).
  */
 static inline __attribute__((always_inline)) void row_quad(const int32_t *x, const int32_t (*eo)[2], int regs,
                                                            int32_t k, int32_t stride, int32_t a[4])
@@ -475,7 +475,7 @@ static inline __attribute__((always_inline)) void quads3(const int32_t **pp0, co
 /*
  * Output rows 0..n_rows-1 of one channel into o (HWC: one byte every ch): rows[ky] is the band row of window
  * row ky for output row 0, row_step the words from one output row's band rows to the next (the whole plane;
- * ring rows come one at a time). k and stride are constants at the unrolled call sites, or (gen) d->k and
+ * ring rows come one at a time). k and stride are constants at the unrolled call sites, or d->k and
  * d->stride. K = 3 keeps its six weight words in locals (the int8 stores could alias *cw).
  */
 static inline __attribute__((always_inline)) void chan_rows(const dw_geom *d, const dw_chan *cw,
@@ -567,9 +567,12 @@ static inline __attribute__((always_inline)) void chan_rows(const dw_geom *d, co
 }
 
 
+/* The row functions (no scheduling before register allocation: it hoists the band loads of all K rows to the top
+ * of a step and spills them). */
 #define TT_DW_ROWS(name, k, stride, fast)                                                                        \
-    static __attribute__((noinline, optimize("no-schedule-insns"))) void name(const dw_geom *d, const dw_chan *cw, const int32_t *const rows[], \
-                                               int32_t row_step, int32_t n_rows, int8_t *o)                      \
+    static __attribute__((noinline, optimize("no-schedule-insns"))) void name(                                   \
+        const dw_geom *d, const dw_chan *cw, const int32_t *const rows[], int32_t row_step, int32_t n_rows,       \
+        int8_t *o)                                                                                               \
     {                                                                                                            \
         chan_rows(d, cw, rows, row_step, n_rows, o, k, stride, fast);                                            \
     }
