@@ -1,15 +1,16 @@
 """The DSP depthwise kernel (runtime_c/arm/tt_depthwise_conv2d_s8.c) bit-exact against the reference executor.
 
 The kernel has several paths, and every case here runs through all of them that apply:
-- the padded band (every pixel sums all K x K taps, from bias + input_offset * sum(w)), unrolled for 3x3, 5x5
-  and 7x7, a loop for other K <= 7;
-- the window path (interior pixels unrolled, border pixels over their inside taps), taken where most taps
-  are padding (small planes) or the band does not fit its stack buffer; the "window" build shrinks the band
+- the band (each channel's padded rows as int16 pairs, SMLAD over tap pairs, four pixels a step, then a pair and
+  a single pixel for the row's tail), holding the whole plane or a ring of K + 1 rows, unrolled for 3x3, 5x5 and
+  7x7 at strides 1 and 2, a loop for other K in [2, 7]; K = 3 stride 1 takes the assembly steps on the cores;
+- the window path (interior pixels unrolled, border pixels over their inside taps, four channels a word), taken
+  where the band does not fit its stack buffer, for K = 1 and strides above 2; the "window" build shrinks the band
   buffer (TT_DW_BAND_WORDS) so that every case takes it;
 - one channel at a time: the channels past the last group of four, and K > TT_DW_MAX_K (7);
-- two requantisations per group of four channels: the prepared form of tt_arm_math.h (tt_rq_twice_biased, a
-  multiplier >= 2^30 and a shift <= -2, deep shifts included), tt_requantize_floor (any other channel of the
-  group: a shift of -1 or above, a multiplier below 2^30);
+- two requantisations: the prepared form of tt_arm_math.h (tt_rq_twice_biased, a multiplier >= 2^30 and a shift
+  <= -2, deep shifts included) and tt_requantize_floor (a shift of -1 or above, a multiplier below 2^30): per
+  channel in the band, per group of four in the window path;
 - weight patches (the flash weight home): working slices replace the home weights of some channels.
 The host builds run the kernel with tests/c/acle_host/arm_acle.h under the sanitizers; the QEMU test runs the
 same cases compiled for Cortex-M7 and M4 (the real SXTB16/SMLAxy/SMMLAR and the inline assembly) and compares
@@ -40,7 +41,7 @@ from tt_support import ROOT, SAN_FLAGS, assert_same, build_driver, build_dsp_dri
 from compiler import emulate, firmware
 
 OP_DEPTHWISE_PATCH = 12  # op 2 (depthwise) + 10: with a weight patch
-BAND_WORDS = 640  # TT_DW_BAND_WORDS of the kernel
+BAND_WORDS = 768  # TT_DW_BAND_WORDS of the kernel
 MAX_K = 7  # TT_DW_MAX_K
 
 
@@ -84,17 +85,38 @@ CASES = [
     dw(3, 80, 4, 7, 1, 7, -7, 118),
     dw(7, 9, 8, 7, 1, -128, 3, 119, extreme=True),  # x - x_zero and w near their maxima
     dw(6, 6, 20, 7, 1, -128, 0, 120),
+    dw(12, 41, 8, 3, 1, 9, -9, 121, patch=(1, 5), tweak={6: SMALL}),  # the ring, K = 3
+    dw(11, 61, 4, 3, 2, -128, 12, 122, extreme=True),  # the ring, stride 2
+    dw(9, 45, 4, 5, 1, 3, 4, 123, tweak={0: HALF}),
+    dw(10, 39, 4, 5, 2, 100, -3, 124),
+    dw(13, 33, 4, 7, 2, -5, 6, 125, patch=(3,)),
+    dw(6, 35, 4, 7, 1, 55, 1, 133, tweak={2: SMALL}),
+    dw(2, 150, 8, 3, 1, 13, -13, 134, tweak={5: HALF, 6: SMALL}),  # too wide for the band: the window path
+    dw(5, 8, 4, 3, 1, 8, 1, 126),  # two steps of four, no tail
+    dw(6, 9, 8, 3, 1, -2, -2, 127, tweak={3: SMALL, 4: DEEP}),  # steps of four and a single pixel
+    dw(7, 10, 4, 5, 2, 20, 2, 128),  # five outputs a row: a step and a single pixel
+    dw(8, 9, 4, 4, 2, -30, 7, 129),  # even K, stride 2: the loop for any K
+    dw(7, 8, 8, 6, 1, 4, -4, 130, patch=(7,)),
+    dw(9, 9, 8, 3, 3, 12, 0, 131),  # stride 3: the window path
+    dw(1, 1, 8, 7, 1, 6, 6, 132),  # a 1x1 plane in the band: every tap but the centre is padding
 ]
 
 
-def band_used(c: ConvCase) -> bool:
-    """Whether the kernel takes the band for this geometry (its band_pays and buffer size, transcribed)."""
-    def inside(size: int, n: int) -> int:
-        return sum(min(o * c.stride - c.pad + c.k, size) - max(o * c.stride - c.pad, 0) for o in range(n))
-
+def band_kind(c: ConvCase) -> str | None:
+    """Which band the kernel takes ("whole" plane or "ring"), or None (its choice in tt_depthwise_conv2d_s8,
+    transcribed)."""
     ho, wo = c.out_hw
-    fits = c.k <= MAX_K and (c.k + 1) * (c.w + 2 * c.pad) <= BAND_WORDS
-    return fits and 13 * inside(c.w, wo) * inside(c.h, ho) >= 8 * wo * c.k * ho * c.k
+    span = (max(c.w + 2 * c.pad, c.stride * (wo - 1) + c.k) + 2) // 2
+    whole = max(c.h + 2 * c.pad, c.stride * (ho - 1) + c.k)
+    if not (2 <= c.k <= MAX_K and c.stride <= 2 and c.c_in >= 4):
+        return None
+    if 4 * whole * span <= BAND_WORDS:
+        return "whole"
+    return "ring" if 4 * (c.k + 1) * span <= BAND_WORDS else None
+
+
+def band_used(c: ConvCase) -> bool:
+    return band_kind(c) is not None
 
 
 def case_data(case: DwCase) -> tuple[dict, np.ndarray, np.ndarray]:
@@ -164,16 +186,26 @@ def test_dw_cases_cover_the_paths():
     convs = [c.conv for c in CASES]
     for k in (3, 5, 7):
         for s in (1, 2):
-            assert any(c.k == k and c.stride == s and band_used(c) for c in convs), (k, s)
-    assert any(band_used(c) and c.k not in (3, 5, 7) for c in convs), "the band's loop for any K"
-    assert any(c.k <= MAX_K and not band_used(c) and (c.k + 1) * (c.w + 2 * c.pad) <= BAND_WORDS for c in convs)
-    assert any(c.k <= MAX_K and (c.k + 1) * (c.w + 2 * c.pad) > BAND_WORDS for c in convs), "band too small"
+            for kind in ("whole", "ring"):
+                assert any(c.k == k and c.stride == s and band_kind(c) == kind for c in convs), (k, s, kind)
+    for s in (1, 2):
+        assert any(band_used(c) and c.k % 2 == 0 and c.stride == s for c in convs), ("the loop for any K", s)
+        for rem in range(4):  # the row's tail after the steps of four: none, a pair, a single pixel, both
+            assert any(band_used(c) and c.stride == s and c.out_hw[1] % 4 == rem for c in convs), (s, rem)
+    assert any(c.k == 3 and c.stride == 1 and band_used(c) and c.out_hw[1] >= 4 for c in convs), "the assembly"
+    assert any(c.k <= MAX_K and not band_used(c) for c in convs), "the window path"
+    assert any(c.stride > 2 for c in convs) and any(c.k == 1 for c in convs)
     assert any(c.k > MAX_K for c in convs) and any(c.c_in % 4 for c in convs) and any(c.w % 2 for c in convs)
     assert any(c.patch and band_used(c.conv) for c in CASES) and any(c.patch and not band_used(c.conv)
                                                                         for c in CASES)
+    assert any(c.patch and band_kind(c.conv) == "ring" for c in CASES)
     assert any(c.patch and any(ch >= c.conv.c_in & ~3 for ch in c.patch) for c in CASES), "a patched tail"
     assert any(c.patch and set(range(4)) <= set(c.patch) for c in CASES), "a whole group patched"
     assert all(any(t in c.tweak.values() for c in CASES) for t in (DEEP, SMALL, HALF))
+    assert any(band_used(c.conv) and c.tweak for c in CASES) and any(not band_used(c.conv) and c.tweak
+                                                                       for c in CASES)
+    assert any(c.conv.k == 3 and c.conv.stride == 1 and band_used(c.conv) and SMALL in c.tweak.values()
+               for c in CASES), "a floor channel beside the assembly's"
 
 
 # ---------------------------------------------------------------------------------------------
