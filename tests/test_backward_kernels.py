@@ -45,7 +45,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tt_support import HOST_FLAGS, ROOT, SAN_FLAGS, build_driver, build_dsp_driver, first_mismatch
+from tt_support import (
+    HOST_FLAGS,
+    ROOT,
+    SAN_FLAGS,
+    assert_kernel_ok_in_qemu,
+    build_driver,
+    build_dsp_driver,
+    first_mismatch,
+)
 from tt_support import Payload as _Payload
 
 from compiler import training
@@ -499,7 +507,6 @@ def test_reference_pointwise_bwd_input_with_patch(case: PwBwdCase, bwd_san_drive
     check_pw_bwd_input(case, bwd_san_driver)
 
 
-QEMU_BWD_MAIN = Path(__file__).resolve().parent / "c" / "bwd_qemu.c"
 
 
 def render_bwd_cases() -> tuple[str, int]:
@@ -541,27 +548,9 @@ def render_bwd_cases() -> tuple[str, int]:
 @pytest.mark.parametrize("board", ["qemu-m7", "qemu-m4"])
 def test_qemu_dsp_bwd_input_bit_exact(board, tmp_path):
     """The DSP input gradients on the Cortex-M cores, where their assembly runs: pointwise and depthwise cases."""
-    from tt_support import require_tool
-
-    from compiler import emulate, firmware
-
-    require_tool(firmware.CC)
-    require_tool("qemu-system-arm")
-    brd = firmware.BOARDS[board]
     header, n = render_bwd_cases()
-    (tmp_path / "bwd_cases.h").write_text(header)
-    elf = tmp_path / "bwd_qemu.elf"
-    boards = RUNTIME / "boards"
-    cmd = [firmware.CC, *brd.cpu, "-O2", *firmware.CFLAGS, f"-I{tmp_path}", f"-I{RUNTIME}", f"-I{boards}",
-           str(QEMU_BWD_MAIN), str(RUNTIME / "arm" / "tt_conv_bwd_s8.c"), str(boards / "tt_startup.c"),
-           str(boards / "tt_semihost.c"), f"-L{boards}", f"-T{brd.linker_script}",
-           "-Wl,--defsym=TT_STACK_SIZE=16384", "-Wl,--defsym=TT_PERSIST_BYTES=0",
-           "-Wl,--defsym=TT_PERSIST_ALIGN=2048", *firmware.LDFLAGS, "-o", str(elf)]
-    r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, check=False)
-    assert r.returncode == 0, r.stdout + r.stderr
-    run = emulate.run(brd, elf, 120)
-    assert run.lines and run.lines[-1] == f"bwd: OK {n} cases", \
-        "\n".join(run.lines[-20:]) + run.stderr
+    assert_kernel_ok_in_qemu(board, tmp_path, "bwd_qemu.c", "tt_conv_bwd_s8.c", ("bwd_cases.h", header),
+                             f"bwd: OK {n} cases")
 
 
 def test_conv_weight_grad_batched_equals_per_channel():

@@ -20,9 +20,7 @@ on the target with the reference outputs computed here.
 from __future__ import annotations
 
 import struct
-import subprocess
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -36,9 +34,13 @@ from test_kernels import (
     make_conv,
     reference_conv,
 )
-from tt_support import ROOT, SAN_FLAGS, assert_same, build_driver, build_dsp_driver, require_tool
-
-from compiler import emulate, firmware
+from tt_support import (
+    SAN_FLAGS,
+    assert_kernel_ok_in_qemu,
+    assert_same,
+    build_driver,
+    build_dsp_driver,
+)
 
 OP_DEPTHWISE_PATCH = 12  # op 2 (depthwise) + 10: with a weight patch
 BAND_WORDS = 768  # TT_DW_BAND_WORDS of the kernel
@@ -211,7 +213,6 @@ def test_dw_cases_cover_the_paths():
 # ---------------------------------------------------------------------------------------------
 # The same cases on the Cortex-M cores (QEMU)
 
-QEMU_MAIN = Path(__file__).resolve().parent / "c" / "dw_qemu.c"
 
 
 def c_array(name: str, ctype: str, a: np.ndarray) -> str:
@@ -220,7 +221,7 @@ def c_array(name: str, ctype: str, a: np.ndarray) -> str:
 
 
 def render_cases(cases: list[DwCase]) -> str:
-    """dw_cases.h for tests/c/dw_qemu.c: each case's arrays and a dw_case table (see that file)."""
+    """conv_cases.h for tests/c/conv_qemu.c: each case's arrays and a conv_case table (see that file)."""
     from test_kernels import c_filter
 
     text, rows = [], []
@@ -239,28 +240,16 @@ def render_cases(cases: list[DwCase]) -> str:
                     f"{{1, {ho}, {wo}, {c.c_out}}}, {-c.x_zero}, {c.y_zero}, {c.stride}, {c.pad}, in{i}, "
                     f"filter{i}, bias{i}, mult{i}, shift{i}, want{i}, {len(case.patch)}, pch{i}, pslices{i}, "
                     f"poff{i}}},\n")
-    return "".join(text) + "static const dw_case cases[] = {\n" + "".join(rows) + "};\n"
+    return "".join(text) + "static const conv_case cases[] = {\n" + "".join(rows) + "};\n"
 
 
 @pytest.mark.arm
 @pytest.mark.qemu
 @pytest.mark.parametrize("board", ["qemu-m7", "qemu-m4"])
 def test_qemu_dsp_depthwise_bit_exact(board, tmp_path):
-    require_tool(firmware.CC)
-    require_tool("qemu-system-arm")
-    brd = firmware.BOARDS[board]
-    (tmp_path / "dw_cases.h").write_text(render_cases(CASES))
-    elf = tmp_path / "dw_qemu.elf"
-    boards = ROOT / "runtime_c" / "boards"
-    cmd = [firmware.CC, *brd.cpu, "-O2", *firmware.CFLAGS, f"-I{tmp_path}", f"-I{RUNTIME}", f"-I{boards}",
-           str(QEMU_MAIN), str(RUNTIME / "arm" / "tt_depthwise_conv2d_s8.c"), str(boards / "tt_startup.c"),
-           str(boards / "tt_semihost.c"), f"-L{boards}", f"-T{brd.linker_script}",
-           "-Wl,--defsym=TT_STACK_SIZE=16384", "-Wl,--defsym=TT_PERSIST_BYTES=0",
-           "-Wl,--defsym=TT_PERSIST_ALIGN=2048", *firmware.LDFLAGS, "-o", str(elf)]
-    r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, check=False)
-    assert r.returncode == 0, r.stdout + r.stderr
-    run = emulate.run(brd, elf, 120)
-    assert run.lines and run.lines[-1] == f"dw: OK {len(CASES)} cases", "\n".join(run.lines[-20:]) + run.stderr
+    assert_kernel_ok_in_qemu(board, tmp_path, "conv_qemu.c", "tt_depthwise_conv2d_s8.c",
+                             ("conv_cases.h", render_cases(CASES)), f"kernel: OK {len(CASES)} cases",
+                             ["-DTT_QEMU_KERNEL=tt_depthwise_conv2d_s8"])
 
 
 # ---------------------------------------------------------------------------------------------

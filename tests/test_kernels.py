@@ -27,15 +27,15 @@ from tt_support import (
     HOST_FLAGS,
     ROOT,
     SAN_FLAGS,
+    assert_kernel_ok_in_qemu,
     assert_same,
     build_driver,
     build_dsp_driver,
     first_mismatch,
-    require_tool,
 )
 from tt_support import Payload as _Payload
 
-from compiler import emulate, firmware, quant, reference
+from compiler import quant, reference
 from compiler.ir import Conv, Head, Tensor
 
 RUNTIME = ROOT / "runtime_c"
@@ -341,13 +341,9 @@ def test_dsp_conv_kernel_bit_exact(case: ConvCase, dsp_driver):
 @pytest.mark.parametrize("board", ["qemu-m7", "qemu-m4"])
 def test_qemu_dsp_conv_bit_exact(board, tmp_path):
     """The dense DSP kernel (runtime_c/arm/tt_conv2d_s8.c) on the Cortex-M cores, its inline asm included: every
-    dense case against the reference (tests/c/dw_qemu.c built for tt_conv2d_s8)."""
-    from test_dw_kernels import QEMU_MAIN, c_array
+    dense case against the reference (tests/c/conv_qemu.c built for tt_conv2d_s8)."""
+    from test_dw_kernels import c_array
 
-    from compiler import emulate, firmware
-
-    require_tool(firmware.CC)
-    require_tool("qemu-system-arm")
     cases = [c for c in CONV_CASES if c.kind == "conv"]
     text, rows = [], []
     for i, case in enumerate(cases):
@@ -361,19 +357,9 @@ def test_qemu_dsp_conv_bit_exact(board, tmp_path):
         rows.append(f'    {{"{case}", {{1, {case.h}, {case.w}, {case.c_in}}}, {{{", ".join(map(str, fdims))}}}, '
                     f"{{1, {ho}, {wo}, {case.c_out}}}, {-case.x_zero}, {case.y_zero}, {case.stride}, {case.pad}, "
                     f"in{i}, filter{i}, bias{i}, mult{i}, shift{i}, want{i}, 0, NULL, NULL, NULL}},\n")
-    (tmp_path / "dw_cases.h").write_text("".join(text) + "static const dw_case cases[] = {\n" + "".join(rows) + "};\n")
-    brd = firmware.BOARDS[board]
-    elf = tmp_path / "conv_qemu.elf"
-    boards = ROOT / "runtime_c" / "boards"
-    cmd = [firmware.CC, *brd.cpu, "-O2", *firmware.CFLAGS, "-DTT_QEMU_KERNEL=tt_conv2d_s8", f"-I{tmp_path}",
-           f"-I{RUNTIME}", f"-I{boards}", str(QEMU_MAIN), str(RUNTIME / "arm" / "tt_conv2d_s8.c"),
-           str(boards / "tt_startup.c"), str(boards / "tt_semihost.c"), f"-L{boards}", f"-T{brd.linker_script}",
-           "-Wl,--defsym=TT_STACK_SIZE=16384", "-Wl,--defsym=TT_PERSIST_BYTES=0",
-           "-Wl,--defsym=TT_PERSIST_ALIGN=2048", *firmware.LDFLAGS, "-o", str(elf)]
-    r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, check=False)
-    assert r.returncode == 0, r.stdout + r.stderr
-    run = emulate.run(brd, elf, 120)
-    assert run.lines and run.lines[-1] == f"dw: OK {len(cases)} cases", "\n".join(run.lines[-20:]) + run.stderr
+    header = "".join(text) + "static const conv_case cases[] = {\n" + "".join(rows) + "};\n"
+    assert_kernel_ok_in_qemu(board, tmp_path, "conv_qemu.c", "tt_conv2d_s8.c", ("conv_cases.h", header),
+                             f"kernel: OK {len(cases)} cases", ["-DTT_QEMU_KERNEL=tt_conv2d_s8"])
 
 
 # Weight patches (tt_weight_patch, the flash weight home): the filter array holds home weights that differ from the
@@ -434,7 +420,6 @@ def test_patched_conv_kernels_bit_exact(case: ConvCase, channels: list[int], dri
 # unpatched and patched, with the kernel's defaults, with chunks of two channels (whose first chunks have only
 # channels of the prepared form: the quads' all-asm loop) and with the short knobs (quads up to 12 channels, then
 # the pixel pairs' asm for 16 and 24, the C paths for 20 and 600; one prepared patch channel).
-PW_QEMU_MAIN = Path(__file__).resolve().parent / "c" / "pw_qemu.c"
 PW_QEMU_BUILDS = {"default": [], "chunks": ["-DTT_PW_CHUNK=2"],
                   "short": ["-DTT_PW_GROUPS=6", "-DTT_PW_CHUNK=2", "-DTT_PW_PATCHES=1"]}
 
@@ -445,7 +430,7 @@ def c_array(name: str, ctype: str, a: np.ndarray) -> str:
 
 
 def render_pw_cases() -> tuple[str, int]:
-    """pw_cases.h for tests/c/pw_qemu.c (the pw_case table there) and the number of cases."""
+    """conv_cases.h for tests/c/conv_qemu.c (its conv_case table) and the number of cases."""
     cases = [(c, []) for c in CONV_CASES if c.kind == "pointwise"]
     cases += [(c, ch) for c, ch in PATCH_CASES if c.kind == "pointwise"]
     text, rows = [], []
@@ -466,7 +451,7 @@ def render_pw_cases() -> tuple[str, int]:
                     f"{{1, {ho}, {wo}, {case.c_out}}}, {-case.x_zero}, {case.y_zero}, {case.stride}, 0, in{i}, "
                     f"filter{i}, bias{i}, mult{i}, shift{i}, want{i}, {len(channels)}, pch{i}, pslices{i}, "
                     f"poff{i}}},\n")
-    return "".join(text) + "static const pw_case cases[] = {\n" + "".join(rows) + "};\n", len(cases)
+    return "".join(text) + "static const conv_case cases[] = {\n" + "".join(rows) + "};\n", len(cases)
 
 
 @pytest.mark.arm
@@ -474,22 +459,10 @@ def render_pw_cases() -> tuple[str, int]:
 @pytest.mark.parametrize("build", list(PW_QEMU_BUILDS))
 @pytest.mark.parametrize("board", ["qemu-m7", "qemu-m4"])
 def test_qemu_dsp_pointwise_bit_exact(board, build, tmp_path):
-    require_tool(firmware.CC)
-    require_tool("qemu-system-arm")
-    brd = firmware.BOARDS[board]
     header, n = render_pw_cases()
-    (tmp_path / "pw_cases.h").write_text(header)
-    elf = tmp_path / "pw_qemu.elf"
-    boards = RUNTIME / "boards"
-    cmd = [firmware.CC, *brd.cpu, "-O2", *firmware.CFLAGS, *PW_QEMU_BUILDS[build], f"-I{tmp_path}", f"-I{RUNTIME}",
-           f"-I{boards}", str(PW_QEMU_MAIN), str(RUNTIME / "arm" / "tt_pointwise_conv2d_s8.c"),
-           str(boards / "tt_startup.c"), str(boards / "tt_semihost.c"), f"-L{boards}", f"-T{brd.linker_script}",
-           "-Wl,--defsym=TT_STACK_SIZE=16384", "-Wl,--defsym=TT_PERSIST_BYTES=0",
-           "-Wl,--defsym=TT_PERSIST_ALIGN=2048", *firmware.LDFLAGS, "-o", str(elf)]
-    r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, check=False)
-    assert r.returncode == 0, r.stdout + r.stderr
-    run = emulate.run(brd, elf, 120)
-    assert run.lines and run.lines[-1] == f"pw: OK {n} cases", "\n".join(run.lines[-20:]) + run.stderr
+    assert_kernel_ok_in_qemu(board, tmp_path, "conv_qemu.c", "tt_pointwise_conv2d_s8.c", ("conv_cases.h", header),
+                             f"kernel: OK {n} cases",
+                             ["-DTT_QEMU_KERNEL=tt_pointwise_conv2d_s8", *PW_QEMU_BUILDS[build]])
 
 
 def test_conv_cases_cover_the_contract():

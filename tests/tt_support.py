@@ -221,6 +221,32 @@ def build_driver(tmp: Path, name: str, flags: list[str], sources: list[Path]) ->
     return exe
 
 
+def assert_kernel_ok_in_qemu(board: str, tmp: Path, main: str, kernel: str, header: tuple[str, str], last: str,
+                             defines: tuple[str, ...] | list[str] = ()) -> None:
+    """Build the bare-metal test tests/c/<main> with runtime_c/arm/<kernel> (startup and semihosting of
+    runtime_c/boards/) for a QEMU board, with header = (file name, text) of its generated case table, run it and
+    check that its last line is `last` (else fail with what it printed: the first differing case)."""
+    import subprocess
+
+    from compiler import emulate, firmware
+
+    require_tool(firmware.CC)
+    require_tool("qemu-system-arm")
+    brd = firmware.BOARDS[board]
+    (tmp / header[0]).write_text(header[1])
+    runtime, boards = ROOT / "runtime_c", ROOT / "runtime_c" / "boards"
+    elf = tmp / f"{Path(main).stem}.elf"
+    cmd = [firmware.CC, *brd.cpu, "-O2", *firmware.CFLAGS, *defines, f"-I{tmp}", f"-I{runtime}", f"-I{boards}",
+           str(ROOT / "tests" / "c" / main), str(runtime / "arm" / kernel), str(boards / "tt_startup.c"),
+           str(boards / "tt_semihost.c"), f"-L{boards}", f"-T{brd.linker_script}",
+           "-Wl,--defsym=TT_STACK_SIZE=16384", "-Wl,--defsym=TT_PERSIST_BYTES=0",
+           "-Wl,--defsym=TT_PERSIST_ALIGN=2048", *firmware.LDFLAGS, "-o", str(elf)]
+    r = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    run = emulate.run(brd, elf, 120)
+    assert run.lines and run.lines[-1] == last, "\n".join(run.lines[-20:]) + run.stderr
+
+
 class Payload:
     """Builds a driver case file: magic, op and null mask as int32, more int32 fields, length-prefixed arrays."""
 

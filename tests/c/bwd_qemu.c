@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "qemu_say.h"
 #include "tt_semihost.h"
 #include "tt_train.h"
 
@@ -33,32 +34,6 @@ typedef struct {
 
 static float g_in[4096];
 static int16_t grad_copy[8192 + 2] __attribute__((aligned(4)));
-
-/* Decimal text of v into buf (at least 12 bytes). */
-static const char *dec(int32_t v, char *buf)
-{
-    char *p = buf + 11;
-    uint32_t u = v < 0 ? 0u - (uint32_t)v : (uint32_t)v;
-    *p = '\0';
-    do {
-        *--p = (char)('0' + u % 10u);
-        u /= 10u;
-    } while (u != 0u);
-    if (v < 0) {
-        *--p = '-';
-    }
-    return p;
-}
-
-static void say(const char *a, const char *b, const char *c, const char *d, const char *e)
-{
-    const char *parts[5] = {a, b, c, d, e};
-    for (int i = 0; i < 5; i++) {
-        if (parts[i] != NULL) {
-            tt_sh_write0(parts[i]);
-        }
-    }
-}
 
 int main(void)
 {
