@@ -55,14 +55,9 @@ static inline int32_t load_word(const void *p)
     return v;
 }
 
-/* dst[j] (+)= (float)a_j * sigma for j = 0..3, as tt_bwd_store. On the core two VMOVs, the four VCVT and VMUL, one
- * VLDM and four VADDs where accumulating, and one VSTM: 12 or 17 instructions where GCC takes about 20 or 28
- * (each value moved, converted and stored alone, the flag tested for each). Same instructions per value as the C. */
-static inline __attribute__((always_inline)) void store4(float *dst, int32_t a0, int32_t a1, int32_t a2, int32_t a3,
-                                                         float sigma, int32_t accumulate)
-{
 #if defined(__arm__)
-#define TT_STORE4_SCALE                                                                                         \
+/* Four int32 sums (operands a0..a3) to fp32 (VCVT), times sigma, into s0..s3: store4 and pw4_rows. */
+#define TT_SCALE4                                                                                               \
     "vmov s0, s1, %[a0], %[a1]\n\t"                                                                             \
     "vmov s2, s3, %[a2], %[a3]\n\t"                                                                             \
     "vcvt.f32.s32 s0, s0\n\t"                                                                                   \
@@ -73,9 +68,18 @@ static inline __attribute__((always_inline)) void store4(float *dst, int32_t a0,
     "vmul.f32 s1, s1, %[sigma]\n\t"                                                                             \
     "vmul.f32 s2, s2, %[sigma]\n\t"                                                                             \
     "vmul.f32 s3, s3, %[sigma]\n\t"
+#endif
+
+/* dst[j] (+)= (float)a_j * sigma for j = 0..3, as tt_bwd_store. On the core two VMOVs, the four VCVT and VMUL, one
+ * VLDM and four VADDs where accumulating, and one VSTM: 12 or 17 instructions where GCC takes about 20 or 28
+ * (each value moved, converted and stored alone, the flag tested for each). Same instructions per value as the C. */
+static inline __attribute__((always_inline)) void store4(float *dst, int32_t a0, int32_t a1, int32_t a2, int32_t a3,
+                                                         float sigma, int32_t accumulate)
+{
+#if defined(__arm__)
     float(*const d)[4] = (float(*)[4])dst;
     if (accumulate) {
-        __asm__(TT_STORE4_SCALE
+        __asm__(TT_SCALE4
                 "vldmia %[p], {s4-s7}\n\t"
                 "vadd.f32 s0, s4, s0\n\t"
                 "vadd.f32 s1, s5, s1\n\t"
@@ -86,13 +90,12 @@ static inline __attribute__((always_inline)) void store4(float *dst, int32_t a0,
                 : [a0] "r"(a0), [a1] "r"(a1), [a2] "r"(a2), [a3] "r"(a3), [sigma] "t"(sigma), [p] "r"(dst)
                 : "s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7");
     } else {
-        __asm__(TT_STORE4_SCALE
+        __asm__(TT_SCALE4
                 "vstmia %[p], {s0-s3}\n\t"
                 : "=m"(*d)
                 : [a0] "r"(a0), [a1] "r"(a1), [a2] "r"(a2), [a3] "r"(a3), [sigma] "t"(sigma), [p] "r"(dst)
                 : "s0", "s1", "s2", "s3");
     }
-#undef TT_STORE4_SCALE
 #else
     tt_bwd_store(dst, (float)a0 * sigma, accumulate);
     tt_bwd_store(dst + 1, (float)a1 * sigma, accumulate);
@@ -221,19 +224,8 @@ typedef struct {
     int32_t left;                     /* pixels still to do (>= 1) */
 } pw4_rows_state;
 
-/* The tail of pw4_rows' step: the four int32 sums to fp32 (VCVT), times sigma, into s0..s3. */
-#define TT_PW4_SCALE                                                                                            \
-    "vmov s0, s1, %[a0], %[a1]\n\t"                                                                             \
-    "vmov s2, s3, %[a2], %[a3]\n\t"                                                                             \
-    "vcvt.f32.s32 s0, s0\n\t"                                                                                   \
-    "vcvt.f32.s32 s1, s1\n\t"                                                                                   \
-    "vcvt.f32.s32 s2, s2\n\t"                                                                                   \
-    "vcvt.f32.s32 s3, s3\n\t"                                                                                   \
-    "vmul.f32 s0, s0, %[sigma]\n\t"                                                                             \
-    "vmul.f32 s1, s1, %[sigma]\n\t"                                                                             \
-    "vmul.f32 s2, s2, %[sigma]\n\t"                                                                             \
-    "vmul.f32 s3, s3, %[sigma]\n\t"                                                                             \
-    "ldr %[end], [%[st], #12]\n\t"
+/* The tail of pw4_rows' step: TT_SCALE4, then the pixel loop's end reloaded from the state. */
+#define TT_PW4_SCALE TT_SCALE4 "ldr %[end], [%[st], #12]\n\t"
 
 /* The sums of one pixel (pw4_dot's loops, the sums starting at zero), then its four g_in; per pixel: */
 #define TT_PW4_ROW                                                                                              \
