@@ -223,9 +223,9 @@ def build_driver(tmp: Path, name: str, flags: list[str], sources: list[Path]) ->
 
 def assert_kernel_ok_in_qemu(board: str, tmp: Path, main: str, kernel: str, header: tuple[str, str], last: str,
                              defines: tuple[str, ...] | list[str] = ()) -> None:
-    """Build the bare-metal test tests/c/<main> with runtime_c/arm/<kernel> (startup and semihosting of
-    runtime_c/boards/) for a QEMU board, with header = (file name, text) of its generated case table, run it and
-    check that its last line is `last` (else fail with what it printed: the first differing case)."""
+    """Build the bare-metal test tests/c/<main> with runtime_c/arm/<kernel> (startup, semihosting and its output
+    channel from runtime_c/boards/) for a QEMU board, with header = (file name, text) of its generated case table,
+    run it and check that its last line is `last` (else fail with what it printed: the first differing case)."""
     import subprocess
 
     from compiler import emulate, firmware
@@ -238,7 +238,7 @@ def assert_kernel_ok_in_qemu(board: str, tmp: Path, main: str, kernel: str, head
     elf = tmp / f"{Path(main).stem}.elf"
     cmd = [firmware.CC, *brd.cpu, "-O2", *firmware.CFLAGS, *defines, f"-I{tmp}", f"-I{runtime}", f"-I{boards}",
            str(ROOT / "tests" / "c" / main), str(runtime / "arm" / kernel), str(boards / "tt_startup.c"),
-           str(boards / "tt_semihost.c"), f"-L{boards}", f"-T{brd.linker_script}",
+           str(boards / "tt_semihost.c"), str(boards / "tt_out_semihost.c"), f"-L{boards}", f"-T{brd.linker_script}",
            "-Wl,--defsym=TT_STACK_SIZE=16384", "-Wl,--defsym=TT_PERSIST_BYTES=0",
            "-Wl,--defsym=TT_PERSIST_ALIGN=2048", *firmware.LDFLAGS, "-o", str(elf)]
     r = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, check=False)

@@ -7,7 +7,6 @@
 #include <stdint.h>
 
 #include "tt_fw_output.h"
-#include "tt_semihost.h"
 
 extern uint32_t _sidata, _sdata, _edata, _sbss, _ebss, _sstack, _estack;
 extern int main(void);
@@ -25,18 +24,6 @@ uint32_t tt_stack_used(void)
         p++;
     }
     return (uint32_t)((const uint8_t *)&_estack - (const uint8_t *)p);
-}
-
-/* A program linked without an output channel (a kernel test that links tt_semihost.c only) reports and exits through
- * semihosting; the firmware links one of tt_fw_output.h's channels, whose definitions replace these. */
-__attribute__((weak)) void tt_out_write(const char *text)
-{
-    tt_sh_write0(text);
-}
-
-__attribute__((weak)) void tt_out_exit(int32_t code)
-{
-    tt_sh_exit(code);
 }
 
 void tt_fault_handler(void)
